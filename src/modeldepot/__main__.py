@@ -1,0 +1,3 @@
+from modeldepot.cli import main
+
+main()

@@ -1,0 +1,69 @@
+"""Small file-system helpers shared by every layer: atomic writes and safe relative paths."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path, PurePosixPath
+
+from modeldepot.errors import UnsafePathError
+
+
+def fsync_dir(path: Path) -> None:
+    """Persist a rename by syncing its directory (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same folder, fsync, rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str, mode: int = 0o644) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), mode)
+
+
+def safe_relpath(name: str) -> PurePosixPath:
+    """Validate a relative POSIX path from an untrusted source (manifest, repo listing, header).
+
+    Raises:
+        UnsafePathError: for absolute paths, ``..`` parts, backslashes, NULs or empty names.
+    """
+    if not name or "\x00" in name or "\\" in name:
+        raise UnsafePathError(f"unsafe path {name!r}: empty or contains NUL/backslash")
+    p = PurePosixPath(name)
+    if p.is_absolute() or any(part in ("..", "") for part in p.parts) or name.startswith("/"):
+        raise UnsafePathError(f"unsafe path {name!r}: must be relative and stay inside its folder")
+    if len(name) >= 2 and name[1] == ":":
+        raise UnsafePathError(f"unsafe path {name!r}: drive letters are not allowed")
+    return p
+
+
+def join_inside(root: Path, name: str) -> Path:
+    """``root / name`` after checking ``name`` cannot escape ``root``."""
+    rel = safe_relpath(name)
+    return root.joinpath(*rel.parts)

@@ -1,0 +1,242 @@
+"""Settings: one ``DepotConfig`` built once and passed into every service.
+
+Priority, highest first: constructor arguments > ``MODELDEPOT_*`` environment variables >
+``modeldepot.yaml`` in the home folder > defaults. Nothing here reads the environment at import.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+from modeldepot.errors import ConfigurationError
+
+SETTINGS_FILE = "modeldepot.yaml"
+ENV_PREFIX = "MODELDEPOT_"
+LinkMode = Literal["reflink", "hardlink", "symlink", "copy"]
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+#: Fields never written back to the settings file.
+SECRET_FIELDS = frozenset({"remote_api_tokens", "api_key"})
+
+
+def default_home(environ: Mapping[str, str] | None = None) -> Path:
+    """``MODELDEPOT_HOME``, else ``$XDG_CACHE_HOME/modeldepot``, else ``~/.cache/modeldepot``."""
+    env = os.environ if environ is None else environ
+    if env.get("MODELDEPOT_HOME"):
+        return Path(env["MODELDEPOT_HOME"]).expanduser()
+    if env.get("XDG_CACHE_HOME"):
+        return Path(env["XDG_CACHE_HOME"]).expanduser() / "modeldepot"
+    return Path("~/.cache/modeldepot").expanduser()
+
+
+class RemoteToken(BaseModel):
+    """A bearer token sent to URLs matching ``url_regex``. Never persisted."""
+
+    model_config = ConfigDict(frozen=True)
+
+    url_regex: str
+    token: SecretStr
+
+    @field_validator("url_regex")
+    @classmethod
+    def _compiles(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as exc:
+            raise ValueError(f"url_regex {v!r} is not a valid regular expression: {exc}") from exc
+        return v
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Reads ``modeldepot.yaml`` from the home folder chosen by the higher-priority sources."""
+
+    def __init__(self, settings_cls: type[BaseSettings], init_kwargs: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._init_kwargs = init_kwargs
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ returns the whole mapping
+
+    def __call__(self) -> dict[str, Any]:
+        home = self._init_kwargs.get("home") or default_home()
+        path = Path(home).expanduser() / SETTINGS_FILE
+        if not path.is_file():
+            return {}
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ConfigurationError(f"settings file {path} is not valid YAML: {exc}") from exc
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise ConfigurationError(f"settings file {path} must hold a mapping of settings")
+        unknown = sorted(set(data) - set(self.settings_cls.model_fields))
+        if unknown:
+            raise ConfigurationError(f"settings file {path}: unknown setting(s) {', '.join(unknown)}")
+        return {k: v for k, v in data.items() if k not in SECRET_FIELDS}
+
+
+class DepotConfig(BaseSettings):
+    """Every setting of modeldepot. Each field can also be set as ``MODELDEPOT_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
+
+    home: Path = Field(default_factory=default_home, description="Root of all modeldepot data")
+    models_dir: Path | None = Field(default=None, description="Materialised models (default home/models)")
+    db: str | None = Field(
+        default=None,
+        description="SQLite path, postgresql:// URL or .yaml path (default home/databases/modeldepot.db)",
+    )
+    link_modes: Annotated[list[LinkMode], NoDecode] = Field(
+        default_factory=lambda: ["reflink", "hardlink", "symlink", "copy"],
+        description="Ways to materialise a model from blobs, tried in order",
+    )
+    hashing_algorithm: str = Field(default="blake3", description="blake3, blake3_single, sha256 or any hashlib name")
+    ram_cache_gb: float | None = Field(default=None, ge=0, description="RAM cache budget (default: derived)")
+    vram_cache_gb: float | None = Field(default=None, ge=0, description="VRAM cache budget (default: derived)")
+    device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N or mps")
+    precision: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
+    max_parallel_downloads: int = Field(default=5, ge=1, le=64)
+    hf_endpoint: str = "https://huggingface.co"
+    civitai_endpoint: str = "https://civitai.com"
+    remote_api_tokens: list[RemoteToken] = Field(default_factory=list, description="Never persisted")
+    allow_private_urls: bool = Field(default=False, description="Allow installs from private/loopback addresses")
+    api_key: SecretStr | None = Field(default=None, description="Required when serving on a non-loopback address")
+    host: str = "127.0.0.1"
+    port: int = Field(default=9090, ge=0, le=65535)
+    download_cache_gb: float = Field(default=10.0, ge=0, description="Cap of download_and_cache's folder")
+    preserve_partial_downloads: bool = False
+    on_duplicate: Literal["return", "error"] = Field(
+        default="return", description="Installing content already present returns the record, or raises"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        init_kwargs: dict[str, Any] = dict(getattr(init_settings, "init_kwargs", {}))
+        if "home" not in init_kwargs:
+            env_home = env_settings().get("home")
+            if env_home:
+                init_kwargs["home"] = env_home
+        return (init_settings, env_settings, _YamlSource(settings_cls, init_kwargs))
+
+    @field_validator("link_modes", mode="before")
+    @classmethod
+    def _split_modes(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [m.strip() for m in v.split(",") if m.strip()]
+        return v
+
+    @field_validator("link_modes")
+    @classmethod
+    def _modes_nonempty(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("link_modes needs at least one mode")
+        if len(set(v)) != len(v):
+            raise ValueError("link_modes lists a mode twice")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not _DEVICE_RE.match(v):
+            raise ValueError(f"device {v!r} must be auto, cpu, cuda, cuda:N or mps")
+        return v
+
+    @field_validator("hashing_algorithm")
+    @classmethod
+    def _algorithm(cls, v: str) -> str:
+        import hashlib
+
+        if v not in ("blake3", "blake3_single", "blake3_multi") and v not in hashlib.algorithms_available:
+            raise ValueError(f"hashing_algorithm {v!r} is not blake3, blake3_single or a hashlib algorithm")
+        return v
+
+    @model_validator(mode="after")
+    def _fill_paths(self) -> DepotConfig:
+        self.home = self.home.expanduser().resolve()
+        if self.models_dir is None:
+            self.models_dir = self.home / "models"
+        else:
+            self.models_dir = self.models_dir.expanduser()
+            if not self.models_dir.is_absolute():
+                self.models_dir = self.home / self.models_dir
+        if self.db is None:
+            self.db = str(self.home / "databases" / "modeldepot.db")
+        elif "://" not in self.db:
+            p = Path(self.db).expanduser()
+            self.db = str(p if p.is_absolute() else self.home / p)
+        return self
+
+    @classmethod
+    def load(cls, **kwargs: Any) -> DepotConfig:
+        """Build settings, turning validation errors into one ``ConfigurationError``."""
+        try:
+            return cls(**kwargs)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"])
+            raise ConfigurationError(f"invalid setting {field!r}: {first['msg']}") from exc
+
+    # Paths derived from home (DESIGN.md §3).
+    @property
+    def models_path(self) -> Path:
+        assert self.models_dir is not None
+        return self.models_dir
+
+    @property
+    def blobs_dir(self) -> Path:
+        return self.home / "blobs"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.home / "tmp"
+
+    @property
+    def databases_dir(self) -> Path:
+        return self.home / "databases"
+
+    @property
+    def db_url(self) -> str:
+        assert self.db is not None
+        return self.db
+
+    def token_for(self, url: str) -> str | None:
+        """The first configured token whose regex matches ``url``."""
+        for entry in self.remote_api_tokens:
+            if re.search(entry.url_regex, url):
+                return entry.token.get_secret_value()
+        return None
+
+    def public_dict(self) -> dict[str, Any]:
+        """Settings safe to show or save: secrets removed."""
+        data = self.model_dump(mode="json", exclude=set(SECRET_FIELDS))
+        return data
+
+    def save(self) -> Path:
+        """Write non-secret settings to ``home/modeldepot.yaml`` atomically."""
+        from modeldepot._fs import atomic_write_text
+
+        path = self.home / SETTINGS_FILE
+        data = self.public_dict()
+        data.pop("home", None)
+        atomic_write_text(path, yaml.safe_dump(data, sort_keys=True))
+        return path
+
+
+__all__ = ["DepotConfig", "LinkMode", "RemoteToken", "default_home"]

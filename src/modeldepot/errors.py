@@ -1,0 +1,185 @@
+"""Every error a user can cause is a ``ModelDepotError``; each also inherits the natural stdlib type.
+
+Exception tree::
+
+    ModelDepotError
+    ├── ConfigurationError (ValueError)            bad settings / settings file
+    ├── InvalidModelConfigException (ValueError)   a record that does not validate
+    ├── UnknownModelException (KeyError)           no record with that key / name
+    ├── DuplicateModelException                    key, path or hash already registered
+    ├── ModelNotFoundException (FileNotFoundError) a record's files are missing
+    ├── DatabaseError                              foreign, corrupt or too-new database file
+    ├── HashingError (OSError)                     a file cannot be hashed
+    ├── IdentificationError (ValueError)           malformed model file
+    │   ├── InvalidSafetensorsError
+    │   └── UnsafePickleError                      a pickle importing dangerous globals
+    ├── StorageError                               content-addressed store problems
+    │   ├── BlobCorruptError
+    │   └── UnsafePathError (ValueError)           ../ or absolute paths in a name or manifest
+    ├── DownloadError                              transport / HTTP failures
+    │   ├── RemoteAccessError (PermissionError)    401/403: token missing or wrong
+    │   ├── RemoteNotFoundError (FileNotFoundError) 404/410
+    │   ├── IntegrityError                         sha256 mismatch after download
+    │   └── InsufficientSpaceError (OSError)
+    ├── UnknownJobIDException (KeyError)
+    ├── InvalidSourceError (ValueError)            a source string that matches nothing
+    ├── LoaderNotFoundError (LookupError)          no loader for (base, type, format)
+    └── NotAllowedError (PermissionError)          refused by policy (private URL, path outside roots)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class ModelDepotError(Exception):
+    """Base of every error modeldepot raises on purpose."""
+
+    def __str__(self) -> str:
+        # KeyError's str() adds quotes; our messages are for people.
+        return str(self.args[0]) if self.args else self.__class__.__name__
+
+
+class ConfigurationError(ModelDepotError, ValueError):
+    """Settings or a settings file are invalid."""
+
+
+class InvalidModelConfigException(ModelDepotError, ValueError):
+    """A model record failed validation; ``field`` names the first offending field."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class UnknownModelException(ModelDepotError, KeyError):
+    """No model with that key (or name)."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class DuplicateModelException(ModelDepotError):
+    """A model with this key, path or content is already registered."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class ModelNotFoundException(ModelDepotError, FileNotFoundError):
+    """The files of a registered model are missing."""
+
+    def __init__(self, message: str, path: Path | str | None = None) -> None:
+        super().__init__(message)
+        self.path = Path(path) if path is not None else None
+
+
+class DatabaseError(ModelDepotError):
+    """The database cannot be opened: not ours, corrupt, or from a newer version."""
+
+    def __init__(self, message: str, path: Path | str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class HashingError(ModelDepotError, OSError):
+    def __init__(self, message: str, path: Path | str | None = None) -> None:
+        super().__init__(message)
+        self.path = Path(path) if path is not None else None
+
+
+class IdentificationError(ModelDepotError, ValueError):
+    def __init__(self, message: str, path: Path | str | None = None) -> None:
+        super().__init__(message)
+        self.path = Path(path) if path is not None else None
+
+
+class InvalidSafetensorsError(IdentificationError):
+    """A .safetensors file whose header is malformed."""
+
+
+class UnsafePickleError(IdentificationError):
+    """A pickle file that imports globals outside the allow-list."""
+
+
+class StorageError(ModelDepotError):
+    def __init__(self, message: str, path: Path | str | None = None) -> None:
+        super().__init__(message)
+        self.path = Path(path) if path is not None else None
+
+
+class BlobCorruptError(StorageError):
+    """A blob whose content no longer matches its digest."""
+
+
+class UnsafePathError(StorageError, ValueError):
+    """A relative path that would escape its folder."""
+
+
+class DownloadError(ModelDepotError):
+    def __init__(self, message: str, url: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class RemoteAccessError(DownloadError, PermissionError):
+    """401/403 from a remote: a token is missing or not allowed."""
+
+
+class RemoteNotFoundError(DownloadError, FileNotFoundError):
+    """404/410 from a remote."""
+
+
+class IntegrityError(DownloadError):
+    """Downloaded bytes do not match the expected hash."""
+
+
+class InsufficientSpaceError(DownloadError, OSError):
+    """Not enough free disk space for the download or install."""
+
+
+class UnknownJobIDException(ModelDepotError, KeyError):
+    def __init__(self, message: str, job_id: object = None) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+
+
+class InvalidSourceError(ModelDepotError, ValueError):
+    """A source string that is not a path, URL, repo id or Civitai reference."""
+
+
+class LoaderNotFoundError(ModelDepotError, LookupError):
+    """No loader registered for a (base, type, format) triple."""
+
+
+class NotAllowedError(ModelDepotError, PermissionError):
+    """Refused by policy: private address, path outside the allowed roots, missing API key."""
+
+
+__all__ = [
+    "BlobCorruptError",
+    "ConfigurationError",
+    "DatabaseError",
+    "DownloadError",
+    "DuplicateModelException",
+    "HashingError",
+    "IdentificationError",
+    "InsufficientSpaceError",
+    "IntegrityError",
+    "InvalidModelConfigException",
+    "InvalidSafetensorsError",
+    "InvalidSourceError",
+    "LoaderNotFoundError",
+    "ModelDepotError",
+    "ModelNotFoundException",
+    "NotAllowedError",
+    "RemoteAccessError",
+    "RemoteNotFoundError",
+    "StorageError",
+    "UnknownJobIDException",
+    "UnknownModelException",
+    "UnsafePathError",
+    "UnsafePickleError",
+]
