@@ -1,0 +1,11 @@
+"""The ``modeldepot`` command: a thin shell over the library (no business logic here)."""
+
+from __future__ import annotations
+
+from modeldepot.cli._app import app, main
+
+# Importing the command modules registers their commands on ``app``.
+from modeldepot.cli import models as _models  # noqa: E402,F401  isort: skip
+from modeldepot.cli import tools as _tools  # noqa: E402,F401  isort: skip
+
+__all__ = ["app", "main"]

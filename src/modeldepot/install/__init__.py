@@ -1,0 +1,5 @@
+"""Installing models: sources -> download -> identify -> store -> record."""
+
+from modeldepot.install.service import ModelInstallService
+
+__all__ = ["ModelInstallService"]

@@ -1,0 +1,103 @@
+"""Turning an identification plus user overrides into a validated record."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from modeldepot.configs import ModelConfigBase, class_for, new_key, parse_config
+from modeldepot.errors import InvalidModelConfigException
+from modeldepot.identify import Identification
+from modeldepot.taxonomy import BaseModelType, ModelType
+
+#: Override keys that steer identification rather than being plain record fields.
+IDENTIFY_KEYS = ("type", "format", "base", "variant", "prediction_type", "compatible_bases")
+_ALIASES = {"model_type": "type", "model_format": "format", "base_model": "base", "model_name": "name"}
+
+
+def normalise_overrides(overrides: dict[str, Any] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in (overrides or {}).items():
+        if v is None:
+            continue
+        out[_ALIASES.get(k, k)] = getattr(v, "value", v) if not isinstance(v, set | list) else v
+    return out
+
+
+def identify_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    return {k: overrides[k] for k in IDENTIFY_KEYS if k in overrides}
+
+
+def build_record(
+    ident: Identification,
+    *,
+    path: Path,
+    name: str,
+    content_hash: str | None,
+    file_size: int | None,
+    overrides: dict[str, Any],
+    source: str | None,
+    source_type: str | None,
+    inplace: bool,
+    key: str | None = None,
+) -> ModelConfigBase:
+    """A record of the class matching the identified (type, format), user fields applied."""
+    cls = class_for(ident.type, ident.format)
+    data: dict[str, Any] = {
+        "key": key or new_key(),
+        "name": name,
+        "type": ident.type,
+        "format": ident.format,
+        "base": ident.base,
+        "compatible_bases": set(ident.compatible_bases) | {ident.base},
+        "path": str(path),
+        "hash": content_hash,
+        "file_size": file_size,
+        "source": source,
+        "source_type": source_type,
+        "inplace": inplace,
+        "identification": ident.to_dict(),
+    }
+    optional = {
+        "variant": ident.variant,
+        "prediction_type": ident.prediction_type,
+        "repo_variant": ident.repo_variant,
+        "clip_variant": ident.variant if ident.type in (ModelType.CLIPEmbed, ModelType.CLIPVision) else None,
+        "architecture": ident.extra.get("architecture"),
+        "upcast_attention": ident.extra.get("upcast_attention"),
+        "config_path": ident.extra.get("config_path"),
+    }
+    for field, value in optional.items():
+        if value is not None and field in cls.model_fields:
+            data[field] = value
+    if "variant" in data and data["variant"] not in _variant_values(cls):
+        del data["variant"]
+    for field, value in overrides.items():
+        if field in IDENTIFY_KEYS and field not in ("compatible_bases",):
+            continue  # already applied through identify()
+        if field not in cls.model_fields:
+            raise InvalidModelConfigException(
+                f"setting {field!r} does not apply to a {ident.type}/{ident.format} model", field=field
+            )
+        data[field] = value
+    return parse_config(data)
+
+
+def _variant_values(cls: type[ModelConfigBase]) -> set[str]:
+    from modeldepot.taxonomy import FluxVariantType, ModelVariantType
+
+    if cls.model_fields.get("variant") is None:
+        return set()
+    return {v.value for v in ModelVariantType} | {v.value for v in FluxVariantType}
+
+
+def default_name(path: Path) -> str:
+    """The file stem or folder name, tidied."""
+    name = path.name if path.is_dir() else path.stem
+    name = re.sub(r"\s+", " ", name).strip()
+    return name or "model"
+
+
+def base_dir_name(base: BaseModelType) -> str:
+    return str(base)

@@ -1,0 +1,216 @@
+"""``ModelInstallService``: from a source to a registered, identified, deduplicated model.
+
+Local sources are handled synchronously here; remote sources (URLs, Hugging Face, Civitai) become
+jobs whose downloads run in parallel on the download queue and whose identification, storing and
+registration run on one serial worker (see ``_jobs.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from modeldepot._db import Database
+from modeldepot.config import DepotConfig
+from modeldepot.configs import ModelConfigBase
+from modeldepot.errors import DuplicateModelException, ModelNotFoundException, UnknownModelException
+from modeldepot.events import EventBus
+from modeldepot.install._records import (
+    build_record,
+    default_name,
+    identify_overrides,
+    normalise_overrides,
+)
+from modeldepot.taxonomy import ModelSourceType
+
+if TYPE_CHECKING:
+    from modeldepot.download import DownloadQueueService
+    from modeldepot.hashing import HashCache
+    from modeldepot.records import ModelRecordServiceBase
+    from modeldepot.storage import ContentStore
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def _lazy(value: T | Callable[[], T] | None) -> Callable[[], T | None]:
+    if value is None or not callable(value) or hasattr(value, "start"):
+        return lambda: value  # type: ignore[return-value]
+    return value  # type: ignore[return-value]
+
+
+class ModelInstallService:
+    """Install, register and remove models. Build it through ``ModelManager.install``."""
+
+    def __init__(
+        self,
+        app_config: DepotConfig,
+        record_store: ModelRecordServiceBase,
+        download_queue: DownloadQueueService | Callable[[], DownloadQueueService] | None = None,
+        event_bus: EventBus | None = None,
+        *,
+        storage: ContentStore | Callable[[], ContentStore] | None = None,
+        db: Database | None = None,
+        hash_cache: HashCache | None = None,
+    ) -> None:
+        self.app_config = app_config
+        self.record_store = record_store
+        self.event_bus = event_bus or EventBus()
+        self._downloads = _lazy(download_queue)
+        self._storage = _lazy(storage)
+        self._db = db
+        self._hash_cache = hash_cache
+        self._lock = threading.RLock()
+        self._started = False
+
+    # Lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._started = True
+
+    def stop(self) -> None:
+        self._started = False
+
+    @property
+    def storage(self) -> ContentStore:
+        store = self._storage()
+        if store is None:
+            raise RuntimeError("this install service was built without a content store")
+        return store
+
+    @property
+    def db(self) -> Database:
+        if self._db is None:
+            raise RuntimeError("this install service was built without a database")
+        return self._db
+
+    # Local registration -------------------------------------------------------------------
+
+    def _hash(self, path: Path) -> str:
+        from modeldepot.hashing import ModelHash
+
+        return ModelHash(self.app_config.hashing_algorithm, cache=self._hash_cache).hash(path)
+
+    def _existing_by_hash(self, content_hash: str) -> ModelConfigBase | None:
+        found = self.record_store.search_by_hash(content_hash)
+        return found[0] if found else None
+
+    def register_path(self, model_path: str | Path, config: dict[str, Any] | None = None) -> str:
+        """Register a file or folder in place (never moved, copied or deleted); returns the key.
+
+        ``config`` holds user overrides (name, base, type, description, tags...): they always win
+        over identification and are recorded as such.
+        """
+        from modeldepot.identify import identify
+
+        path = Path(model_path).expanduser()
+        if not path.exists():
+            raise ModelNotFoundException(f"{path}: no such file or folder", path=path)
+        path = path.resolve()
+        overrides = normalise_overrides(config)
+        existing = self.record_store.search_by_path(path)
+        if existing:
+            raise DuplicateModelException(
+                f"{path} is already registered as {existing[0].name!r} (key {existing[0].key})", key=existing[0].key
+            )
+        ident = identify(path, identify_overrides(overrides))
+        content_hash = self._hash(path)
+        dup = self._existing_by_hash(content_hash)
+        if dup is not None:
+            return self._on_duplicate(dup, path)
+        record = build_record(
+            ident,
+            path=path,
+            name=overrides.pop("name", None) or default_name(path),
+            content_hash=content_hash,
+            file_size=_size_of(path),
+            overrides=overrides,
+            source=overrides.pop("source", None) or str(path),
+            source_type=ModelSourceType.Path,
+            inplace=True,
+        )
+        self._commit_inplace(record, path)
+        log.info("registered %s in place as %s (%s)", path, record.name, record.key)
+        return record.key
+
+    def _on_duplicate(self, existing: ModelConfigBase, path: Path) -> str:
+        if self.app_config.on_duplicate == "error":
+            raise DuplicateModelException(
+                f"{path} has the same content as the registered model {existing.name!r} (key {existing.key})",
+                key=existing.key,
+            )
+        log.info("%s has the same content as %s; returning the existing record", path, existing.key)
+        return existing.key
+
+    def _commit_inplace(self, record: ModelConfigBase, path: Path) -> None:
+        from modeldepot.records import ModelRecordServiceSQL
+
+        store = self.record_store
+        if isinstance(store, ModelRecordServiceSQL) and self._db is not None and store.db is self._db:
+            # One transaction: a record never exists without its manifest.
+            with self.db.begin() as conn:
+                self.storage.register_inplace(conn, record.key, path)
+                store.add_model(record, conn=conn)
+        else:
+            store.add_model(record)
+            if self._db is not None and self._storage() is not None:
+                with self.db.begin() as conn:
+                    self.storage.register_inplace(conn, record.key, path)
+
+    # Removal ------------------------------------------------------------------------------
+
+    def unregister(self, key: str) -> None:
+        """Forget a model's record; its files stay where they are."""
+        self.record_store.get_model(key)
+        self._delete(key, delete_files=False)
+
+    def delete(self, key: str) -> None:
+        """Remove a model. Files are deleted only when the store owns them (not in-place models)."""
+        config = self.record_store.get_model(key)
+        self._delete(key, delete_files=not config.inplace)
+
+    def unconditionally_delete(self, key: str) -> None:
+        """Remove a model and its files, even a user's file registered in place."""
+        config = self.record_store.get_model(key)
+        self._delete(key, delete_files=True)
+        if config.inplace:
+            _remove_path(Path(config.path))
+
+    def _delete(self, key: str, delete_files: bool) -> None:
+        from modeldepot.records import ModelRecordServiceSQL
+
+        store = self.record_store
+        storage = self._storage()
+        if isinstance(store, ModelRecordServiceSQL) and self._db is not None and store.db is self._db:
+            with self.db.begin() as conn:
+                if storage is not None:
+                    storage.delete_model(key, conn=conn, delete_files=delete_files)
+                store.del_model(key, conn=conn)
+        else:
+            if storage is not None and self._db is not None:
+                storage.delete_model(key, delete_files=delete_files)
+            store.del_model(key)
+
+    def get_model(self, key: str) -> ModelConfigBase:
+        try:
+            return self.record_store.get_model(key)
+        except KeyError as exc:
+            raise UnknownModelException(f"no model with key {key!r}", key=key) from exc
+
+
+def _size_of(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _remove_path(path: Path) -> None:
+    import shutil
+
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
