@@ -24,6 +24,7 @@ from sqlalchemy.exc import OperationalError
 from modeldepot.errors import DatabaseError
 
 Migration = Callable[[Connection], None]
+_WRITE_FLAG = "modeldepot_write"
 #: Marker table: a file without it (and not empty) is not ours.
 APP_ID = 0x4D445054  # "MDPT", stored in SQLite's application_id
 BUSY_TIMEOUT_MS = 30_000
@@ -53,8 +54,10 @@ def _sqlite_engine(path: Path) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        # IMMEDIATE takes the write lock up front, so concurrent writers queue on busy_timeout.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Writers (``Database.begin``) take the write lock up front with IMMEDIATE, so concurrent
+        # writers queue on busy_timeout instead of failing on a lock upgrade; readers
+        # (``Database.connect``) use a deferred BEGIN and never block anyone in WAL mode.
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get(_WRITE_FLAG) else "BEGIN")
 
     return engine
 
@@ -107,8 +110,13 @@ class Database:
     def begin(self) -> Iterator[Connection]:
         """A transaction; translates driver errors into ``DatabaseError``."""
         try:
-            with self.engine.begin() as conn:
-                yield conn
+            with self.engine.connect() as conn:
+                conn.info[_WRITE_FLAG] = True
+                try:
+                    with conn.begin():
+                        yield conn
+                finally:
+                    conn.info.pop(_WRITE_FLAG, None)
         except OperationalError as exc:
             raise DatabaseError(f"database {self.url}: {exc.orig}", path=self.url) from exc
 
