@@ -18,6 +18,7 @@ from modeldepot.config import DepotConfig
 from modeldepot.configs import ModelConfigBase
 from modeldepot.errors import DuplicateModelException, ModelNotFoundException, UnknownModelException
 from modeldepot.events import EventBus
+from modeldepot.install._runner import JobRunner
 from modeldepot.install._records import (
     build_record,
     default_name,
@@ -42,7 +43,7 @@ def _lazy(value: T | Callable[[], T] | None) -> Callable[[], T | None]:
     return value  # type: ignore[return-value]
 
 
-class ModelInstallService:
+class ModelInstallService(JobRunner):
     """Install, register and remove models. Build it through ``ModelManager.install``."""
 
     def __init__(
@@ -65,14 +66,24 @@ class ModelInstallService:
         self._hash_cache = hash_cache
         self._lock = threading.RLock()
         self._started = False
+        self._init_jobs()
 
     # Lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._started = True
+        """Start the install worker and resume installs a previous process left unfinished."""
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+        self._start_jobs()
 
     def stop(self) -> None:
-        self._started = False
+        with self._lock:
+            if not self._started:
+                return
+            self._started = False
+        self._stop_jobs()
 
     @property
     def storage(self) -> ContentStore:
@@ -135,6 +146,86 @@ class ModelInstallService:
         self._commit_inplace(record, path)
         log.info("registered %s in place as %s (%s)", path, record.name, record.key)
         return record.key
+
+    def install_path(
+        self,
+        model_path: str | Path,
+        config: dict[str, Any] | None = None,
+        *,
+        move: bool = False,
+        source: str | None = None,
+        source_type: ModelSourceType | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> str:
+        """Install a file or folder into the store (deduplicated, materialised); returns the key.
+
+        ``move=True`` moves the files in when they are on the same file system (no bytes copied),
+        else they are copied while hashing in one pass. Content already installed returns the
+        existing key (or raises DuplicateModelException when ``on_duplicate`` is ``error``).
+        """
+        from modeldepot.identify import identify
+        from modeldepot.install._store import destination, record_hash, unique_name, with_fields
+
+        path = Path(model_path).expanduser()
+        if not path.exists():
+            raise ModelNotFoundException(f"{path}: no such file or folder", path=path)
+        path = path.resolve()
+        overrides = normalise_overrides(config)
+        ident = identify(path, identify_overrides(overrides))
+        remote_base = (metadata or {}).get("base")
+        if remote_base and "base" not in overrides and str(ident.base) in ("unknown", "any"):
+            # The header could not tell; the remote's declared base is the next best word.
+            ident = identify(path, {**identify_overrides(overrides), "base": remote_base})
+        # Staging hashes while it copies (one read pass); content already held costs no space
+        # because identical blobs are stored once.
+        staged = self.storage.stage(path, move=move)
+        content_hash = record_hash(staged, self.app_config.hashing_algorithm) or self._hash_staged(staged, path)
+        dup = self._existing_by_hash(content_hash)
+        if dup is not None:
+            self.storage.discard(staged)
+            return self._on_duplicate(dup, path)
+        name = overrides.pop("name", None) or (metadata or {}).get("name") or default_name(path)
+        meta = {k: v for k, v in (metadata or {}).items() if k not in ("name", "base", "type")}
+        record = build_record(
+            ident,
+            path=path,  # replaced by the destination below, once the name is final
+            name=str(name),
+            content_hash=content_hash,
+            file_size=staged.size,
+            overrides={**meta, **overrides},
+            source=source or str(path),
+            source_type=source_type or ModelSourceType.Path,
+            inplace=False,
+        )
+        record = with_fields(record, name=unique_name(self.record_store, record.name, record.base, record.type))
+        dest = destination(self.app_config.models_path, record, staged)
+        if dest.exists() or self.record_store.search_by_path(dest):
+            dest = dest.with_name(f"{dest.stem}-{record.key[:8]}{dest.suffix}")
+        record = with_fields(record, path=str(dest))
+        self._commit_stored(record, staged, dest)
+        self.storage.materialise(record.key, dest)
+        log.info("installed %s as %s (%s) at %s", path, record.name, record.key, dest)
+        return record.key
+
+    def _hash_staged(self, staged: Any, path: Path) -> str:
+        return self._hash(path if path.exists() else Path(staged.source))
+
+    def _commit_stored(self, record: ModelConfigBase, staged: Any, dest: Path) -> None:
+        from modeldepot.records import ModelRecordServiceSQL
+
+        store = self.record_store
+        if isinstance(store, ModelRecordServiceSQL) and store.db is self._db:
+            with self.db.begin() as conn:
+                self.storage.commit(conn, record.key, staged, dest=dest)
+                store.add_model(record, conn=conn)
+        else:
+            with self.db.begin() as conn:
+                self.storage.commit(conn, record.key, staged, dest=dest)
+            try:
+                store.add_model(record)
+            except BaseException:
+                self.storage.delete_model(record.key)
+                raise
 
     def _on_duplicate(self, existing: ModelConfigBase, path: Path) -> str:
         if self.app_config.on_duplicate == "error":

@@ -1,0 +1,132 @@
+"""Install jobs: what the user asked for, where it is, and how it ended."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timezone
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
+
+from modeldepot.configs import ModelConfigBase
+
+
+class InstallStatus(str, Enum):
+    WAITING = "waiting"  # queued, nothing fetched yet
+    DOWNLOADING = "downloading"
+    DOWNLOADS_DONE = "downloads_done"  # files fetched, waiting for the serial install worker
+    PAUSED = "paused"
+    RUNNING = "running"  # identifying, storing, registering
+    COMPLETED = "completed"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+
+
+TERMINAL = frozenset({InstallStatus.COMPLETED, InstallStatus.ERROR, InstallStatus.CANCELLED})
+
+
+class ModelInstallJob(BaseModel):
+    """One install. Serialisable for the API; the token lives in a private field, never dumped."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    id: int
+    source: str  # canonical source string (no token)
+    source_type: str
+    status: InstallStatus = InstallStatus.WAITING
+    config_in: dict[str, Any] = Field(default_factory=dict)
+    config_out: ModelConfigBase | None = None
+    inplace: bool = False
+    local_path: Path | None = None
+    bytes: int = 0
+    total_bytes: int = 0
+    speed: float = 0.0
+    parts: list[dict[str, Any]] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    error_type: str | None = None
+    error: str | None = None
+    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    ended_at: datetime | None = None
+
+    _access_token: SecretStr | None = PrivateAttr(default=None)
+    _source_obj: Any = PrivateAttr(default=None)
+    _download: Any = PrivateAttr(default=None)
+    _metadata: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _done: threading.Event = PrivateAttr(default_factory=threading.Event)
+    _exception: BaseException | None = PrivateAttr(default=None)
+
+    # The seed's boolean properties.
+    @property
+    def waiting(self) -> bool:
+        return self.status == InstallStatus.WAITING
+
+    @property
+    def downloading(self) -> bool:
+        return self.status == InstallStatus.DOWNLOADING
+
+    @property
+    def downloads_done(self) -> bool:
+        return self.status == InstallStatus.DOWNLOADS_DONE
+
+    @property
+    def paused(self) -> bool:
+        return self.status == InstallStatus.PAUSED
+
+    @property
+    def running(self) -> bool:
+        return self.status == InstallStatus.RUNNING
+
+    @property
+    def complete(self) -> bool:
+        return self.status == InstallStatus.COMPLETED
+
+    @property
+    def errored(self) -> bool:
+        return self.status == InstallStatus.ERROR
+
+    @property
+    def cancelled(self) -> bool:
+        return self.status == InstallStatus.CANCELLED
+
+    @property
+    def in_terminal_state(self) -> bool:
+        return self.status in TERMINAL
+
+    @property
+    def exception(self) -> BaseException | None:
+        return self._exception
+
+    @property
+    def eta(self) -> float | None:
+        if self.speed <= 0 or self.total_bytes <= 0:
+            return None
+        return max(0.0, (self.total_bytes - self.bytes) / self.speed)
+
+    def to_public(self) -> dict[str, Any]:
+        """JSON for the API and events: never the token."""
+        data = self.model_dump(mode="json", exclude={"config_out"})
+        data["config_out"] = self.config_out.model_dump(mode="json") if self.config_out is not None else None
+        if data["config_out"] is not None:
+            data["config_out"].pop("source_api_response", None)
+        data["eta"] = self.eta
+        for flag in ("waiting", "downloading", "running", "complete", "errored", "cancelled", "in_terminal_state"):
+            data[flag] = getattr(self, flag)
+        return data
+
+    def event_payload(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "source": self.source,
+            "status": self.status.value,
+            "bytes": self.bytes,
+            "total_bytes": self.total_bytes,
+            "speed": self.speed,
+            "eta": self.eta,
+            "parts": self.parts,
+            "local_path": str(self.local_path) if self.local_path else None,
+            "key": self.config_out.key if self.config_out else None,
+            "error_type": self.error_type,
+            "error": self.error,
+        }

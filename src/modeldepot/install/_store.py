@@ -1,0 +1,72 @@
+"""Installing a local file or folder into the content store: stage, record, materialise.
+
+Order matters for "nothing half-done is ever visible": blobs are written first (protected from gc
+by pending rows), then the manifest and the record are committed in one transaction, then the
+model is materialised into a temp sibling and renamed into place. A crash before the commit leaves
+only unreferenced blobs (gc removes them); after it, ``ContentStore.recover()`` finishes the folder.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from modeldepot.configs import ModelConfigBase
+from modeldepot.taxonomy import BaseModelType, ModelType
+
+if TYPE_CHECKING:
+    from modeldepot.records import ModelRecordServiceBase
+    from modeldepot.storage import StagedModel
+
+_UNSAFE_NAME = re.compile(r"[^\w.\- ()+,@]+")
+
+
+def record_hash(staged: StagedModel, algorithm: str) -> str | None:
+    """The model hash from the staged blobs' blake3 digests, when that is the configured algorithm.
+
+    For any other algorithm return None and let the caller hash the files (a second read).
+    """
+    from modeldepot.hashing import composite_hash, normalize_algorithm
+
+    name, prefix = normalize_algorithm(algorithm)
+    if name not in ("blake3", "blake3_single"):
+        return None
+    if staged.kind == "file":
+        return f"{prefix}:{staged.entries[0].digest}"
+    return composite_hash([(e.relpath, e.digest) for e in staged.entries], prefix)
+
+
+def safe_dir_name(name: str) -> str:
+    """A file-system-safe folder name from a display name."""
+    cleaned = _UNSAFE_NAME.sub("_", name).strip(" .")
+    return cleaned[:120] or "model"
+
+
+def unique_name(store: ModelRecordServiceBase, name: str, base: BaseModelType, type: ModelType) -> str:
+    """``name``, or ``name (2)``, ``name (3)``... so names are unique per (base, type)."""
+    taken = {m.name for m in store.search_by_attr(base=base, type=type) if m.base == base}
+    if name not in taken:
+        return name
+    n = 2
+    while f"{name} ({n})" in taken:
+        n += 1
+    return f"{name} ({n})"
+
+
+def destination(models_dir: Path, record: ModelConfigBase, staged: StagedModel) -> Path:
+    """``models/<base>/<type>/<name>`` for folders, ``.../<name><suffix>`` for single files."""
+    folder = models_dir / str(record.base) / str(record.type)
+    name = safe_dir_name(record.name)
+    if staged.kind == "file":
+        suffix = Path(staged.entries[0].relpath).suffix
+        return folder / f"{name}{suffix}"
+    return folder / name
+
+
+def with_fields(record: ModelConfigBase, **fields: Any) -> ModelConfigBase:
+    from modeldepot.configs import parse_config
+
+    data = record.model_dump()
+    data.update(fields)
+    return parse_config(data)
