@@ -18,6 +18,7 @@ from modeldepot.config import DepotConfig
 from modeldepot.configs import ModelConfigBase
 from modeldepot.errors import DuplicateModelException, ModelNotFoundException, UnknownModelException
 from modeldepot.events import EventBus
+from modeldepot.install._maintenance import Maintenance
 from modeldepot.install._runner import JobRunner
 from modeldepot.install._records import (
     build_record,
@@ -43,7 +44,7 @@ def _lazy(value: T | Callable[[], T] | None) -> Callable[[], T | None]:
     return value  # type: ignore[return-value]
 
 
-class ModelInstallService(JobRunner):
+class ModelInstallService(JobRunner, Maintenance):
     """Install, register and remove models. Build it through ``ModelManager.install``."""
 
     def __init__(

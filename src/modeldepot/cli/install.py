@@ -1,0 +1,194 @@
+"""Install commands: install, jobs, cancel, download, civitai lookup, doctor."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.table import Table
+
+from modeldepot.cli._app import HomeOption, JsonOption, app, console, err_console, open_manager, parse_enum
+
+civitai_app = typer.Typer(help="Civitai helpers.", no_args_is_help=True)
+app.add_typer(civitai_app, name="civitai")
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}", markup=False),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=False,
+    )
+
+
+def _watch(mm: Any, jobs: list[Any]) -> None:
+    """One bar per file and one total per job, until every job ends."""
+    from modeldepot.events import Event
+
+    with _progress() as progress:
+        totals: dict[int, Any] = {}
+        files: dict[tuple[int, str], Any] = {}
+
+        def on_event(event: Event) -> None:
+            data = event.payload
+            job_id = data.get("id")
+            if job_id not in {j.id for j in jobs}:
+                return
+            if job_id not in totals:
+                totals[job_id] = progress.add_task(f"{data['source']} (total)", total=data.get("total_bytes") or None)
+            progress.update(totals[job_id], completed=data.get("bytes", 0), total=data.get("total_bytes") or None)
+            for part in data.get("parts") or []:
+                k = (job_id, part["path"])
+                if k not in files:
+                    files[k] = progress.add_task(f"  {part['path']}", total=part.get("total_bytes") or None)
+                progress.update(files[k], completed=part["bytes"], total=part.get("total_bytes") or None)
+
+        unsubscribe = mm.events.subscribe(on_event)
+        try:
+            for job in jobs:
+                mm.install.wait_for_job(job)
+        finally:
+            unsubscribe()
+
+
+@app.command("install")
+def install(
+    sources: Annotated[list[str], typer.Argument(help="Paths, URLs, HF repo ids (org/name[:variant[:sub]]), civitai:ID")],
+    name: Annotated[str | None, typer.Option(help="Name of the installed model")] = None,
+    base: Annotated[str | None, typer.Option(help="Override the base (sd-1, sdxl, flux...)")] = None,
+    type: Annotated[str | None, typer.Option("--type", help="Override the model type")] = None,
+    variant: Annotated[str | None, typer.Option(help="Override the variant (normal, inpaint, depth...)")] = None,
+    inplace: Annotated[bool, typer.Option("--inplace", help="Local paths: register where they are")] = False,
+    token: Annotated[str | None, typer.Option(help="Access token for this install (never stored)")] = None,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Start the jobs and return")] = False,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Install models from local paths, URLs, Hugging Face or Civitai, with progress bars.
+
+    Ctrl-C pauses downloads cleanly; run the same command again to resume.
+    """
+    from modeldepot.taxonomy import BaseModelType, ModelType
+
+    parse_enum(BaseModelType, base, "--base")
+    parse_enum(ModelType, type, "--type")
+    overrides = {k: v for k, v in {"name": name, "base": base, "type": type, "variant": variant}.items() if v}
+    with open_manager(home) as mm:
+        jobs = [mm.install.heuristic_import(s, config=overrides or None, access_token=token, inplace=inplace) for s in sources]
+        if no_wait:
+            console.print(", ".join(f"job {j.id}: {j.source}" for j in jobs))
+            return
+        try:
+            _watch(mm, jobs)
+        except KeyboardInterrupt:
+            for job in jobs:
+                mm.install.pause_job(job)
+            err_console.print("paused; run the same command again to resume")
+            raise typer.Exit(130) from None
+    failed = [j for j in jobs if not j.complete]
+    if as_json:
+        console.print_json(json.dumps([j.to_public() for j in jobs], default=str))
+    else:
+        for job in jobs:
+            if job.complete and job.config_out is not None:
+                c = job.config_out
+                console.print(f"installed [bold]{c.name}[/bold] ({c.base}/{c.type}/{c.format}) key {c.key}")
+                for note in job.notes:
+                    console.print(f"  note: {note}", highlight=False, markup=False)
+            else:
+                err_console.print(f"[red]error:[/red] {job.source}: {job.error or job.status.value}", highlight=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("jobs")
+def jobs(home: HomeOption = None, as_json: JsonOption = False) -> None:
+    """List install jobs recorded in the database (unfinished ones resume on the next start)."""
+    with open_manager(home) as mm:
+        rows = mm.install.persisted_jobs()
+    if as_json:
+        console.print_json(json.dumps(rows))
+        return
+    table = Table(header_style="bold")
+    for col in ("id", "status", "source"):
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(str(row["id"]), row["status"], row["source"])
+    console.print(table)
+
+
+@app.command("cancel")
+def cancel(
+    job_id: Annotated[int, typer.Argument(help="Install job id (see `modeldepot jobs`)")],
+    home: HomeOption = None,
+) -> None:
+    """Cancel an install job: it will not resume, and its partial downloads are deleted."""
+    with open_manager(home) as mm:
+        mm.install.cancel_persisted(job_id)
+    console.print(f"cancelled job {job_id}")
+
+
+@app.command("download")
+def download(
+    url: Annotated[str, typer.Argument(help="URL of a file")],
+    dest: Annotated[Path, typer.Argument(help="Destination file or folder")],
+    token: Annotated[str | None, typer.Option(help="Bearer token for this download (never stored)")] = None,
+    home: HomeOption = None,
+) -> None:
+    """Download one file (resumable, multi-connection) with a progress bar; nothing is registered."""
+    from modeldepot.config import DepotConfig
+    from modeldepot.download import cli_download
+
+    config = DepotConfig.load(**({"home": home} if home else {}))
+    path = cli_download(url, dest, config, access_token=token)
+    console.print(f"saved {path}", highlight=False)
+
+
+@civitai_app.command("lookup")
+def civitai_lookup(
+    key_or_name: Annotated[str, typer.Argument(help="Model key or unique name")],
+    apply: Annotated[bool, typer.Option("--apply/--no-apply", help="Fill the record's metadata from Civitai")] = True,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Find a registered file on Civitai by its hash and fill name, trigger words, tags, thumbnail."""
+    from modeldepot.cli.models import _resolve
+
+    with open_manager(home) as mm:
+        config = _resolve(mm, key_or_name)
+        result = mm.install.civitai_lookup(config.key, apply=apply)
+    if as_json:
+        console.print_json(json.dumps(result, default=str))
+    else:
+        for k, v in result.items():
+            if k != "source_api_response":
+                console.print(f"{k}: {v}", highlight=False, markup=False)
+
+
+@app.command("doctor")
+def doctor(
+    fix: Annotated[bool, typer.Option("--fix", help="Forget records whose files are gone")] = False,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Check records against the disk: missing files, interrupted jobs, staging leftovers."""
+    with open_manager(home) as mm:
+        report = mm.install.sync_to_config(prune_missing=fix)
+    if as_json:
+        console.print_json(json.dumps(report, default=str))
+        return
+    for item in report["missing"]:
+        action = "forgotten" if fix else "missing (use --fix to forget)"
+        console.print(f"{item['name']} ({item['key']}): {item['path']} {action}", highlight=False, markup=False)
+    console.print(
+        f"{len(report['missing'])} missing, {report['resumed']} job(s) resumed, "
+        f"{report['cleaned']} staging leftover(s) removed",
+        highlight=False,
+    )

@@ -1,0 +1,144 @@
+"""Storage commands: du, verify, gc, view, scan."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+from rich.table import Table
+
+from modeldepot.cli._app import HomeOption, JsonOption, app, console, open_manager
+from modeldepot.cli.models import _human_size
+
+view_app = typer.Typer(help="Build folder trees for other programs (A1111, ComfyUI) from links.", no_args_is_help=True)
+app.add_typer(view_app, name="view")
+
+
+def _plain(obj: Any) -> Any:
+    from modeldepot._jsonable import plain
+
+    return plain(obj)
+
+
+@app.command("du")
+def du(home: HomeOption = None, as_json: JsonOption = False) -> None:
+    """Disk usage: logical bytes of all models, physical bytes, bytes saved by dedup, per model."""
+    with open_manager(home) as mm:
+        report = mm.storage.du()
+        names = {m.key: m.name for m in mm.store.all_models()}
+    if as_json:
+        console.print_json(json.dumps(_plain(report)))
+        return
+    console.print(
+        f"logical {_human_size(report.logical_bytes)} · physical {_human_size(report.physical_bytes)} · "
+        f"saved by dedup {_human_size(report.saved_bytes)}",
+        highlight=False,
+    )
+    table = Table(header_style="bold")
+    for col in ("model", "key", "logical", "only here"):
+        table.add_column(col, overflow="fold")
+    for key, usage in sorted(report.per_model.items(), key=lambda kv: -kv[1].logical):
+        table.add_row(names.get(key, "?"), key, _human_size(usage.logical), _human_size(usage.unique_bytes))
+    console.print(table)
+
+
+@app.command("verify")
+def verify(
+    key: Annotated[str | None, typer.Argument(help="Only this model (default: every blob and model)")] = None,
+    repair: Annotated[bool, typer.Option("--repair", help="Re-link damaged files from good blobs")] = False,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Re-hash blobs and materialised files; report corrupt or missing ones and the models affected."""
+    with open_manager(home) as mm:
+        if key is not None:
+            mm.store.get_model(key)
+        report = mm.storage.verify(key=key, repair=repair)
+    if as_json:
+        console.print_json(json.dumps(_plain(report)))
+    else:
+        console.print(
+            f"checked {report.blobs_checked} blob(s), {report.files_checked} file(s): "
+            + ("all good" if report.ok else "[red]problems found[/red]")
+        )
+        for digest in report.corrupt_blobs:
+            console.print(f"  corrupt blob {digest}")
+        for digest in report.missing_blobs:
+            console.print(f"  missing blob {digest}")
+        for path in report.damaged_files:
+            console.print(f"  damaged file {path}", highlight=False)
+        for k, what in report.affected_models.items():
+            console.print(f"  model {k}: {', '.join(what)}", highlight=False)
+        for item in report.repaired:
+            console.print(f"  repaired {item}", highlight=False)
+    if not report.ok and not (repair and report.repaired):
+        raise typer.Exit(1)
+
+
+@app.command("gc")
+def gc(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would be removed")] = False,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Remove blobs no model references (recent ones are kept for installs in progress)."""
+    with open_manager(home) as mm:
+        report = mm.storage.gc(dry_run=dry_run)
+    if as_json:
+        console.print_json(json.dumps(_plain(report)))
+        return
+    verb = "would remove" if dry_run else "removed"
+    console.print(f"{verb} {len(report.removed)} blob(s), {_human_size(report.bytes_freed)}")
+    for path in report.unexpected_files:
+        console.print(f"  unexpected file left alone: {path}", highlight=False)
+
+
+def _view(kind: Literal["a1111", "comfyui"], dest: Path, home: Path | None) -> None:
+    from modeldepot.storage import build_view
+
+    with open_manager(home) as mm:
+        report = build_view(kind, dest, mm.store.all_models())
+    console.print(
+        f"{kind} view at {dest}: {len(report.created)} link(s) made, {len(report.removed)} stale removed, "
+        f"{len(report.skipped)} model(s) with no place in that layout",
+        highlight=False,
+    )
+
+
+@view_app.command("a1111")
+def view_a1111(
+    dest: Annotated[Path, typer.Argument(help="Folder to build (Stable Diffusion WebUI layout)")],
+    home: HomeOption = None,
+) -> None:
+    """Build or refresh an A1111 / Forge folder tree of links to installed models."""
+    _view("a1111", dest, home)
+
+
+@view_app.command("comfyui")
+def view_comfyui(
+    dest: Annotated[Path, typer.Argument(help="Folder to build (ComfyUI layout)")],
+    home: HomeOption = None,
+) -> None:
+    """Build or refresh a ComfyUI folder tree of links to installed models."""
+    _view("comfyui", dest, home)
+
+
+@app.command("scan")
+def scan(
+    folder: Annotated[Path, typer.Argument(help="A models folder (e.g. an A1111 or ComfyUI tree)")],
+    inplace: Annotated[bool, typer.Option("--inplace", help="Register without moving anything (the default)")] = True,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Register every model file in a folder tree, in place: nothing is moved or copied."""
+    with open_manager(home) as mm:
+        result = mm.install.scan_and_register(folder, inplace=inplace)
+    if as_json:
+        console.print_json(json.dumps(result))
+        return
+    for entry in result:
+        status = entry["status"]
+        console.print(f"{status:>10}  {entry['path']}" + (f"  ({entry['detail']})" if entry.get("detail") else ""), highlight=False, markup=False)
+    console.print(f"{sum(1 for e in result if e['status'] == 'registered')} registered", style="dim")
