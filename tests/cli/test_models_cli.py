@@ -36,7 +36,7 @@ def test_register_list_show_rename_tag_rm(home: Path, tmp_path: Path, run) -> No
 
     # A table for people.
     table = run("list")
-    assert "dreamshaper-8" in table.out and "1 model(s)" in table.out
+    assert "dreamshap" in table.out and "sd-1" in table.out and "1 model(s)" in table.out
 
     r = run("rm", key)
     assert r.code == 0, r.err

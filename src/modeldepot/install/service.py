@@ -16,7 +16,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from modeldepot._db import Database
 from modeldepot.config import DepotConfig
 from modeldepot.configs import ModelConfigBase
-from modeldepot.errors import DuplicateModelException, ModelNotFoundException, UnknownModelException
+from modeldepot.errors import (
+    DuplicateModelException,
+    ModelDepotError,
+    ModelNotFoundException,
+    UnknownModelException,
+)
 from modeldepot.events import EventBus
 from modeldepot.install._maintenance import Maintenance
 from modeldepot.install._runner import JobRunner
@@ -77,6 +82,8 @@ class ModelInstallService(JobRunner, Maintenance):
             if self._started:
                 return
             self._started = True
+        if self._storage() is not None and self._db is not None:
+            self.storage.recover()
         self._start_jobs()
 
     def stop(self) -> None:
@@ -129,7 +136,7 @@ class ModelInstallService(JobRunner, Maintenance):
                 f"{path} is already registered as {existing[0].name!r} (key {existing[0].key})", key=existing[0].key
             )
         ident = identify(path, identify_overrides(overrides))
-        content_hash = self._hash(path)
+        entries, content_hash = self._hash_inplace(path)
         dup = self._existing_by_hash(content_hash)
         if dup is not None:
             return self._on_duplicate(dup, path)
@@ -144,7 +151,7 @@ class ModelInstallService(JobRunner, Maintenance):
             source_type=ModelSourceType.Path,
             inplace=True,
         )
-        self._commit_inplace(record, path)
+        self._commit_inplace(record, path, entries)
         log.info("registered %s in place as %s (%s)", path, record.name, record.key)
         return record.key
 
@@ -237,20 +244,42 @@ class ModelInstallService(JobRunner, Maintenance):
         log.info("%s has the same content as %s; returning the existing record", path, existing.key)
         return existing.key
 
-    def _commit_inplace(self, record: ModelConfigBase, path: Path) -> None:
+    def _hash_inplace(self, path: Path) -> tuple[list[Any] | None, str]:
+        """The manifest entries (blake3 per file) and the record hash, in one read of the files.
+
+        With the default blake3 algorithm the record hash is derived from the manifest; other
+        algorithms (or a store-less service) hash through ``ModelHash`` and its cache.
+        """
+        from modeldepot.hashing import composite_hash, normalize_algorithm
+
+        name, prefix = normalize_algorithm(self.app_config.hashing_algorithm)
+        if self._storage() is None or name not in ("blake3", "blake3_single"):
+            return None, self._hash(path)
+        from modeldepot.storage import hash_tree
+
+        kind, entries = hash_tree(path)
+        if kind == "file":
+            return entries, f"{prefix}:{entries[0].digest}"
+        try:
+            return entries, composite_hash([(e.relpath, e.digest) for e in entries], prefix)
+        except ModelDepotError:
+            return entries, self._hash(path)  # no weight files: let ModelHash explain
+
+    def _commit_inplace(self, record: ModelConfigBase, path: Path, entries: list[Any] | None = None) -> None:
         from modeldepot.records import ModelRecordServiceSQL
 
         store = self.record_store
-        if isinstance(store, ModelRecordServiceSQL) and self._db is not None and store.db is self._db:
+        if self._storage() is None or self._db is None:
+            store.add_model(record)
+        elif isinstance(store, ModelRecordServiceSQL) and store.db is self._db:
             # One transaction: a record never exists without its manifest.
             with self.db.begin() as conn:
-                self.storage.register_inplace(conn, record.key, path)
+                self.storage.register_inplace(conn, record.key, path, entries)
                 store.add_model(record, conn=conn)
         else:
             store.add_model(record)
-            if self._db is not None and self._storage() is not None:
-                with self.db.begin() as conn:
-                    self.storage.register_inplace(conn, record.key, path)
+            with self.db.begin() as conn:
+                self.storage.register_inplace(conn, record.key, path, entries)
 
     # Removal ------------------------------------------------------------------------------
 
