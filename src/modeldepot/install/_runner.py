@@ -228,6 +228,7 @@ class JobRunner:
         assert queue_ is not None, "install service built without a download queue"
         job.status = InstallStatus.DOWNLOADING
         self._persist(job)
+        plan.dest.mkdir(parents=True, exist_ok=True)  # a folder: the file is named by the server
         if len(plan.files) == 1 and plan.single_url:
             f = plan.files[0]
             job._download = queue_.download(

@@ -1,0 +1,152 @@
+"""The HTTP plumbing both remote clients share: one httpx client, bounded retries, safe error text.
+
+Retries cover what a metadata call can recover from on its own: connection errors, timeouts, 429
+and 5xx (honouring ``Retry-After`` up to a cap). Everything else is returned to the caller, whose
+``_raise_for_status`` turns it into a ``ModelDepotError`` in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import httpx
+
+from modeldepot import __version__ as _version
+from modeldepot.errors import DownloadError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+_MAX_RETRY_AFTER = 10.0
+
+
+def _user_agent() -> str:
+    return f"modeldepot/{_version}"
+
+
+def redact_url(url: str | httpx.URL) -> str:
+    """A URL safe to show: query strings may carry signatures or tokens, so they are dropped."""
+    u = httpx.URL(str(url))
+    return str(u.copy_with(query=None, fragment=None, username=None, password=None))
+
+
+def retry_after_seconds(response: httpx.Response, attempt: int) -> float:
+    header = response.headers.get("Retry-After")
+    if header:
+        try:
+            seconds: float = max(0.0, min(float(header), _MAX_RETRY_AFTER))
+            return seconds
+        except ValueError:
+            pass
+    return min(0.25 * (1 << attempt), _MAX_RETRY_AFTER)
+
+
+class RemoteHTTP:
+    """A small wrapper over ``httpx.Client`` with a per-URL token and retries.
+
+    ``token_for(url)`` is asked for every request, so the token is only sent where it belongs and
+    never stored in a URL. httpx drops ``Authorization`` on redirects to another origin.
+    """
+
+    def __init__(
+        self,
+        service: str,
+        endpoint: str,
+        token_for: Callable[[str], str | None],
+        timeout: float | httpx.Timeout | None = None,
+        retries: int = 2,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.service = service
+        self.endpoint = endpoint.rstrip("/")
+        self._token_for = token_for
+        self.retries = max(0, retries)
+        self._client = httpx.Client(
+            timeout=timeout if timeout is not None else DEFAULT_TIMEOUT,
+            follow_redirects=True,
+            headers={"User-Agent": _user_agent()},
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def auth_headers(self, url: str) -> dict[str, str]:
+        token = self._token_for(url)
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        follow_redirects: bool = True,
+    ) -> httpx.Response:
+        """Send with retries; raise ``DownloadError`` only for transport failures after the last try."""
+        all_headers = {"Accept": "application/json", **self.auth_headers(url), **(headers or {})}
+        attempt = 0
+        while True:
+            try:
+                response = self._client.request(
+                    method, url, params=params, headers=all_headers, follow_redirects=follow_redirects
+                )
+            except httpx.TransportError as exc:
+                if attempt >= self.retries:
+                    raise DownloadError(
+                        f"cannot reach {self.service} at {redact_url(url)}: {type(exc).__name__}: {exc}",
+                        url=redact_url(url),
+                    ) from exc
+                delay = min(0.25 * (1 << attempt), _MAX_RETRY_AFTER)
+            else:
+                if response.status_code not in _RETRY_STATUSES or attempt >= self.retries:
+                    return response
+                delay = retry_after_seconds(response, attempt)
+                log.debug(
+                    "%s answered %s for %s; retrying in %.2fs",
+                    self.service,
+                    response.status_code,
+                    redact_url(url),
+                    delay,
+                )
+                response.close()
+            attempt += 1
+            time.sleep(delay)
+
+    def get_json(self, url: str, params: Mapping[str, str] | None = None) -> tuple[httpx.Response, Any]:
+        response = self.request("GET", url, params=params)
+        if response.is_success:
+            try:
+                return response, response.json()
+            except ValueError as exc:
+                raise DownloadError(
+                    f"{self.service} at {redact_url(url)} answered with something that is not JSON "
+                    f"({response.headers.get('Content-Type', 'no content type')})",
+                    url=redact_url(url),
+                ) from exc
+        return response, None
+
+
+def error_detail(response: httpx.Response) -> str:
+    """The server's own short error text (``X-Error-Message`` or a JSON ``error``), for messages."""
+    msg = response.headers.get("X-Error-Message")
+    if msg:
+        return str(msg)[:300]
+    try:
+        data = response.json()
+    except ValueError:
+        return ""
+    if isinstance(data, dict):
+        for key in ("error", "message", "detail"):
+            value = data.get(key)
+            if isinstance(value, str):
+                return str(value[:300])
+    return ""
+
+
+__all__ = ["DEFAULT_TIMEOUT", "RemoteHTTP", "error_detail", "redact_url"]

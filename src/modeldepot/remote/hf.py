@@ -1,0 +1,399 @@
+"""A Hugging Face Hub client for what installs need: repo info, file listings, resolve URLs.
+
+It speaks the Hub's HTTP API directly (``/api/models/...``) with httpx, so the endpoint can be the
+real hub, a mirror, or ``modeldepot.testing.fakehub``. Errors are translated in ``_raise_for_status``
+only. Tokens are looked up per request (explicit > ``remote_api_tokens`` > huggingface_hub's cached
+login) and never appear in logs, reprs or messages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import datetime
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+
+from modeldepot._fs import safe_relpath
+from modeldepot.errors import DownloadError, InvalidSourceError, RemoteAccessError, RemoteNotFoundError
+from modeldepot.remote._http import RemoteHTTP, error_detail, redact_url
+from modeldepot.remote.sources import is_valid_repo_id
+from modeldepot.taxonomy import ModelRepoVariant
+
+if TYPE_CHECKING:
+    from modeldepot.config import DepotConfig
+    from modeldepot.remote.hf_select import Selection
+
+HOW_TO_GIVE_A_TOKEN = "pass --token, set remote_api_tokens in modeldepot.yaml, or log in with `huggingface-cli login`"
+
+
+class HFFile(BaseModel):
+    """One file of a repo listing."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    size: int | None = None
+    sha256: str | None = Field(default=None, description="LFS sha256 (lowercase hex); None for small git files")
+    blob_id: str | None = Field(default=None, description="Git object id")
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+    @property
+    def folder(self) -> str:
+        return self.path.rsplit("/", 1)[0] if "/" in self.path else ""
+
+
+class HFRepoInfo(BaseModel):
+    """What ``GET /api/models/{repo}`` says about one revision of a repo."""
+
+    model_config = ConfigDict(frozen=True)
+
+    repo_id: str
+    revision: str | None = None
+    sha: str | None = None
+    siblings: list[HFFile] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+    card_data: dict[str, Any] = Field(default_factory=dict)
+    author: str | None = None
+    license: str | None = None
+    last_modified: datetime | None = None
+    gated: bool | str = False
+    private: bool = False
+    library_name: str | None = None
+    pipeline_tag: str | None = None
+    raw: dict[str, Any] = Field(default_factory=dict, repr=False)
+
+    @property
+    def is_gated(self) -> bool:
+        return bool(self.gated)
+
+    def raw_json(self) -> str:
+        return json.dumps(self.raw, sort_keys=True, default=str)
+
+
+def _license(card: dict[str, Any], tags: list[str]) -> str | None:
+    lic = card.get("license")
+    if isinstance(lic, list):
+        lic = lic[0] if lic else None
+    if isinstance(lic, str) and lic:
+        if lic == "other" and isinstance(card.get("license_name"), str):
+            return str(card["license_name"])
+        return lic
+    for tag in tags:
+        if tag.startswith("license:"):
+            return tag.removeprefix("license:")
+    return None
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _file_from_sibling(entry: dict[str, Any]) -> HFFile:
+    lfs = entry.get("lfs") if isinstance(entry.get("lfs"), dict) else None
+    sha = (lfs or {}).get("sha256") or (lfs or {}).get("oid")
+    size = entry.get("size", (lfs or {}).get("size"))
+    return HFFile(
+        path=str(entry.get("rfilename") or entry.get("path")),
+        size=int(size) if isinstance(size, int) else None,
+        sha256=str(sha).lower() if sha else None,
+        blob_id=entry.get("blobId") or entry.get("oid"),
+    )
+
+
+def _check_repo_id(repo_id: str) -> None:
+    if not is_valid_repo_id(repo_id):
+        raise InvalidSourceError(f"{repo_id!r} is not a valid Hugging Face repo id (expected org/name)")
+
+
+def cached_login_token() -> str | None:
+    """huggingface_hub's token (``HF_TOKEN`` or the saved login), when the package is installed."""
+    try:
+        from huggingface_hub import get_token
+    except ImportError:
+        return None
+    try:
+        token = get_token()
+    except Exception:  # a broken token file must not break installs that need no token
+        return None
+    return str(token) if token else None
+
+
+def resolve_hf_token(url: str, token: str | None = None, config: DepotConfig | None = None) -> str | None:
+    """explicit > ``config.token_for(url)`` > huggingface_hub's cached login."""
+    if token:
+        return token
+    if config is not None:
+        found = config.token_for(url)
+        if found:
+            return found
+    return cached_login_token()
+
+
+class HuggingFaceClient:
+    """Metadata client for a Hugging Face Hub endpoint.
+
+    Args:
+        endpoint: e.g. ``https://huggingface.co`` or a fakehub URL.
+        token: an explicit token; else ``config.token_for(url)``; else the cached login
+            (disable that with ``use_cached_login=False``).
+    """
+
+    def __init__(
+        self,
+        endpoint: str = "https://huggingface.co",
+        token: str | None = None,
+        timeout: float | httpx.Timeout | None = None,
+        *,
+        config: DepotConfig | None = None,
+        use_cached_login: bool = True,
+        retries: int = 2,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self._token = token
+        self._config = config
+        self._use_cached_login = use_cached_login
+        self._http = RemoteHTTP("Hugging Face", self.endpoint, self.token_for, timeout, retries, transport)
+
+    @classmethod
+    def from_config(cls, config: DepotConfig, token: str | None = None, **kwargs: Any) -> HuggingFaceClient:
+        return cls(config.hf_endpoint, token, config=config, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"HuggingFaceClient(endpoint={self.endpoint!r}, token={'***' if self._token else None})"
+
+    def __enter__(self) -> HuggingFaceClient:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def token_for(self, url: str) -> str | None:
+        if self._token:
+            return self._token
+        if self._config is not None:
+            found = self._config.token_for(url)
+            if found:
+                return found
+        return cached_login_token() if self._use_cached_login else None
+
+    def download_headers(self, url: str | None = None) -> dict[str, str]:
+        """Headers a downloader should send for this repo's files (the bearer token, if any)."""
+        return self._http.auth_headers(url or self.endpoint)
+
+    # -- URLs ------------------------------------------------------------------------------------
+
+    def _api(self, repo_id: str, *rest: str) -> str:
+        _check_repo_id(repo_id)
+        return "/".join([f"{self.endpoint}/api/models/{repo_id}", *rest])
+
+    def resolve_url(self, repo_id: str, revision: str | None, path: str) -> str:
+        _check_repo_id(repo_id)
+        safe_relpath(path)
+        rev = quote(revision or "main", safe="")
+        return f"{self.endpoint}/{repo_id}/resolve/{rev}/{quote(path)}"
+
+    # -- errors ----------------------------------------------------------------------------------
+
+    def _raise_for_status(
+        self, response: httpx.Response, repo_id: str, revision: str | None = None, path: str | None = None
+    ) -> None:
+        """The one place HTTP answers become ``ModelDepotError``s."""
+        if response.is_success:
+            return
+        status = response.status_code
+        code = response.headers.get("X-Error-Code", "")
+        url = redact_url(response.request.url)
+        detail = error_detail(response)
+        has_token = "Authorization" in response.request.headers
+        if code == "RevisionNotFound":
+            raise RemoteNotFoundError(f"Hugging Face repo {repo_id!r} has no revision {revision!r}", url=url)
+        if code == "EntryNotFound":
+            raise RemoteNotFoundError(
+                f"Hugging Face repo {repo_id!r} has no file {path!r} at revision {revision or 'main'!r}", url=url
+            )
+        if code == "GatedRepo" or (status in (401, 403) and code != "RepoNotFound"):
+            if has_token:
+                why = "the token given is not allowed to read it (accept the license on its page with that account)"
+            else:
+                why = f"it is gated or private and needs a token: {HOW_TO_GIVE_A_TOKEN}"
+            raise RemoteAccessError(f"cannot access Hugging Face repo {repo_id!r}: {why}", url=url)
+        if status in (401, 404, 410) or code == "RepoNotFound":
+            hint = "check the spelling; private repos need a token" + ("" if has_token else f": {HOW_TO_GIVE_A_TOKEN}")
+            raise RemoteNotFoundError(f"Hugging Face repo {repo_id!r} not found ({hint})", url=url)
+        extra = f": {detail}" if detail else ""
+        raise DownloadError(f"Hugging Face answered {status} for repo {repo_id!r}{extra}", url=url)
+
+    def _get_json(
+        self,
+        url: str,
+        repo_id: str,
+        revision: str | None = None,
+        path: str | None = None,
+        params: dict[str, str] | None = None,
+    ) -> tuple[httpx.Response, Any]:
+        response, data = self._http.get_json(url, params)
+        self._raise_for_status(response, repo_id, revision, path)
+        return response, data
+
+    # -- API -------------------------------------------------------------------------------------
+
+    def model_info(self, repo_id: str, revision: str | None = None) -> HFRepoInfo:
+        """Repo metadata with file sizes and LFS sha256 (``?blobs=true``)."""
+        url = self._api(repo_id, "revision", quote(revision, safe="")) if revision else self._api(repo_id)
+        _, data = self._get_json(url, repo_id, revision, params={"blobs": "true"})
+        if not isinstance(data, dict):
+            raise DownloadError(f"Hugging Face sent an unexpected answer for repo {repo_id!r}", url=redact_url(url))
+        card = data.get("cardData") if isinstance(data.get("cardData"), dict) else {}
+        tags = [str(t) for t in data.get("tags") or []]
+        siblings = [_file_from_sibling(s) for s in data.get("siblings") or [] if isinstance(s, dict)]
+        return HFRepoInfo(
+            repo_id=str(data.get("id") or repo_id),
+            revision=revision,
+            sha=data.get("sha"),
+            siblings=siblings,
+            tags=tags,
+            card_data=card or {},
+            author=data.get("author") or (repo_id.split("/")[0] if "/" in repo_id else None),
+            license=_license(card or {}, tags),
+            last_modified=_parse_time(data.get("lastModified")),
+            gated=data.get("gated") or False,
+            private=bool(data.get("private")),
+            library_name=data.get("library_name"),
+            pipeline_tag=data.get("pipeline_tag"),
+            raw=data,
+        )
+
+    def list_files(self, repo_id: str, revision: str | None = None, path: str | None = None) -> list[HFFile]:
+        """Every file of a revision (recursive tree listing, following ``Link: rel="next"`` pages)."""
+        rev = revision or "main"
+        parts = ["tree", quote(rev, safe="")]
+        if path:
+            safe_relpath(path)
+            parts.append(quote(path.strip("/")))
+        url: str | None = self._api(repo_id, *parts)
+        params: dict[str, str] | None = {"recursive": "true", "expand": "false"}
+        files: list[HFFile] = []
+        pages = 0
+        while url is not None:
+            response, data = self._get_json(url, repo_id, rev, path, params)
+            if not isinstance(data, list):
+                what = f"Hugging Face sent an unexpected tree listing for {repo_id!r}"
+                raise DownloadError(what, url=redact_url(url))
+            files.extend(_file_from_sibling(e) for e in data if isinstance(e, dict) and e.get("type") == "file")
+            next_link = response.links.get("next", {}).get("url")
+            url, params = (str(response.url.join(next_link)), None) if next_link else (None, None)
+            pages += 1
+            if pages > 10_000:  # a server that loops its cursor must not hang an install
+                raise DownloadError(f"Hugging Face tree listing of {repo_id!r} does not end", url=self.endpoint)
+        return files
+
+    def branch_exists(self, repo_id: str, revision: str) -> bool:
+        """True if ``revision`` names a branch, tag or commit; raises if the repo itself is missing."""
+        url = self._api(repo_id, "revision", quote(revision, safe=""))
+        response = self._http.request("GET", url)
+        if response.is_success:
+            return True
+        if response.status_code == 404 and response.headers.get("X-Error-Code") == "RevisionNotFound":
+            return False
+        self._raise_for_status(response, repo_id)
+        return False  # pragma: no cover - _raise_for_status always raises here
+
+    def revision_for_variant(self, repo_id: str, variant: ModelRepoVariant | None) -> str | None:
+        """The variant's branch (``fp16``) when the repo has one, else None (the default branch)."""
+        if variant is None or variant == ModelRepoVariant.Default:
+            return None
+        return variant.value if self.branch_exists(repo_id, variant.value) else None
+
+    def fetch_json(self, repo_id: str, revision: str | None, path: str) -> Any:
+        """A small JSON file of the repo (``model_index.json``), read through ``resolve``."""
+        url = self.resolve_url(repo_id, revision, path)
+        response = self._http.request("GET", url)
+        self._raise_for_status(response, repo_id, revision, path)
+        try:
+            return response.json()
+        except ValueError as exc:
+            what = f"{path} in Hugging Face repo {repo_id!r} is not valid JSON"
+            raise DownloadError(what, url=redact_url(url)) from exc
+
+    def check_file_access(self, repo_id: str, revision: str | None, path: str) -> None:
+        """Raise ``RemoteAccessError`` / ``RemoteNotFoundError`` now if a file cannot be downloaded.
+
+        Gated repos show their metadata to everyone and refuse only the files, so call this before
+        queueing downloads to fail early with a message that says how to give a token.
+        """
+        url = self.resolve_url(repo_id, revision, path)
+        response = self._http.request("HEAD", url, follow_redirects=False)
+        if response.status_code in (301, 302, 303, 307, 308):
+            return
+        self._raise_for_status(response, repo_id, revision, path)
+
+    def select_files(
+        self,
+        repo_id: str,
+        variant: ModelRepoVariant | None = None,
+        subfolder: str | None = None,
+        revision: str | None = None,
+    ) -> tuple[HFRepoInfo, Selection]:
+        """List a revision and choose the files a model needs (fetching ``model_index.json`` if present).
+
+        When no revision is given and a variant branch (``fp16``) exists, that branch is listed.
+        """
+        from modeldepot.remote.hf_select import select_hf_files
+
+        on_branch = False
+        if revision is None:
+            revision = self.revision_for_variant(repo_id, variant)
+            on_branch = revision is not None
+        info = self.model_info(repo_id, revision)
+        files = info.siblings if all(f.size is not None for f in info.siblings) else self.list_files(repo_id, revision)
+        model_index = None
+        if subfolder is None and any(f.path == "model_index.json" for f in files):
+            data = self.fetch_json(repo_id, info.sha or revision, "model_index.json")
+            model_index = data if isinstance(data, dict) else None
+        # A variant branch (the old diffusers convention) holds that variant under the plain names.
+        selection = select_hf_files(files, variant, subfolder, model_index=model_index, variant_branch=on_branch)
+        if on_branch:
+            selection = dataclasses.replace(selection, notes=[f"using the {revision!r} branch", *selection.notes])
+        return info, selection
+
+
+def hf_metadata_for_record(info: HFRepoInfo) -> dict[str, Any]:
+    """Record fields from repo metadata; empty values are left out so they never overwrite others."""
+    out: dict[str, Any] = {
+        "author": info.author,
+        "license": info.license,
+        "tags": [t for t in info.tags if not t.startswith(("license:", "region:", "endpoints_compatible"))],
+        "source_api_response": info.raw_json(),
+    }
+    desc = info.card_data.get("description") if isinstance(info.card_data.get("description"), str) else None
+    if desc:
+        out["description"] = desc
+    return {k: v for k, v in out.items() if v not in (None, "", [])}
+
+
+__all__ = [
+    "HOW_TO_GIVE_A_TOKEN",
+    "HFFile",
+    "HFRepoInfo",
+    "HuggingFaceClient",
+    "cached_login_token",
+    "hf_metadata_for_record",
+    "resolve_hf_token",
+]
