@@ -191,6 +191,8 @@ class ModelInstallService(JobRunner, Maintenance):
         dup = self._existing_by_hash(content_hash)
         if dup is not None:
             self.storage.discard(staged)
+            if move:
+                self.storage.release_sources(staged)  # its bytes are already held by ``dup``
             return self._on_duplicate(dup, path)
         name = overrides.pop("name", None) or (metadata or {}).get("name") or default_name(path)
         meta = {k: v for k, v in (metadata or {}).items() if k not in ("name", "base", "type")}
@@ -211,6 +213,7 @@ class ModelInstallService(JobRunner, Maintenance):
             dest = dest.with_name(f"{dest.stem}-{record.key[:8]}{dest.suffix}")
         record = with_fields(record, path=str(dest))
         self._commit_stored(record, staged, dest)
+        self.storage.release_sources(staged)  # move mode: the sources go once the commit is durable
         self.storage.materialise(record.key, dest)
         log.info("installed %s as %s (%s) at %s", path, record.name, record.key, dest)
         return record.key
