@@ -141,7 +141,8 @@ class Database:
                     if app_id == 0:
                         conn.exec_driver_sql(f"PRAGMA application_id={APP_ID}")
                 conn.exec_driver_sql(
-                    "CREATE TABLE IF NOT EXISTS schema_versions (component VARCHAR(64) PRIMARY KEY, version INTEGER NOT NULL)"
+                    "CREATE TABLE IF NOT EXISTS schema_versions"
+                    " (component VARCHAR(64) PRIMARY KEY, version INTEGER NOT NULL)"
                 )
         except SADatabaseError as exc:
             raise DatabaseError(f"{self.url} is not a usable database: {exc.orig}", path=self.url) from exc

@@ -9,9 +9,8 @@ import pytest
 
 from modeldepot.errors import DuplicateModelException, ModelNotFoundException
 from modeldepot.manager import ModelManager
-from modeldepot.testing import factories
 from modeldepot.taxonomy import BaseModelType, ModelType
-
+from modeldepot.testing import factories
 
 
 def read_tree(root: Path) -> dict[str, bytes]:

@@ -102,14 +102,17 @@ def test_single_file_from_a_repo_and_civitai(mm: ModelManager, hub: FakeHub, tmp
 
 def test_plain_url_named_by_content_disposition(mm: ModelManager, hub: FakeHub, tmp_path: Path) -> None:
     vae = factories.write_vae(tmp_path / "v.safetensors")
-    url = hub.add_file("files/dl/12345", vae.read_bytes(), content_disposition='attachment; filename="good-vae.safetensors"')
+    url = hub.add_file(
+        "files/dl/12345", vae.read_bytes(), content_disposition='attachment; filename="good-vae.safetensors"'
+    )
     job = mm.install.wait_for_job(mm.install.heuristic_import(url), timeout=60)
     assert job.complete, job.error
     assert job.config_out is not None and job.config_out.name == "good-vae"
     assert job.config_out.type == ModelType.VAE
-    assert hashlib.sha256(Path(job.config_out.path).read_bytes()).hexdigest() == hashlib.sha256(
-        vae.read_bytes()
-    ).hexdigest()
+    assert (
+        hashlib.sha256(Path(job.config_out.path).read_bytes()).hexdigest()
+        == hashlib.sha256(vae.read_bytes()).hexdigest()
+    )
 
 
 def test_html_page_is_refused(mm: ModelManager, hub: FakeHub) -> None:

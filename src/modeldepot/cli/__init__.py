@@ -5,10 +5,10 @@ from __future__ import annotations
 from modeldepot.cli._app import app, main
 
 # Importing the command modules registers their commands on ``app``.
-from modeldepot.cli import models as _models  # noqa: E402,F401  isort: skip
-from modeldepot.cli import tools as _tools  # noqa: E402,F401  isort: skip
-from modeldepot.cli import storage as _storage  # noqa: E402,F401  isort: skip
-from modeldepot.cli import install as _install  # noqa: E402,F401  isort: skip
-from modeldepot.cli import server as _server  # noqa: E402,F401  isort: skip
+from modeldepot.cli import models as _models  # noqa: F401  isort: skip
+from modeldepot.cli import tools as _tools  # noqa: F401  isort: skip
+from modeldepot.cli import storage as _storage  # noqa: F401  isort: skip
+from modeldepot.cli import install as _install  # noqa: F401  isort: skip
+from modeldepot.cli import server as _server  # noqa: F401  isort: skip
 
 __all__ = ["app", "main"]

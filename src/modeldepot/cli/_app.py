@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -32,7 +32,9 @@ err_console = Console(stderr=True)
 
 HomeOption = Annotated[
     Path | None,
-    typer.Option("--home", envvar="MODELDEPOT_HOME", help="Data folder (default: MODELDEPOT_HOME or ~/.cache/modeldepot)"),
+    typer.Option(
+        "--home", envvar="MODELDEPOT_HOME", help="Data folder (default: MODELDEPOT_HOME or ~/.cache/modeldepot)"
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table")]
 

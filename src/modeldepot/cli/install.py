@@ -39,7 +39,7 @@ def _watch(mm: Any, jobs: list[Any]) -> None:
         def on_event(event: Event) -> None:
             data = event.payload
             job_id = data.get("id")
-            if job_id not in {j.id for j in jobs}:
+            if not isinstance(job_id, int) or job_id not in {j.id for j in jobs}:
                 return
             if job_id not in totals:
                 totals[job_id] = progress.add_task(f"{data['source']} (total)", total=data.get("total_bytes") or None)
@@ -60,7 +60,9 @@ def _watch(mm: Any, jobs: list[Any]) -> None:
 
 @app.command("install")
 def install(
-    sources: Annotated[list[str], typer.Argument(help="Paths, URLs, HF repo ids (org/name[:variant[:sub]]), civitai:ID")],
+    sources: Annotated[
+        list[str], typer.Argument(help="Paths, URLs, HF repo ids (org/name[:variant[:sub]]), civitai:ID")
+    ],
     name: Annotated[str | None, typer.Option(help="Name of the installed model")] = None,
     base: Annotated[str | None, typer.Option(help="Override the base (sd-1, sdxl, flux...)")] = None,
     type: Annotated[str | None, typer.Option("--type", help="Override the model type")] = None,
@@ -81,7 +83,10 @@ def install(
     parse_enum(ModelType, type, "--type")
     overrides = {k: v for k, v in {"name": name, "base": base, "type": type, "variant": variant}.items() if v}
     with open_manager(home) as mm:
-        jobs = [mm.install.heuristic_import(s, config=overrides or None, access_token=token, inplace=inplace) for s in sources]
+        jobs = [
+            mm.install.heuristic_import(s, config=overrides or None, access_token=token, inplace=inplace)
+            for s in sources
+        ]
         if no_wait:
             console.print(", ".join(f"job {j.id}: {j.source}" for j in jobs))
             return

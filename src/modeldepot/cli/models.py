@@ -84,7 +84,9 @@ def list_models(
     base: Annotated[str | None, typer.Option(help="Only this base (also matches compatible bases)")] = None,
     type: Annotated[str | None, typer.Option("--type", help="Only this model type")] = None,
     format: Annotated[str | None, typer.Option("--format", help="Only this format")] = None,
-    tag: Annotated[list[str] | None, typer.Option(help="Only models with this tag (repeatable: all must match)")] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option(help="Only models with this tag (repeatable: all must match)")
+    ] = None,
     name: Annotated[str | None, typer.Option(help="Only models with this exact name")] = None,
     home: HomeOption = None,
     as_json: JsonOption = False,
@@ -107,7 +109,9 @@ def list_models(
     for col in ("key", "name", "base", "type", "format", "size", "tags"):
         table.add_column(col, overflow="fold")
     for m in models:
-        table.add_row(m.key, m.name, str(m.base), str(m.type), str(m.format), _human_size(m.file_size), ",".join(m.tags))
+        table.add_row(
+            m.key, m.name, str(m.base), str(m.type), str(m.format), _human_size(m.file_size), ",".join(m.tags)
+        )
     console.print(table)
     console.print(f"{len(models)} model(s)", style="dim")
 

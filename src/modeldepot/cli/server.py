@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -17,14 +17,18 @@ app.add_typer(cache_app, name="cache")
 
 @app.command("serve")
 def serve(
-    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1; others need an API key)")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Address to bind (default 127.0.0.1; others need an API key)")
+    ] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 9090)")] = None,
     home: HomeOption = None,
 ) -> None:
     """Start the REST API and the web page (http://127.0.0.1:9090 by default)."""
     from modeldepot.api.serve import serve as run
+    from modeldepot.config import DepotConfig
 
-    run(host=host, port=port, home=home)
+    config = DepotConfig.load(**({"home": home} if home else {}))
+    run(host=host or config.host, port=port if port is not None else config.port, home=config.home)
 
 
 @app.command("demo")
@@ -79,15 +83,15 @@ def load(
 def describe(model: object) -> dict[str, object]:
     """Class, dtype, parameter count and bytes of a loaded object (a torch module, a state dict...)."""
     info: dict[str, object] = {"class": f"{type(model).__module__}.{type(model).__qualname__}"}
-    tensors: list[object] = []
+    tensors: list[Any] = []
     if hasattr(model, "parameters") and callable(model.parameters):
         tensors = [*model.parameters(), *getattr(model, "buffers", list)()]
     elif isinstance(model, dict):
         tensors = [v for v in model.values() if hasattr(v, "numel")]
     if tensors:
         info["dtype"] = str(getattr(tensors[0], "dtype", "?"))
-        info["parameters"] = sum(int(t.numel()) for t in tensors)  # type: ignore[attr-defined]
-        info["bytes"] = sum(int(t.numel()) * int(t.element_size()) for t in tensors)  # type: ignore[attr-defined]
+        info["parameters"] = sum(int(t.numel()) for t in tensors)
+        info["bytes"] = sum(int(t.numel()) * int(t.element_size()) for t in tensors)
         info["device"] = str(getattr(tensors[0], "device", "?"))
     return info
 

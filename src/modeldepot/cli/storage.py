@@ -140,5 +140,9 @@ def scan(
         return
     for entry in result:
         status = entry["status"]
-        console.print(f"{status:>10}  {entry['path']}" + (f"  ({entry['detail']})" if entry.get("detail") else ""), highlight=False, markup=False)
+        console.print(
+            f"{status:>10}  {entry['path']}" + (f"  ({entry['detail']})" if entry.get("detail") else ""),
+            highlight=False,
+            markup=False,
+        )
     console.print(f"{sum(1 for e in result if e['status'] == 'registered')} registered", style="dim")

@@ -18,7 +18,9 @@ app.add_typer(config_app, name="config")
 def hash_cmd(
     path: Annotated[Path, typer.Argument(help="File or folder to hash")],
     algorithm: Annotated[str, typer.Option(help="blake3, blake3_single, sha256 or any hashlib name")] = "blake3",
-    civitai: Annotated[bool, typer.Option("--civitai", help="Also print Civitai hashes (SHA256, AutoV2, AutoV3)")] = False,
+    civitai: Annotated[
+        bool, typer.Option("--civitai", help="Also print Civitai hashes (SHA256, AutoV2, AutoV3)")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Hash a model file or folder the way modeldepot records it."""

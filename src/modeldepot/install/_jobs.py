@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,7 @@ class ModelInstallJob(BaseModel):
     notes: list[str] = Field(default_factory=list)
     error_type: str | None = None
     error: str | None = None
-    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     ended_at: datetime | None = None
 
     _access_token: SecretStr | None = PrivateAttr(default=None)

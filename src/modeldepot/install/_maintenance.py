@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from modeldepot.errors import DuplicateModelException, ModelDepotError, UnknownJobIDException
+from modeldepot.install._base import InstallBase
 
 if TYPE_CHECKING:
     from modeldepot.configs import ModelConfigBase
-    from modeldepot.install.service import ModelInstallService
 
 log = logging.getLogger(__name__)
 #: Files a scan treats as models (folders with a model_index.json/config.json are models too).
@@ -54,8 +54,8 @@ def find_models(folder: Path) -> list[Path]:
     return sorted(found)
 
 
-class Maintenance:
-    def scan_folder(self: ModelInstallService, folder: str | Path) -> list[dict[str, Any]]:
+class Maintenance(InstallBase):
+    def scan_folder(self, folder: str | Path) -> list[dict[str, Any]]:
         """What model files are under ``folder`` and whether each is registered."""
         root = Path(folder).expanduser().resolve()
         if not root.is_dir():
@@ -68,7 +68,7 @@ class Maintenance:
             out.append({"path": str(path), "is_installed": bool(hits), "key": hits[0].key if hits else None})
         return out
 
-    def scan_and_register(self: ModelInstallService, folder: str | Path, inplace: bool = True) -> list[dict[str, Any]]:
+    def scan_and_register(self, folder: str | Path, inplace: bool = True) -> list[dict[str, Any]]:
         """Register (in place) or install every model under ``folder``; one result per model."""
         results = []
         for entry in self.scan_folder(folder):
@@ -85,7 +85,7 @@ class Maintenance:
                 results.append({"path": str(path), "status": "skipped", "detail": str(exc)})
         return results
 
-    def reidentify(self: ModelInstallService, key: str) -> ModelConfigBase:
+    def reidentify(self, key: str) -> ModelConfigBase:
         """Identify a model's files again and update type/base/format/variant in its record."""
         from modeldepot.identify import identify
 
@@ -107,7 +107,7 @@ class Maintenance:
         fields = class_for(ident.type, ident.format).model_fields
         return self.record_store.update_model(key, {k: v for k, v in changes.items() if k in fields})
 
-    def sync_to_config(self: ModelInstallService, prune_missing: bool = False) -> dict[str, Any]:
+    def sync_to_config(self, prune_missing: bool = False) -> dict[str, Any]:
         """Report records whose files vanished (forget them with ``prune_missing``), clean staging."""
         missing = []
         for record in self.record_store.all_models():
@@ -126,7 +126,7 @@ class Maintenance:
         resumed = sum(1 for j in self.list_jobs() if not j.in_terminal_state)
         return {"missing": missing, "cleaned": cleaned, "resumed": resumed}
 
-    def persisted_jobs(self: ModelInstallService) -> list[dict[str, Any]]:
+    def persisted_jobs(self) -> list[dict[str, Any]]:
         with self.db.connect() as conn:
             rows = conn.execute(
                 sa.text("SELECT id, source, status, inplace, created_at FROM install_jobs ORDER BY id")
@@ -143,7 +143,7 @@ class Maintenance:
             for r in rows
         ]
 
-    def cancel_persisted(self: ModelInstallService, job_id: int) -> None:
+    def cancel_persisted(self, job_id: int) -> None:
         """Cancel a job by id, whether it lives in this process or was left by an earlier one."""
         try:
             self.cancel_job(self.get_job_by_id(job_id))
@@ -156,7 +156,7 @@ class Maintenance:
             raise UnknownJobIDException(f"no install job with id {job_id}", job_id=job_id)
         shutil.rmtree(self._staging(job_id), ignore_errors=True)
 
-    def civitai_lookup(self: ModelInstallService, key: str, apply: bool = True) -> dict[str, Any]:
+    def civitai_lookup(self, key: str, apply: bool = True) -> dict[str, Any]:
         """Look a registered file up on Civitai by its SHA256 and (optionally) fill its metadata."""
         from modeldepot.hashing import civitai_hashes
         from modeldepot.remote import CivitaiClient
@@ -179,13 +179,15 @@ class Maintenance:
             self.record_store.update_model(key, changes)
         return {"civitai_version": version.id, **changes}
 
-    def download_and_cache(
-        self: ModelInstallService, source: str, access_token: str | None = None, timeout: float = 0
-    ) -> Path:
+    def download_and_cache(self, source: str, access_token: str | None = None, timeout: float = 0) -> Path:
         """Download an arbitrary file (not registered) into a size-capped LRU cache; return its path."""
         cache = self.app_config.home / "download_cache"
         folder = cache / hashlib.sha256(source.encode("utf-8")).hexdigest()[:32]
-        done = [p for p in folder.iterdir() if p.is_file() and not p.name.endswith((".part", ".json"))] if folder.is_dir() else []
+        done = (
+            [p for p in folder.iterdir() if p.is_file() and not p.name.endswith((".part", ".json"))]
+            if folder.is_dir()
+            else []
+        )
         if done:
             os.utime(folder)  # most recently used
             return done[0]
@@ -202,7 +204,7 @@ class Maintenance:
         self._evict_download_cache(cache, keep=folder)
         return Path(job.download_path)
 
-    def _evict_download_cache(self: ModelInstallService, cache: Path, keep: Path) -> None:
+    def _evict_download_cache(self, cache: Path, keep: Path) -> None:
         cap = int(self.app_config.download_cache_gb * 1024**3)
         entries = []
         for folder in cache.iterdir():

@@ -29,7 +29,9 @@ def check_public_url(url: str, allow_private: bool) -> None:
         raise NotAllowedError(f"only http(s) sources can be installed, not {parts.scheme!r}")
     host = parts.hostname or ""
     try:
-        infos = socket.getaddrinfo(host, parts.port or (443 if parts.scheme == "https" else 80), type=socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(
+            host, parts.port or (443 if parts.scheme == "https" else 80), type=socket.SOCK_STREAM
+        )
     except (socket.gaierror, UnicodeError):
         return  # unresolvable: the download itself will fail with a clear error
     for info in infos:

@@ -14,17 +14,18 @@ import queue
 import shutil
 import threading
 import time
+from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from modeldepot.errors import ModelDepotError, UnknownJobIDException
+from modeldepot.install._base import InstallBase
 from modeldepot.install._jobs import InstallStatus, ModelInstallJob
 from modeldepot.install._policy import check_public_url
 
 if TYPE_CHECKING:
-    from modeldepot.install.service import ModelInstallService
     from modeldepot.remote import AnyModelSource
 
 log = logging.getLogger(__name__)
@@ -43,10 +44,10 @@ def _migrations() -> list[Any]:
     return [v1]
 
 
-class JobRunner:
+class JobRunner(InstallBase):
     """The job half of ``ModelInstallService`` (a mixin: it uses the service's stores)."""
 
-    def _init_jobs(self: ModelInstallService) -> None:
+    def _init_jobs(self) -> None:
         self._jobs: dict[int, ModelInstallJob] = {}
         self._jobs_lock = threading.RLock()
         self._jobs_cond = threading.Condition(self._jobs_lock)
@@ -56,7 +57,7 @@ class JobRunner:
 
     # Lifecycle ----------------------------------------------------------------------------
 
-    def _start_jobs(self: ModelInstallService) -> None:
+    def _start_jobs(self) -> None:
         if self._db is not None:
             self.db.migrate("install", _migrations())
             with self.db.connect() as conn:
@@ -66,16 +67,16 @@ class JobRunner:
         self._worker.start()
         self._resume_interrupted()
 
-    def _stop_jobs(self: ModelInstallService) -> None:
+    def _stop_jobs(self) -> None:
         if self._worker is not None:
             self._queue.put(_STOP)
             self._worker.join(timeout=30)
             self._worker = None
 
-    def _staging(self: ModelInstallService, job_id: int) -> Path:
+    def _staging(self, job_id: int) -> Path:
         return self.app_config.tmp_dir / "install" / str(job_id)
 
-    def _persist(self: ModelInstallService, job: ModelInstallJob) -> None:
+    def _persist(self, job: ModelInstallJob) -> None:
         if self._db is None:
             return
         with self.db.begin() as conn:
@@ -98,7 +99,7 @@ class JobRunner:
                     },
                 )
 
-    def _resume_interrupted(self: ModelInstallService) -> None:
+    def _resume_interrupted(self) -> None:
         """Jobs that were not finished when the last process stopped start again."""
         if self._db is None:
             return
@@ -122,7 +123,7 @@ class JobRunner:
     # Submitting ---------------------------------------------------------------------------
 
     def heuristic_import(
-        self: ModelInstallService,
+        self,
         source: str,
         config: dict[str, Any] | None = None,
         access_token: str | None = None,
@@ -131,10 +132,11 @@ class JobRunner:
         """Install from a source string: a path, URL, Hugging Face repo id or Civitai reference."""
         from modeldepot.remote import parse_source
 
-        return self.import_model(parse_source(source, config=self.app_config, access_token=access_token), config, inplace)
+        parsed = parse_source(source, config=self.app_config, access_token=access_token)
+        return self.import_model(parsed, config, inplace)
 
     def import_model(
-        self: ModelInstallService, source: AnyModelSource, config: dict[str, Any] | None = None, inplace: bool = False
+        self, source: AnyModelSource, config: dict[str, Any] | None = None, inplace: bool = False
     ) -> ModelInstallJob:
         """Install from a typed source; returns the job at once (see ``wait_for_job``)."""
         from modeldepot.remote import LocalModelSource
@@ -148,7 +150,7 @@ class JobRunner:
                     return job  # the same source twice at once is one job, not two copies
         return self._submit(source, config, inplace)
 
-    def _check_remote_allowed(self: ModelInstallService, source: AnyModelSource) -> None:
+    def _check_remote_allowed(self, source: AnyModelSource) -> None:
         from modeldepot.remote import CivitaiModelSource, HFModelSource, URLModelSource
 
         allow = self.app_config.allow_private_urls
@@ -160,7 +162,7 @@ class JobRunner:
             check_public_url(self.app_config.civitai_endpoint, allow)
 
     def _submit(
-        self: ModelInstallService,
+        self,
         source: AnyModelSource,
         config: dict[str, Any] | None,
         inplace: bool,
@@ -194,7 +196,7 @@ class JobRunner:
             threading.Thread(target=self._start_download, args=(job,), name=f"install-{job.id}", daemon=True).start()
         return job
 
-    def _installed_from(self: ModelInstallService, source: str) -> Any:
+    def _installed_from(self, source: str) -> Any:
         for record in self.record_store.search_models(q=source):
             if record.source == source and Path(record.path).exists():
                 return record
@@ -202,7 +204,7 @@ class JobRunner:
 
     # Downloading --------------------------------------------------------------------------
 
-    def _start_download(self: ModelInstallService, job: ModelInstallJob) -> None:
+    def _start_download(self, job: ModelInstallJob) -> None:
         from modeldepot.install._remote import plan_download
 
         try:
@@ -215,7 +217,7 @@ class JobRunner:
         job.total_bytes = plan.total_bytes
         if job.cancelled:
             return
-        handlers = {
+        handlers: dict[str, Any] = {
             "on_start": lambda dj: self._on_download_progress(job, dj),
             "on_progress": lambda dj: self._on_download_progress(job, dj),
             "on_complete": lambda dj: self._on_download_complete(job, dj, plan.model_subpath),
@@ -231,13 +233,11 @@ class JobRunner:
         plan.dest.mkdir(parents=True, exist_ok=True)  # a folder: the file is named by the server
         if len(plan.files) == 1 and plan.single_url:
             f = plan.files[0]
-            job._download = queue_.download(
-                f.url, plan.dest, access_token=token, expected_sha256=f.sha256, **handlers
-            )
+            job._download = queue_.download(f.url, plan.dest, access_token=token, expected_sha256=f.sha256, **handlers)
         else:
             job._download = queue_.multifile_download(plan.files, plan.dest, access_token=token, **handlers)
 
-    def _on_download_progress(self: ModelInstallService, job: ModelInstallJob, dj: Any) -> None:
+    def _on_download_progress(self, job: ModelInstallJob, dj: Any) -> None:
         job.status = InstallStatus.DOWNLOADING
         job.bytes = dj.bytes
         job.total_bytes = max(dj.total_bytes, job.total_bytes)
@@ -254,12 +254,12 @@ class JobRunner:
         ]
         self._emit(job, "model_install_downloading")
 
-    def _on_download_paused(self: ModelInstallService, job: ModelInstallJob) -> None:
+    def _on_download_paused(self, job: ModelInstallJob) -> None:
         if not job.in_terminal_state:
             job.status = InstallStatus.PAUSED
             self._emit(job, "model_install_paused")
 
-    def _on_download_complete(self: ModelInstallService, job: ModelInstallJob, dj: Any, subpath: str | None) -> None:
+    def _on_download_complete(self, job: ModelInstallJob, dj: Any, subpath: str | None) -> None:
         if getattr(dj, "download_parts", None) is None:
             job.local_path = Path(dj.download_path)
         else:
@@ -271,7 +271,7 @@ class JobRunner:
 
     # The serial worker ---------------------------------------------------------------------
 
-    def _work(self: ModelInstallService) -> None:
+    def _work(self) -> None:
         while True:
             job = self._queue.get()
             if job is _STOP:
@@ -283,7 +283,7 @@ class JobRunner:
             except Exception as exc:
                 self._fail(job, exc)
 
-    def _install_job(self: ModelInstallService, job: ModelInstallJob) -> None:
+    def _install_job(self, job: ModelInstallJob) -> None:
         from modeldepot.install._remote import check_looks_like_model
         from modeldepot.remote import LocalModelSource
 
@@ -312,7 +312,7 @@ class JobRunner:
 
     # Ending -------------------------------------------------------------------------------
 
-    def _fail(self: ModelInstallService, job: ModelInstallJob, exc: BaseException) -> None:
+    def _fail(self, job: ModelInstallJob, exc: BaseException) -> None:
         if job.in_terminal_state:
             return
         job._exception = exc
@@ -324,14 +324,14 @@ class JobRunner:
             shutil.rmtree(self._staging(job.id), ignore_errors=True)
         self._finish(job, InstallStatus.ERROR, "model_install_error")
 
-    def _finish(self: ModelInstallService, job: ModelInstallJob, status: InstallStatus, event: str) -> None:
-        from datetime import datetime, timezone
+    def _finish(self, job: ModelInstallJob, status: InstallStatus, event: str) -> None:
+        from datetime import datetime
 
         with self._jobs_cond:
             if job.in_terminal_state:
                 return
             job.status = status
-            job.ended_at = datetime.now(timezone.utc)
+            job.ended_at = datetime.now(UTC)
             self._jobs_cond.notify_all()
         self._persist(job)
         if status == InstallStatus.CANCELLED:
@@ -339,23 +339,23 @@ class JobRunner:
         self._emit(job, event)
         job._done.set()
 
-    def _emit(self: ModelInstallService, job: ModelInstallJob, name: str) -> None:
+    def _emit(self, job: ModelInstallJob, name: str) -> None:
         self.event_bus.emit(name, **job.event_payload())
 
     # Queries and control -------------------------------------------------------------------
 
-    def list_jobs(self: ModelInstallService) -> list[ModelInstallJob]:
+    def list_jobs(self) -> list[ModelInstallJob]:
         with self._jobs_lock:
             return sorted(self._jobs.values(), key=lambda j: j.id)
 
-    def get_job_by_id(self: ModelInstallService, id: int) -> ModelInstallJob:
+    def get_job_by_id(self, id: int) -> ModelInstallJob:
         with self._jobs_lock:
             job = self._jobs.get(int(id))
         if job is None:
             raise UnknownJobIDException(f"no install job with id {id}", job_id=id)
         return job
 
-    def get_job_by_source(self: ModelInstallService, source: Any) -> list[ModelInstallJob]:
+    def get_job_by_source(self, source: Any) -> list[ModelInstallJob]:
         wanted = str(source)
         if isinstance(source, str):
             try:
@@ -366,13 +366,13 @@ class JobRunner:
                 pass
         return [j for j in self.list_jobs() if j.source == wanted]
 
-    def wait_for_job(self: ModelInstallService, job: ModelInstallJob, timeout: float = 0) -> ModelInstallJob:
+    def wait_for_job(self, job: ModelInstallJob, timeout: float = 0) -> ModelInstallJob:
         """Block until the job ends (``timeout`` seconds, 0 = forever); raises TimeoutError."""
         if not job._done.wait(timeout or None):
             raise TimeoutError(f"install job {job.id} ({job.source}) did not finish within {timeout} s")
         return job
 
-    def wait_for_installs(self: ModelInstallService, timeout: float = 0) -> list[ModelInstallJob]:
+    def wait_for_installs(self, timeout: float = 0) -> list[ModelInstallJob]:
         """Block until every job has ended; returns them."""
         deadline = time.monotonic() + timeout if timeout else None
         for job in self.list_jobs():
@@ -381,7 +381,7 @@ class JobRunner:
                 raise TimeoutError(f"installs did not finish within {timeout} s")
         return self.list_jobs()
 
-    def cancel_job(self: ModelInstallService, job: ModelInstallJob) -> None:
+    def cancel_job(self, job: ModelInstallJob) -> None:
         if job.in_terminal_state:
             return
         download = job._download
@@ -391,12 +391,17 @@ class JobRunner:
                 queue_.cancel_job(download)
         self._finish(job, InstallStatus.CANCELLED, "model_install_cancelled")
 
-    def pause_job(self: ModelInstallService, job: ModelInstallJob) -> None:
+    def pause_job(self, job: ModelInstallJob) -> None:
         """Pause a job's downloads; the partial files stay for ``resume_job``."""
         download = job._download
-        if download is None or job.in_terminal_state or job.status not in (
-            InstallStatus.DOWNLOADING,
-            InstallStatus.WAITING,
+        if (
+            download is None
+            or job.in_terminal_state
+            or job.status
+            not in (
+                InstallStatus.DOWNLOADING,
+                InstallStatus.WAITING,
+            )
         ):
             return
         queue_ = self._downloads()
@@ -405,7 +410,7 @@ class JobRunner:
         job.status = InstallStatus.PAUSED
         self._emit(job, "model_install_paused")
 
-    def resume_job(self: ModelInstallService, job: ModelInstallJob) -> None:
+    def resume_job(self, job: ModelInstallJob) -> None:
         download = job._download
         if job.status != InstallStatus.PAUSED or download is None:
             return
@@ -415,7 +420,7 @@ class JobRunner:
         queue_.start_job(download)
         self._emit(job, "model_install_downloading")
 
-    def prune_jobs(self: ModelInstallService) -> None:
+    def prune_jobs(self) -> None:
         """Forget finished jobs."""
         with self._jobs_lock:
             for job_id in [j.id for j in self._jobs.values() if j.in_terminal_state]:

@@ -11,7 +11,7 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from modeldepot._db import Database
 from modeldepot.config import DepotConfig
@@ -24,13 +24,13 @@ from modeldepot.errors import (
 )
 from modeldepot.events import EventBus
 from modeldepot.install._maintenance import Maintenance
-from modeldepot.install._runner import JobRunner
 from modeldepot.install._records import (
     build_record,
     default_name,
     identify_overrides,
     normalise_overrides,
 )
+from modeldepot.install._runner import JobRunner
 from modeldepot.taxonomy import ModelSourceType
 
 if TYPE_CHECKING:
@@ -40,13 +40,14 @@ if TYPE_CHECKING:
     from modeldepot.storage import ContentStore
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
-def _lazy(value: T | Callable[[], T] | None) -> Callable[[], T | None]:
+def _lazy(value: Any) -> Callable[[], Any]:
+    """A getter for a service given as itself, as a zero-argument factory, or None."""
     if value is None or not callable(value) or hasattr(value, "start"):
-        return lambda: value  # type: ignore[return-value]
-    return value  # type: ignore[return-value]
+        return lambda: value
+    factory: Callable[[], Any] = value
+    return factory
 
 
 class ModelInstallService(JobRunner, Maintenance):
