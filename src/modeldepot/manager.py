@@ -170,6 +170,9 @@ class ModelManager:
             svc = services.get(name)
             if svc is not None:
                 svc.stop()
+        store = services.get("store")
+        if store is not None and hasattr(store, "close"):
+            store.close()
         self.db.close()
 
 

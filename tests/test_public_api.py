@@ -1,0 +1,126 @@
+"""Contract names (DESIGN.md §2) exist, and every package's __all__ is importable."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+PACKAGES = [
+    "modeldepot.taxonomy",
+    "modeldepot.configs",
+    "modeldepot.errors",
+    "modeldepot.records",
+    "modeldepot.download",
+    "modeldepot.install",
+    "modeldepot.storage",
+    "modeldepot.load",
+    "modeldepot.identify",
+    "modeldepot.remote",
+]
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_all_names_exist(name: str) -> None:
+    module = importlib.import_module(name)
+    for attr in module.__all__:
+        assert hasattr(module, attr), f"{name}.__all__ lists {attr} but it does not exist"
+
+
+def test_contract_names() -> None:
+    import modeldepot
+    from modeldepot import download, errors, install, load, records, storage, taxonomy
+
+    assert {"any", "sd-1", "sd-2", "sdxl", "sdxl-refiner", "sd-3", "flux"} <= {b.value for b in taxonomy.BaseModelType}
+    for cls in (
+        "UnknownModelException",
+        "DuplicateModelException",
+        "InvalidModelConfigException",
+        "ModelNotFoundException",
+        "UnknownJobIDException",
+    ):
+        assert issubclass(getattr(errors, cls), errors.ModelDepotError)
+    assert issubclass(errors.UnknownModelException, KeyError)
+    for meth in (
+        "add_model",
+        "update_model",
+        "del_model",
+        "rename_model",
+        "get_model",
+        "exists",
+        "search_by_attr",
+        "search_by_name",
+        "search_by_path",
+        "search_by_hash",
+        "search_by_tag",
+        "all_models",
+        "model_info_by_name",
+        "version",
+        "from_db_file",
+    ):
+        assert hasattr(records.ModelRecordServiceBase, meth), meth
+    for meth in (
+        "start",
+        "stop",
+        "download",
+        "create_download_job",
+        "submit_download_job",
+        "join",
+        "wait_for_job",
+        "list_jobs",
+        "id_to_job",
+        "prune_jobs",
+        "start_job",
+        "pause_job",
+        "cancel_job",
+        "start_all_jobs",
+        "pause_all_jobs",
+        "cancel_all_jobs",
+    ):
+        assert hasattr(download.DownloadQueueService, meth), meth
+    assert {s.value for s in download.DownloadJobStatus} == {
+        "idle",
+        "enqueued",
+        "running",
+        "paused",
+        "completed",
+        "error",
+        "cancelled",
+    }
+    for meth in (
+        "start",
+        "stop",
+        "heuristic_import",
+        "import_model",
+        "wait_for_installs",
+        "wait_for_job",
+        "list_jobs",
+        "get_job_by_source",
+        "get_job_by_id",
+        "cancel_job",
+        "prune_jobs",
+        "register_path",
+        "install_path",
+        "unregister",
+        "delete",
+        "unconditionally_delete",
+        "download_and_cache",
+        "sync_to_config",
+        "scan_folder",
+    ):
+        assert hasattr(install.ModelInstallService, meth), meth
+    for name in (
+        "ModelInstallJob",
+        "InstallStatus",
+        "LocalModelSource",
+        "URLModelSource",
+        "HFModelSource",
+        "CivitaiModelSource",
+    ):
+        assert hasattr(install, name), name
+    for name in ("ModelLoadService", "LoadedModel", "ModelCache", "ModelLoaderRegistry", "ModelLoader"):
+        assert hasattr(load, name), name
+    assert hasattr(storage, "ContentStore") and hasattr(storage, "NormalizedStore")
+    for meth in ("load_model_by_key", "load_model_by_attr", "load_model_by_config", "close", "open"):
+        assert hasattr(modeldepot.ModelManager, meth), meth
+    assert modeldepot.DepotConfig is not None
