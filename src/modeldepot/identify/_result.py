@@ -25,6 +25,8 @@ class Candidate:
     format: ModelFormat | None = None
     base: BaseModelType | None = None
     reasons: list[str] = field(default_factory=list)
+    confidence: float = 0.0  # 0..1, this rule's own certainty
+    lost_to: str | None = None  # the winning rule, when this one matched but ranked lower
 
 
 @dataclass
@@ -48,7 +50,8 @@ class Identification:
         d["compatible_bases"] = sorted(str(b) for b in self.compatible_bases)
         d["submodels"] = {str(k): v for k, v in self.submodels.items()}
         d["overridden"] = sorted(self.overridden)
-        return _jsonable(d)
+        result: dict[str, Any] = _jsonable(d)
+        return result
 
 
 def _jsonable(v: Any) -> Any:

@@ -7,6 +7,7 @@ hold ``"__metadata__"``: a str -> str mapping.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -103,36 +104,48 @@ def _validate(path: Path, n: int, size: int, doc: dict[str, Any]) -> Safetensors
     metadata = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in metadata_raw.items()}
     data_size = size - 8 - n
     tensors: dict[str, TensorInfo] = {}
+    spans: list[tuple[int, int, str]] = []
+    new_info = object.__new__  # the loop below runs once per tensor (thousands): skip dataclass __init__
     for name, entry in doc.items():
-        if not isinstance(entry, dict):
+        if type(entry) is not dict:
             raise InvalidSafetensorsError(f"{path}: tensor {name!r} entry is not an object", path)
         dtype = entry.get("dtype")
-        if dtype not in DTYPE_SIZES:
+        itemsize = DTYPE_SIZES.get(dtype) if type(dtype) is str else None
+        if itemsize is None:
             raise InvalidSafetensorsError(f"{path}: tensor {name!r} has unknown dtype {dtype!r}", path)
         shape = entry.get("shape")
         offsets = entry.get("data_offsets")
-        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        numel = 1
+        if type(shape) is not list:
             raise InvalidSafetensorsError(f"{path}: tensor {name!r} has an invalid shape {shape!r}", path)
+        for d in shape:
+            if type(d) is not int or d < 0:
+                raise InvalidSafetensorsError(f"{path}: tensor {name!r} has an invalid shape {shape!r}", path)
+            numel *= d
         if (
-            not isinstance(offsets, list)
+            type(offsets) is not list
             or len(offsets) != 2
-            or not all(isinstance(o, int) for o in offsets)
+            or type(offsets[0]) is not int
+            or type(offsets[1]) is not int
             or not 0 <= offsets[0] <= offsets[1] <= data_size
         ):
             raise InvalidSafetensorsError(
                 f"{path}: tensor {name!r} has data_offsets {offsets!r} outside the data section ({data_size} bytes)",
                 path,
             )
-        expected = math.prod(shape) * DTYPE_SIZES[dtype]
-        if offsets[1] - offsets[0] != math.ceil(expected):
+        begin, end = offsets
+        expected = math.ceil(numel * itemsize)
+        if end - begin != expected:
             raise InvalidSafetensorsError(
-                f"{path}: tensor {name!r} spans {offsets[1] - offsets[0]} bytes but {dtype}{shape} needs "
-                f"{math.ceil(expected)}",
-                path,
+                f"{path}: tensor {name!r} spans {end - begin} bytes but {dtype}{shape} needs {expected}", path
             )
-        tensors[name] = TensorInfo(dtype, tuple(shape), offsets[0], offsets[1])
-    spans = sorted((t.begin, t.end, k) for k, t in tensors.items() if t.end > t.begin)
-    for (_b1, e1, k1), (b2, _e2, k2) in zip(spans, spans[1:], strict=False):
+        info = new_info(TensorInfo)
+        object.__setattr__(info, "__dict__", {"dtype": dtype, "shape": tuple(shape), "begin": begin, "end": end})
+        tensors[name] = info
+        if end > begin:
+            spans.append((begin, end, name))
+    spans.sort()
+    for (_b1, e1, k1), (b2, _e2, k2) in itertools.pairwise(spans):
         if b2 < e1:
             raise InvalidSafetensorsError(f"{path}: tensors {k1!r} and {k2!r} overlap", path)
     return SafetensorsHeader(path=path, header_len=n, tensors=tensors, metadata=metadata, file_size=size)

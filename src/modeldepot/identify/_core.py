@@ -1,0 +1,220 @@
+"""``identify(path, overrides)``: dispatch a file or folder to the rules, then apply user overrides."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from modeldepot.errors import IdentificationError, InvalidModelConfigException, ModelNotFoundException
+from modeldepot.identify._assemble import (
+    DEFAULT_FILE_FORMAT,
+    DEFAULT_FOLDER_FORMAT,
+    compatible_for,
+    finish,
+    has_record_class,
+    unknown,
+)
+from modeldepot.identify._declared import read_declared
+from modeldepot.identify._folder import identify_folder
+from modeldepot.identify._pickle import read_pickle_table
+from modeldepot.identify._result import Identification
+from modeldepot.identify._rules_adapters import controlnet, ip_adapter, lora, t2i_adapter, textual_inversion
+from modeldepot.identify._rules_encoders import clip_text, clip_vision, esrgan, t5_encoder, vae
+from modeldepot.identify._rules_main import flux_checkpoint, sd3_checkpoint, sd_unet_checkpoint
+from modeldepot.identify._view import KeyView, Verdict
+from modeldepot.identify.safetensors import read_safetensors_header
+from modeldepot.taxonomy import (
+    BaseModelType,
+    ClipVariantType,
+    FluxVariantType,
+    ModelFormat,
+    ModelType,
+    ModelVariantType,
+    SchedulerPredictionType,
+)
+
+#: Rules for a single weights file, in priority order (first match wins).
+FILE_RULES: tuple[Callable[[KeyView], Verdict], ...] = (
+    sd_unet_checkpoint,
+    sd3_checkpoint,
+    flux_checkpoint,
+    lora,
+    controlnet,
+    ip_adapter,
+    t2i_adapter,
+    vae,
+    textual_inversion,
+    clip_text,
+    clip_vision,
+    t5_encoder,
+    esrgan,
+)
+SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+
+
+def _sniff(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith(SAFETENSORS_SUFFIXES):
+        return "safetensors"
+    if name.endswith(PICKLE_SUFFIXES):
+        return "pickle"
+    try:
+        with path.open("rb") as f:
+            head = f.read(16)
+    except OSError as exc:
+        raise IdentificationError(f"{path}: cannot read: {exc.strerror or exc}", path) from exc
+    if head[:4] == b"GGUF":
+        return "gguf"
+    if len(head) > 9 and head[8:9] == b"{":
+        return "safetensors"
+    if head[:4] == b"PK\x03\x04" or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")):
+        return "pickle"
+    return "other"
+
+
+def load_view(path: Path) -> KeyView:
+    """The normalised key table of a weights file (header / pickle key table only)."""
+    kind = _sniff(path)
+    if kind == "safetensors":
+        header = read_safetensors_header(path)
+        shapes: dict[str, tuple[int, ...] | None] = {k: t.shape for k, t in header.tensors.items()}
+        return KeyView.build(path, shapes, metadata=header.metadata, source="safetensors header")
+    if kind == "pickle":
+        table = read_pickle_table(path)
+        return KeyView.build(path, table.shapes, values=table.values, source=f"pickle key table ({table.layout})")
+    raise IdentificationError(f"{path}: not a safetensors or PyTorch pickle file", path)
+
+
+def _identify_file(path: Path) -> Identification:
+    kind = _sniff(path)
+    if kind == "gguf":
+        return unknown(["type: unknown (GGUF files are not identified yet)"], [], {"source": "gguf"})
+    if kind == "other":
+        return unknown(
+            [f"type: unknown ({path.name!r} is not a safetensors, .ckpt/.pt/.pth/.bin or GGUF file)"], [], {}
+        )
+    view = load_view(path)
+    extra: dict[str, Any] = {"source": view.source, "keys": len(view)}
+    if view.unwrapped:
+        extra["unwrapped"] = view.unwrapped
+    if not view.shapes:
+        return unknown(["type: unknown (the file holds no tensors)"], [], extra)
+    verdicts = [rule(view) for rule in FILE_RULES]
+    return finish(
+        verdicts, read_declared(view.metadata), extra=extra, unknown_reason=f"no rule matched {len(view)} keys"
+    )
+
+
+def _stat(path: Path) -> os.stat_result:
+    try:
+        return path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise IdentificationError(f"{path}: symbolic link loop", path) from exc
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise ModelNotFoundException(f"{path}: no such file or folder", path) from exc
+        raise IdentificationError(f"{path}: cannot read: {exc.strerror or exc}", path) from exc
+
+
+def identify(path: str | Path, overrides: dict[str, Any] | None = None) -> Identification:
+    """Tell what the model file or folder at ``path`` is, with the reasons.
+
+    Reads only safetensors headers, JSON configs and pickle key tables, never tensor data.
+    ``overrides`` (keys ``type``, ``format``, ``base``, ``variant``, ``prediction_type``,
+    ``compatible_bases``; strings or enums) always win and are recorded in ``reasons`` and
+    ``overridden``.
+
+    Raises:
+        ModelNotFoundException: ``path`` does not exist.
+        InvalidSafetensorsError / UnsafePickleError / IdentificationError: malformed input.
+        InvalidModelConfigException: an override value is not valid.
+    """
+    path = Path(path)
+    st = _stat(path)
+    if stat.S_ISDIR(st.st_mode):
+        result = identify_folder(path, load_view)
+    elif stat.S_ISREG(st.st_mode):
+        result = _identify_file(path)
+    else:
+        raise IdentificationError(f"{path}: not a regular file or folder", path)
+    if overrides:
+        apply_overrides(result, overrides, folder=stat.S_ISDIR(st.st_mode))
+    return result
+
+
+_OVERRIDE_ENUMS: dict[str, Any] = {
+    "type": ModelType,
+    "format": ModelFormat,
+    "base": BaseModelType,
+    "prediction_type": SchedulerPredictionType,
+}
+_VARIANT_ENUMS = (ModelVariantType, FluxVariantType, ClipVariantType)
+
+
+def _coerce(name: str, value: Any) -> Any:
+    def bad(choices: str) -> InvalidModelConfigException:
+        return InvalidModelConfigException(f"override {name}={value!r} is not valid; choose one of: {choices}", name)
+
+    raw = getattr(value, "value", value)
+    if name in _OVERRIDE_ENUMS:
+        enum = _OVERRIDE_ENUMS[name]
+        try:
+            return enum(raw)
+        except ValueError:
+            raise bad(", ".join(e.value for e in enum)) from None
+    if name == "variant":
+        if raw is None:
+            return None
+        for enum in _VARIANT_ENUMS:
+            try:
+                return enum(raw).value
+            except ValueError:
+                continue
+        raise bad(", ".join(e.value for en in _VARIANT_ENUMS for e in en))
+    if name == "compatible_bases":
+        items = [raw] if isinstance(raw, str) else list(raw)
+        return {_coerce("base", b) for b in items}
+    raise InvalidModelConfigException(
+        f"unknown override {name!r}; allowed: type, format, base, variant, prediction_type, compatible_bases", name
+    )
+
+
+def apply_overrides(result: Identification, overrides: dict[str, Any], *, folder: bool = False) -> None:
+    """Set the user's values on ``result`` (in place), recording each one as set by the user."""
+    values = {k: _coerce(k, v) for k, v in overrides.items() if v is not None}
+    for name in ("type", "format", "base", "variant", "prediction_type", "compatible_bases"):
+        if name not in values:
+            continue
+        new = values[name]
+        shown = ", ".join(sorted(str(b) for b in new)) if name == "compatible_bases" else str(new)
+        old = [r for r in result.reasons if r.startswith(f"{name}: ")]
+        result.reasons = [r for r in result.reasons if not r.startswith(f"{name}: ")]
+        result.reasons.append(f"{name}: {shown} (set by user)")
+        result.reasons.extend(f"(overridden) {r}" for r in old)
+        if name == "base" and "compatible_bases" not in values and new not in result.compatible_bases:
+            result.compatible_bases = compatible_for(values.get("type", result.type), new)
+        setattr(result, name, new)
+        result.overridden.add(name)
+    if result.base not in result.compatible_bases and result.base != BaseModelType.Unknown:
+        result.compatible_bases.add(result.base)
+    if not has_record_class(result.type, result.format):
+        if "format" in values:
+            raise InvalidModelConfigException(
+                f"override type={result.type} with format={result.format}: no record class accepts that pair",
+                "format",
+            )
+        fmt = (DEFAULT_FOLDER_FORMAT if folder else DEFAULT_FILE_FORMAT).get(result.type)
+        if fmt is None or not has_record_class(result.type, fmt):
+            fmt = next(
+                (f for f in (ModelFormat.Diffusers, ModelFormat.Checkpoint) if has_record_class(result.type, f)),
+                None,
+            )
+        if fmt is None:
+            raise InvalidModelConfigException(f"override type={result.type}: no record class for it", "type")
+        result.reasons.append(f"format: {fmt} (adjusted: {result.format} does not fit the type set by the user)")
+        result.format = fmt

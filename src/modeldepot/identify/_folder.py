@@ -1,0 +1,315 @@
+"""Folders: diffusers pipelines (``model_index.json``), standalone diffusers / transformers submodels
+(``config.json``), LoRA / embedding / IP-Adapter folders. Reads JSON configs and headers only.
+
+The walk never follows a symbolic link into a folder it has already visited, and stops at a
+fixed depth and entry count, so a symlink loop or a huge tree costs milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from modeldepot.errors import IdentificationError
+from modeldepot.identify._assemble import compatible_for, finish, unknown
+from modeldepot.identify._declared import Declared
+from modeldepot.identify._result import Identification
+from modeldepot.identify._rules_adapters import ip_adapter, lora, textual_inversion
+from modeldepot.identify._view import WIDTH_TO_BASE, KeyView, Verdict
+from modeldepot.taxonomy import (
+    BaseModelType,
+    ClipVariantType,
+    FluxVariantType,
+    ModelFormat,
+    ModelRepoVariant,
+    ModelType,
+    ModelVariantType,
+    SchedulerPredictionType,
+    SubModelType,
+)
+
+B = BaseModelType
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".onnx", ".sft")
+_VARIANT_BY_IN = {4: ModelVariantType.Normal, 9: ModelVariantType.Inpaint, 5: ModelVariantType.Depth}
+
+ViewLoader = Callable[[Path], KeyView]
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object from ``path``; ``None`` when absent; a clear error when malformed."""
+    try:
+        if not path.is_file():
+            return None
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise IdentificationError(f"{path}: config file is larger than {MAX_CONFIG_BYTES} bytes", path)
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise IdentificationError(f"{path}: not valid JSON: {exc}", path) from exc
+    except OSError as exc:
+        raise IdentificationError(f"{path}: cannot read: {exc.strerror or exc}", path) from exc
+    if not isinstance(doc, dict):
+        raise IdentificationError(f"{path}: expected a JSON object", path)
+    return doc
+
+
+def walk_files(root: Path, max_depth: int = 3, limit: int = 5000) -> Iterator[Path]:
+    """Files under ``root`` (following links, each real folder once), bounded in depth and count."""
+    seen: set[tuple[int, int]] = set()
+    stack: list[tuple[Path, int]] = [(root, 0)]
+    count = 0
+    while stack:
+        folder, depth = stack.pop()
+        try:
+            st = folder.stat()
+        except OSError:
+            continue  # dangling link or loop: skip it
+        if (st.st_dev, st.st_ino) in seen:
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:
+            continue
+        for entry in entries:
+            count += 1
+            if count > limit:
+                return
+            try:
+                if entry.is_dir():
+                    if depth < max_depth:
+                        stack.append((Path(entry.path), depth + 1))
+                elif entry.is_file():
+                    yield Path(entry.path)
+            except OSError:
+                continue
+
+
+def _class_of(cfg: dict[str, Any]) -> str:
+    name = cfg.get("_class_name")
+    if not name and isinstance(cfg.get("architectures"), list) and cfg["architectures"]:
+        name = cfg["architectures"][0]
+    return str(name or "")
+
+
+def _repo_variant(root: Path) -> tuple[ModelRepoVariant, str]:
+    names = [p.relative_to(root).as_posix() for p in walk_files(root)]
+    for marker, variant in ((".fp16.", ModelRepoVariant.FP16), (".fp32.", ModelRepoVariant.FP32)):
+        hits = [n for n in names if marker in Path(n).name]
+        if hits:
+            return variant, f"repo_variant: {variant} (weight files named *{marker}*: {hits[0]})"
+    if any(n.endswith(".onnx") for n in names):
+        return ModelRepoVariant.ONNX, "repo_variant: onnx (.onnx weight files)"
+    if any(n.endswith("openvino_model.xml") for n in names):
+        return ModelRepoVariant.OpenVINO, "repo_variant: openvino (openvino_model.xml)"
+    return ModelRepoVariant.Default, "repo_variant: default (no .fp16./.fp32. weight file names)"
+
+
+def _pipeline(root: Path, index: dict[str, Any]) -> Identification:
+    cls = _class_of(index)
+    v = Verdict("diffusers_pipeline", True, ModelType.Main, ModelFormat.Diffusers, confidence=0.95)
+    v.why(f"type: main (model_index.json _class_name {cls!r})")
+    v.why("format: diffusers (model_index.json pipeline folder)")
+    submodels: dict[SubModelType, str] = {}
+    classes: dict[str, str] = {}
+    missing: list[str] = []
+    for name, entry in index.items():
+        if name.startswith("_") or not isinstance(entry, list) or len(entry) != 2 or None in entry:
+            continue
+        try:
+            kind = SubModelType(name)
+        except ValueError:
+            continue
+        if (root / name).exists():
+            submodels[kind] = name
+            classes[name] = str(entry[1])
+        else:
+            missing.append(name)
+    v.why(f"submodels: {', '.join(sorted(s.value for s in submodels)) or 'none'} (entries of model_index.json)")
+    if missing:
+        v.why(f"note: model_index.json lists {', '.join(missing)} but the folder(s) are missing")
+        v.confidence = 0.6
+    unet = read_json(root / "unet" / "config.json")
+    transformer = read_json(root / "transformer" / "config.json")
+    if unet is not None:
+        cad = unet.get("cross_attention_dim")
+        v.base = WIDTH_TO_BASE.get(cad if isinstance(cad, int) else 0, B.Unknown)
+        v.why(f"base: {v.base} (unet/config.json cross_attention_dim {cad})")
+        in_ch = unet.get("in_channels", 4)
+        variant = _VARIANT_BY_IN.get(in_ch if isinstance(in_ch, int) else 0, ModelVariantType.Normal)
+        v.variant = variant.value
+        v.why(f"variant: {variant} (unet/config.json in_channels {in_ch})")
+        if unet.get("upcast_attention"):
+            v.extra["upcast_attention"] = True
+        if isinstance(unet.get("sample_size"), int):
+            v.extra["default_resolution"] = unet["sample_size"] * 8
+    elif transformer is not None:
+        tcls = _class_of(transformer)
+        if "Flux" in tcls:
+            v.base = B.Flux
+            in_ch = transformer.get("in_channels")
+            if in_ch == 384 or "Fill" in cls:
+                v.variant = FluxVariantType.DevFill.value
+            elif transformer.get("guidance_embeds"):
+                v.variant = FluxVariantType.Dev.value
+            else:
+                v.variant = FluxVariantType.Schnell.value
+            why = f"in_channels {in_ch}, guidance_embeds {transformer.get('guidance_embeds')}"
+            v.why(f"variant: {v.variant} (transformer/config.json {why})")
+        elif "SD3" in tcls:
+            v.base, v.variant = B.StableDiffusion3, ModelVariantType.Normal.value
+        else:
+            v.base = B.Unknown
+        v.why(f"base: {v.base} (transformer/config.json _class_name {tcls!r})")
+    else:
+        v.base, v.confidence = B.Unknown, 0.3
+        v.why("base: unknown (no unet/config.json or transformer/config.json)")
+    sched = read_json(root / "scheduler" / "scheduler_config.json")
+    if sched is not None and "FlowMatch" in _class_of(sched):
+        v.why(f"prediction_type: none ({_class_of(sched)}: flow matching)")
+    elif sched is not None and unet is not None:
+        raw = sched.get("prediction_type", "epsilon")
+        try:
+            v.prediction_type = SchedulerPredictionType(raw)
+            v.why(f"prediction_type: {raw} (scheduler/scheduler_config.json prediction_type)")
+        except ValueError:
+            v.why(f"prediction_type: unknown (scheduler_config.json prediction_type {raw!r} not recognised)")
+    v.compatible_bases = {v.base or B.Unknown}
+    result = finish([v], Declared(), folder=True, extra={"class_name": cls, "submodel_classes": classes})
+    result.submodels = submodels
+    result.repo_variant, line = _repo_variant(root)
+    result.reasons.append(line)
+    return result
+
+
+def _component(root: Path, cfg: dict[str, Any], where: str) -> Identification:
+    cls = _class_of(cfg)
+    rule = "diffusers_config"
+    fmt = ModelFormat.Diffusers
+    src = f"{where} class {cls!r}"
+    if cls in ("AutoencoderKL", "AutoencoderTiny"):
+        v = Verdict(rule, True, ModelType.VAE, fmt, confidence=0.9)
+        latent = cfg.get("latent_channels", 4)
+        scaling = cfg.get("scaling_factor")
+        if latent == 16:
+            v.base = B.StableDiffusion3 if scaling is not None and abs(scaling - 1.5305) < 1e-3 else B.Flux
+            v.why(f"base: {v.base} (16 latent channels, scaling_factor {scaling})")
+        elif (scaling is not None and abs(scaling - 0.13025) < 1e-6) or "xl" in root.name.lower():
+            v.base = B.StableDiffusionXL
+            v.why(f"base: sdxl (scaling_factor {scaling} is SDXL's 0.13025, or the folder name says xl)")
+        else:
+            v.base = B.StableDiffusion1
+            v.why(
+                f"base: sd-1 ({latent} latent channels, scaling_factor {scaling}: SD-family, works with sd-1 and sd-2)"
+            )
+        v.compatible_bases = compatible_for(ModelType.VAE, v.base)
+    elif cls in ("ControlNetModel", "FluxControlNetModel", "SD3ControlNetModel"):
+        v = Verdict(rule, True, ModelType.ControlNet, fmt, confidence=0.9)
+        cad = cfg.get("cross_attention_dim")
+        v.base = {"FluxControlNetModel": B.Flux, "SD3ControlNetModel": B.StableDiffusion3}.get(cls) or {
+            768: B.StableDiffusion1,
+            1024: B.StableDiffusion2,
+            2048: B.StableDiffusionXL,
+        }.get(cad if isinstance(cad, int) else 0, B.Unknown)
+        v.why(f"base: {v.base} ({f'class {cls}' if cls != 'ControlNetModel' else f'cross_attention_dim {cad}'})")
+    elif cls == "T2IAdapter":
+        v = Verdict(rule, True, ModelType.T2IAdapter, fmt, confidence=0.9)
+        kind = cfg.get("adapter_type")
+        v.base = {
+            "full_adapter_xl": B.StableDiffusionXL,
+            "full_adapter": B.StableDiffusion1,
+            "light_adapter": B.StableDiffusion1,
+        }.get(str(kind), B.Unknown)
+        v.why(f"base: {v.base} (adapter_type {kind!r})")
+    elif cls in ("CLIPVisionModelWithProjection", "CLIPVisionModel", "CLIPModel"):
+        v = Verdict(rule, True, ModelType.CLIPVision, fmt, B.Any, compatible_bases={B.Any}, confidence=0.9)
+        nested = cfg.get("vision_config")
+        vc: dict[str, Any] = nested if isinstance(nested, dict) else cfg
+        width = vc.get("hidden_size")
+        variant = {1024: ClipVariantType.L, 1280: ClipVariantType.H, 1664: ClipVariantType.G}.get(width or 0)
+        v.variant = variant.value if variant else None
+        v.why("base: any (an image encoder is used by adapters of every base)")
+        v.why(f"variant: {v.variant} (vision hidden_size {width}, {vc.get('num_hidden_layers')} layers)")
+    elif cls in ("CLIPTextModel", "CLIPTextModelWithProjection"):
+        v = Verdict(rule, True, ModelType.CLIPEmbed, fmt, B.Any, compatible_bases={B.Any}, confidence=0.9)
+        width = cfg.get("hidden_size")
+        variant = {768: ClipVariantType.L, 1024: ClipVariantType.H, 1280: ClipVariantType.G}.get(width or 0)
+        v.variant = variant.value if variant else None
+        v.why("base: any (a text encoder serves every base that uses it)")
+        v.why(f"variant: {v.variant} (hidden_size {width})")
+    elif cls == "T5EncoderModel":
+        v = Verdict(
+            rule, True, ModelType.T5Encoder, ModelFormat.T5Encoder, B.Any, compatible_bases={B.Any}, confidence=0.9
+        )
+        d = cfg.get("d_model")
+        v.extra["architecture"] = {4096: "T5-XXL", 2048: "T5-XL", 1024: "T5-large", 768: "T5-base"}.get(d or 0, "T5")
+        v.why("base: any (a text encoder serves every base that uses it)")
+        v.reasons.append(f"architecture: {v.extra['architecture']} (d_model {d})")
+    else:
+        why = f"{src} is not a model kind modeldepot manages on its own"
+        if cls in ("UNet2DConditionModel", "SD3Transformer2DModel", "FluxTransformer2DModel"):
+            why += " (a bare diffusion model: register the whole pipeline folder)"
+        return unknown([f"type: unknown ({why})"], [], {"class_name": cls})
+    v.reasons.insert(0, f"type: {v.type} ({src})")
+    v.reasons.insert(1, f"format: {v.format} ({where} folder)")
+    if not v.compatible_bases:
+        v.compatible_bases = {v.base or B.Unknown}
+    result = finish([v], Declared(), folder=True, extra={"class_name": cls})
+    result.repo_variant, line = _repo_variant(root)
+    result.reasons.append(line)
+    return result
+
+
+def _weights_folder(
+    root: Path, weights: Path, rule: Callable[[KeyView], Verdict], fmt: ModelFormat, load: ViewLoader
+) -> Identification:
+    verdict = rule(load(weights))
+    if verdict.matched:
+        verdict.format = fmt
+        verdict.reasons = [r for r in verdict.reasons if not r.startswith("format: ")]
+        verdict.reasons.insert(1, f"format: {fmt} (folder holding {weights.name})")
+    result = finish([verdict], Declared(), folder=True, unknown_reason=f"{weights.name}: {verdict.reasons[0]}")
+    result.extra["weights"] = weights.name
+    return result
+
+
+def identify_folder(root: Path, load: ViewLoader) -> Identification:
+    try:
+        top = sorted(p.name for p in root.iterdir())
+    except OSError as exc:
+        raise IdentificationError(f"{root}: cannot list folder: {exc.strerror or exc}", root) from exc
+    if not top:
+        return unknown(["type: unknown (the folder is empty)"], [])
+    index = read_json(root / "model_index.json")
+    if index is not None:
+        return _pipeline(root, index)
+    cfg = read_json(root / "config.json")
+    if cfg is not None and _class_of(cfg):
+        return _component(root, cfg, "config.json")
+    te2 = read_json(root / "text_encoder_2" / "config.json")
+    if te2 is not None and _class_of(te2) == "T5EncoderModel":
+        return _component(root, te2, "text_encoder_2/config.json")
+    for name in ("pytorch_lora_weights.safetensors", "pytorch_lora_weights.bin"):
+        if name in top:
+            return _weights_folder(root, root / name, lora, ModelFormat.Diffusers, load)
+    for name in ("learned_embeds.safetensors", "learned_embeds.bin"):
+        if name in top:
+            return _weights_folder(root, root / name, textual_inversion, ModelFormat.EmbeddingFolder, load)
+    if "image_encoder.txt" in top:
+        for name in ("ip_adapter.safetensors", "ip_adapter.bin"):
+            if name in top:
+                result = _weights_folder(root, root / name, ip_adapter, ModelFormat.InvokeAI, load)
+                encoder = (root / "image_encoder.txt").read_text(encoding="utf-8", errors="replace").strip()[:200]
+                result.extra["image_encoder_model_id"] = encoder
+                return result
+    weights = [p.relative_to(root).as_posix() for p in walk_files(root) if p.name.endswith(WEIGHT_SUFFIXES)]
+    looked = "no model_index.json, config.json, pytorch_lora_weights.*, learned_embeds.* or image_encoder.txt"
+    if weights:
+        shown = ", ".join(weights[:3]) + (" ..." if len(weights) > 3 else "")
+        why = f"{looked}; found {len(weights)} weight file(s) ({shown}): identify a file directly"
+    else:
+        why = f"{looked}, and no weight files: a folder of unrelated files"
+    return unknown([f"type: unknown ({why})"], [], {"weight_files": weights[:20]})

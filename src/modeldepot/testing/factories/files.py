@@ -1,0 +1,523 @@
+"""Tiny but faithful model files of every kind modeldepot identifies, written without torch.
+
+Each writer uses the real key names, the real shapes on the keys that decide what the file is
+(cross-attention widths, UNet in-channels, latent channels, layer counts), and small tensors
+elsewhere. A path ending ``.ckpt/.pt/.pth/.bin`` gets a PyTorch zip pickle, anything else a
+safetensors file. Writers return the path they wrote. Folders get real-looking diffusers JSON.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from modeldepot.testing.factories._writers import (
+    Shape,
+    write_safetensors,
+    write_text,
+    write_torch_pickle,
+    write_weights,
+)
+
+_CTX = {"sd-1": 768, "sd-2": 1024, "sdxl": 2048, "sdxl-refiner": 1280}
+_MS_ARCH = {
+    "sd-1": "stable-diffusion-v1",
+    "sd-2": "stable-diffusion-v2-768-v",
+    "sdxl": "stable-diffusion-xl-v1-base",
+    "sdxl-refiner": "stable-diffusion-xl-v1-refiner",
+    "sd-3": "stable-diffusion-v3-medium",
+    "flux": "Flux.1-dev",
+}
+_KOHYA_BASE = {"sd-1": "sd_v1", "sd-2": "sd_v2_768_v", "sdxl": "sdxl_base_v1-0", "flux": "flux1"}
+_IN_CH = {"normal": 4, "inpaint": 9, "depth": 5}
+
+
+def _modelspec(arch: str, title: str, **more: str) -> dict[str, str]:
+    return {
+        "modelspec.sai_model_spec": "1.0.0",
+        "modelspec.architecture": arch,
+        "modelspec.implementation": "https://github.com/Stability-AI/generative-models",
+        "modelspec.title": title,
+        **more,
+    }
+
+
+def _vae_keys(latent: int = 4, prefix: str = "") -> dict[str, Shape]:
+    p = prefix
+    keys: dict[str, Shape] = {
+        f"{p}encoder.conv_in.weight": (128, 3, 3, 3),
+        f"{p}encoder.conv_in.bias": (128,),
+        f"{p}encoder.down.0.block.0.norm1.weight": (128,),
+        f"{p}encoder.mid.attn_1.q.weight": (512, 512, 1, 1),
+        f"{p}encoder.norm_out.weight": (512,),
+        f"{p}encoder.conv_out.weight": (2 * latent, 512, 3, 3),
+        f"{p}decoder.conv_in.weight": (512, latent, 3, 3),
+        f"{p}decoder.conv_in.bias": (512,),
+        f"{p}decoder.up.3.block.0.norm1.weight": (512,),
+        f"{p}decoder.conv_out.weight": (3, 128, 3, 3),
+    }
+    if latent == 4:  # SD/SDXL VAEs keep the quant convs; the 16-channel ones dropped them
+        keys[f"{p}quant_conv.weight"] = (8, 8, 1, 1)
+        keys[f"{p}post_quant_conv.weight"] = (4, 4, 1, 1)
+    return keys
+
+
+def _clip_text_keys(width: int, layers: int, prefix: str = "") -> dict[str, Shape]:
+    p = prefix + "text_model."
+    keys: dict[str, Shape] = {
+        f"{p}embeddings.position_embedding.weight": (77, width),
+        f"{p}encoder.layers.0.self_attn.q_proj.weight": (width, width),
+        f"{p}final_layer_norm.weight": (width,),
+    }
+    for i in range(layers):
+        keys[f"{p}encoder.layers.{i}.layer_norm1.weight"] = (width,)
+    return keys
+
+
+# -- main checkpoints --------------------------------------------------------------------------------
+def _ldm_unet(
+    ctx: int, in_ch: int, *, linear_proj: bool, xl: bool, p: str = "model.diffusion_model."
+) -> dict[str, Shape]:
+    ch = 384 if ctx == 1280 else 320
+    keys: dict[str, Shape] = {
+        f"{p}input_blocks.0.0.weight": (ch, in_ch, 3, 3),
+        f"{p}input_blocks.0.0.bias": (ch,),
+        f"{p}time_embed.0.weight": (ch * 4, ch),
+        f"{p}input_blocks.1.0.in_layers.0.weight": (ch,),
+        f"{p}middle_block.0.in_layers.0.weight": (1280 if ch == 320 else 1536,),
+        f"{p}output_blocks.0.0.in_layers.0.weight": (2560,),
+        f"{p}out.0.weight": (ch,),
+        f"{p}out.2.weight": (4, ch, 3, 3),
+        f"{p}out.2.bias": (4,),
+    }
+    if xl:
+        keys[f"{p}input_blocks.4.1.proj_in.weight"] = (2 * ch, 2 * ch)
+        depth = 2 if ctx == 2048 else 4
+        for b in range(depth):
+            keys[f"{p}input_blocks.4.1.transformer_blocks.{b}.attn2.to_k.weight"] = (2 * ch, ctx)
+        keys[f"{p}label_emb.0.0.weight"] = (ch * 4, 2816 if ctx == 2048 else 2560)
+    else:
+        keys[f"{p}input_blocks.1.1.proj_in.weight"] = (ch, ch) if linear_proj else (ch, ch, 1, 1)
+        for blk in (1, 2):
+            keys[f"{p}input_blocks.{blk}.1.transformer_blocks.0.attn2.to_k.weight"] = (ch, ctx)
+            keys[f"{p}input_blocks.{blk}.1.transformer_blocks.0.attn2.to_v.weight"] = (ch, ctx)
+        keys[f"{p}output_blocks.11.1.transformer_blocks.0.norm1.bias"] = (ch,)
+    return keys
+
+
+def write_sd1_checkpoint(
+    path: str | Path, *, inpaint: bool = False, with_metadata: bool = False, seed: int | None = None
+) -> Path:
+    """SD-1.x all-in-one checkpoint (UNet + VAE + CLIP-L), ``.safetensors`` or ``.ckpt``."""
+    keys = _ldm_unet(768, 9 if inpaint else 4, linear_proj=False, xl=False)
+    keys |= _vae_keys(4, "first_stage_model.")
+    keys |= _clip_text_keys(768, 12, "cond_stage_model.transformer.")
+    arch = "stable-diffusion-v1" + ("-inpainting" if inpaint else "")
+    meta = _modelspec(arch, "tiny sd1", **{"modelspec.resolution": "512x512"}) if with_metadata else None
+    return write_weights(path, keys, metadata=meta, seed=seed, top={"global_step": 840000, "epoch": 6})
+
+
+def write_sd2_checkpoint(
+    path: str | Path,
+    *,
+    variant: str = "normal",
+    global_step: int | None = None,
+    prediction_type: str | None = None,
+    seed: int | None = None,
+) -> Path:
+    """SD-2.x checkpoint (OpenCLIP-H text encoder). ``prediction_type`` writes it as ModelSpec metadata;
+    ``global_step`` is stored only in pickle checkpoints (220000 = the 512-px epsilon base)."""
+    keys = _ldm_unet(1024, _IN_CH[variant], linear_proj=True, xl=False)
+    keys |= _vae_keys(4, "first_stage_model.")
+    keys |= {"cond_stage_model.model.ln_final.bias": (1024,), "cond_stage_model.model.positional_embedding": (77, 1024)}
+    if variant == "depth":
+        keys["depth_model.model.scratch.output_conv.0.weight"] = (128, 256, 3, 3)
+    meta = None
+    if prediction_type is not None:
+        meta = _modelspec("stable-diffusion-v2", "tiny sd2", **{"modelspec.prediction_type": prediction_type})
+    top = {"global_step": global_step} if global_step is not None else {}
+    return write_weights(path, keys, metadata=meta, seed=seed, top=top)
+
+
+def write_sdxl_checkpoint(
+    path: str | Path,
+    *,
+    inpaint: bool = False,
+    v_pred: bool = False,
+    edm_vpred: bool = False,
+    edm: bool = False,
+    merged_lora: bool = False,
+    with_metadata: bool = False,
+    seed: int | None = None,
+) -> Path:
+    """SDXL base checkpoint (UNet + VAE + CLIP-L + OpenCLIP-bigG) with optional prediction markers."""
+    keys = _ldm_unet(2048, 9 if inpaint else 4, linear_proj=True, xl=True)
+    keys |= _vae_keys(4, "first_stage_model.")
+    keys |= _clip_text_keys(768, 12, "conditioner.embedders.0.transformer.")
+    keys |= {
+        "conditioner.embedders.1.model.ln_final.weight": (1280,),
+        "conditioner.embedders.1.model.text_projection": (1280, 1280),
+    }
+    if v_pred:
+        keys["v_pred"] = ()
+    if edm_vpred:
+        keys["edm_vpred.sigma_max"] = ()
+        keys["edm_vpred.sigma_min"] = ()
+    if edm:
+        keys["edm_mean"] = (1, 4, 1, 1)
+        keys["edm_std"] = (1, 4, 1, 1)
+    if merged_lora:
+        keys |= _kohya_lora_keys("sdxl", 8)
+    meta = _modelspec(_MS_ARCH["sdxl"], "tiny sdxl", **{"modelspec.resolution": "1024x1024"}) if with_metadata else None
+    return write_weights(path, keys, metadata=meta, seed=seed)
+
+
+def write_sdxl_refiner_checkpoint(path: str | Path, *, seed: int | None = None) -> Path:
+    keys = _ldm_unet(1280, 4, linear_proj=True, xl=True)
+    keys |= _vae_keys(4, "first_stage_model.")
+    keys |= {
+        "conditioner.embedders.0.model.ln_final.bias": (1280,),
+        "conditioner.embedders.0.model.text_projection": (1280, 1280),
+    }
+    return write_weights(path, keys, seed=seed)
+
+
+def write_sd3_checkpoint(path: str | Path, *, size: str = "medium", seed: int | None = None) -> Path:
+    """SD-3 MMDiT all-in-one checkpoint; ``size`` medium (depth 24) or large (depth 38)."""
+    depth = 38 if size == "large" else 24
+    hidden = depth * 64
+    p = "model.diffusion_model."
+    keys: dict[str, Shape] = {
+        f"{p}x_embedder.proj.weight": (hidden, 16, 2, 2),
+        f"{p}t_embedder.mlp.0.weight": (hidden, 256),
+        f"{p}final_layer.linear.weight": (64, hidden),
+    }
+    for b in (0, depth - 1):
+        keys[f"{p}joint_blocks.{b}.context_block.attn.qkv.weight"] = (3 * hidden, hidden)
+        keys[f"{p}joint_blocks.{b}.x_block.attn.qkv.bias"] = (3 * hidden,)
+    keys |= _vae_keys(16, "first_stage_model.")
+    keys |= _clip_text_keys(768, 12, "text_encoders.clip_l.transformer.")
+    return write_weights(path, keys, seed=seed)
+
+
+def write_flux_checkpoint(path: str | Path, *, variant: str = "dev", prefix: str = "", seed: int | None = None) -> Path:
+    """FLUX.1 transformer in BFL layout; ``variant`` dev / schnell / dev_fill; ``prefix`` e.g.
+    ``model.diffusion_model.`` for ComfyUI all-in-one files."""
+    p = prefix
+    keys: dict[str, Shape] = {
+        f"{p}img_in.weight": (3072, 384 if variant == "dev_fill" else 64),
+        f"{p}img_in.bias": (3072,),
+        f"{p}time_in.in_layer.weight": (3072, 256),
+        f"{p}final_layer.linear.weight": (64, 3072),
+    }
+    for b in (0, 18):
+        keys[f"{p}double_blocks.{b}.img_attn.norm.key_norm.scale"] = (128,)
+        keys[f"{p}double_blocks.{b}.txt_attn.norm.query_norm.scale"] = (128,)
+    keys[f"{p}single_blocks.37.norm.key_norm.scale"] = (128,)
+    if variant in ("dev", "dev_fill"):
+        keys[f"{p}guidance_in.in_layer.weight"] = (3072, 256)
+        keys[f"{p}guidance_in.in_layer.bias"] = (3072,)
+    return write_weights(path, keys, seed=seed)
+
+
+# -- LoRA --------------------------------------------------------------------------------------------
+def _kohya_lora_keys(base: str, rank: int) -> dict[str, Shape]:
+    ctx = _CTX.get(base, 768)
+    if base == "flux":
+        mods = {
+            "lora_unet_double_blocks_0_img_attn_proj": (3072, 3072),
+            "lora_unet_single_blocks_0_linear1": (21504, 3072),
+        }
+    elif base == "sdxl":
+        blk = "lora_unet_input_blocks_4_1_transformer_blocks_0_"
+        mods = {
+            blk + "attn2_to_k": (640, ctx),
+            blk + "attn1_to_q": (640, 640),
+            "lora_te1_text_model_encoder_layers_0_self_attn_q_proj": (768, 768),
+            "lora_te2_text_model_encoder_layers_0_self_attn_q_proj": (1280, 1280),
+        }
+    else:
+        blk = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_"
+        mods = {
+            blk + "attn2_to_k": (320, ctx),
+            blk + "attn2_to_v": (320, ctx),
+            blk + "attn1_to_q": (320, 320),
+            "lora_te_text_model_encoder_layers_0_self_attn_q_proj": (ctx, ctx),
+        }
+    keys: dict[str, Shape] = {}
+    for m, (out, inp) in mods.items():
+        keys |= {f"{m}.lora_down.weight": (rank, inp), f"{m}.lora_up.weight": (out, rank), f"{m}.alpha": ()}
+    return keys
+
+
+def _peft_lora_keys(base: str, rank: int, prefix: str = "unet.") -> dict[str, Shape]:
+    if base == "flux":
+        mods = {
+            "transformer.single_transformer_blocks.0.attn.to_q": (3072, 3072),
+            "transformer.transformer_blocks.0.attn.to_k": (3072, 3072),
+        }
+    else:
+        ctx = _CTX[base]
+        blk = (
+            "down_blocks.1.attentions.0.transformer_blocks.0."
+            if base == "sdxl"
+            else "down_blocks.0.attentions.0.transformer_blocks.0."
+        )
+        ch = 640 if base == "sdxl" else 320
+        mods = {f"{prefix}{blk}attn2.to_k": (ch, ctx), f"{prefix}{blk}attn1.to_q": (ch, ch)}
+    keys: dict[str, Shape] = {}
+    for m, (out, inp) in mods.items():
+        keys |= {f"{m}.lora_A.weight": (rank, inp), f"{m}.lora_B.weight": (out, rank)}
+    return keys
+
+
+def _lycoris_keys(base: str, style: str, rank: int) -> dict[str, Shape]:
+    ctx = _CTX[base]
+    ch = 640 if base == "sdxl" else 320
+    blk = (
+        "lora_unet_input_blocks_4_1_transformer_blocks_0_"
+        if base == "sdxl"
+        else "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_"
+    )
+    keys: dict[str, Shape] = {}
+    for m, (out, inp) in {blk + "attn2_to_k": (ch, ctx), blk + "attn1_to_q": (ch, ch)}.items():
+        if style == "loha":
+            keys |= {
+                f"{m}.hada_w1_a": (out, rank),
+                f"{m}.hada_w1_b": (rank, inp),
+                f"{m}.hada_w2_a": (out, rank),
+                f"{m}.hada_w2_b": (rank, inp),
+            }
+        else:  # LoKr: W = kron(w1, w2); in-dim = w1.shape[1] * w2.shape[1]
+            keys |= {f"{m}.lokr_w1": (4, 8), f"{m}.lokr_w2": (out // 4, inp // 8)}
+        keys[f"{m}.alpha"] = ()
+    return keys
+
+
+def write_lora(
+    path: str | Path,
+    *,
+    base: str = "sd-1",
+    style: str = "kohya",
+    rank: int = 4,
+    with_metadata: bool = False,
+    modelspec: bool = False,
+    seed: int | None = None,
+) -> Path:
+    """A single-file LoRA. ``style``: kohya, peft, loha, lokr. ``base``: sd-1, sd-2, sdxl, flux.
+    ``with_metadata`` writes kohya ``ss_*`` keys; ``modelspec`` writes ``modelspec.architecture``."""
+    if style == "kohya":
+        keys = _kohya_lora_keys(base, rank)
+    elif style == "peft":
+        keys = _peft_lora_keys(base, rank)
+    elif style in ("loha", "lokr"):
+        keys = _lycoris_keys(base, style, rank)
+    else:
+        raise ValueError(f"unknown LoRA style {style!r}")
+    meta: dict[str, str] = {}
+    if with_metadata:
+        module = {"loha": "lycoris.kohya", "lokr": "lycoris.kohya"}.get(
+            style, "networks.lora_flux" if base == "flux" else "networks.lora"
+        )
+        meta |= {
+            "ss_network_module": module,
+            "ss_base_model_version": _KOHYA_BASE.get(base, base),
+            "ss_network_dim": str(rank),
+            "ss_network_alpha": "1.0",
+        }
+    if modelspec:
+        meta |= _modelspec(f"{_MS_ARCH[base]}/lora", "tiny lora")
+    return write_weights(path, keys, metadata=meta or None, seed=seed, wrap=None)
+
+
+def write_sdxl_lora(path: str | Path, *, with_metadata: bool = False) -> Path:
+    return write_lora(path, base="sdxl", with_metadata=with_metadata)
+
+
+def write_flux_lora(path: str | Path, *, style: str = "kohya") -> Path:
+    return write_lora(path, base="flux", style=style)
+
+
+# -- components and adapters -----------------------------------------------------------------------------
+def write_vae(path: str | Path, *, base: str = "sd-1", with_metadata: bool = False, seed: int | None = None) -> Path:
+    """Single-file VAE: 4 latent channels for sd-1/sd-2/sdxl, 16 for flux/sd-3. Structure alone cannot tell
+    SD from SDXL VAEs: pass ``with_metadata`` (ModelSpec ``.../vae``) or put ``xl`` in the file name."""
+    keys = _vae_keys(16 if base in ("flux", "sd-3") else 4)
+    meta = _modelspec(f"{_MS_ARCH[base]}/vae", "tiny vae") if with_metadata else None
+    return write_weights(path, keys, metadata=meta, seed=seed, wrap=None)
+
+
+def write_controlnet(path: str | Path, *, base: str = "sd-1", style: str = "ldm") -> Path:
+    """ControlNet: ``ldm`` (control_model.* / input_hint_block), ``diffusers`` or ``flux`` (InstantX)."""
+    ctx = _CTX.get(base, 768)
+    keys: dict[str, Shape]
+    if style == "flux":
+        keys = {
+            "controlnet_blocks.0.weight": (3072, 3072),
+            "controlnet_x_embedder.weight": (3072, 64),
+            "transformer_blocks.0.attn.norm_added_k.weight": (128,),
+        }
+    elif style == "diffusers":
+        blk = "down_blocks.1.attentions.0.transformer_blocks.0.attn2."
+        keys = {
+            "controlnet_cond_embedding.conv_in.weight": (16, 3, 3, 3),
+            "controlnet_down_blocks.0.weight": (320, 320, 1, 1),
+            "controlnet_mid_block.weight": (1280, 1280, 1, 1),
+            "conv_in.weight": (320, 4, 3, 3),
+            blk + "to_k.weight": (640, ctx),
+        }
+    else:
+        p = "control_model."
+        keys = {
+            f"{p}input_blocks.0.0.weight": (320, 4, 3, 3),
+            f"{p}input_hint_block.0.weight": (16, 3, 3, 3),
+            f"{p}zero_convs.0.0.weight": (320, 320, 1, 1),
+            f"{p}middle_block_out.0.weight": (1280, 1280, 1, 1),
+        }
+        blk = "input_blocks.4.1" if base == "sdxl" else "input_blocks.2.1"
+        keys[f"{p}{blk}.transformer_blocks.0.attn2.to_k.weight"] = (640 if base == "sdxl" else 320, ctx)
+    return write_weights(path, keys, wrap=None)
+
+
+def _ip_adapter_tree(base: str, plus: bool) -> dict[str, dict[str, Shape]]:
+    ctx = _CTX[base]
+    if plus:
+        proj: dict[str, Shape] = {
+            "latents": (1, 16, ctx),
+            "proj_in.weight": (ctx, 1280),
+            "proj_out.weight": (ctx, ctx),
+            "norm_out.weight": (ctx,),
+        }
+    else:
+        enc = 1280 if base == "sdxl" else 1024
+        proj = {"proj.weight": (4 * ctx, enc), "proj.bias": (4 * ctx,), "norm.weight": (ctx,), "norm.bias": (ctx,)}
+    ch = 640 if base == "sdxl" else 320
+    ip: dict[str, Shape] = {f"{i}.to_{kv}_ip.weight": (ch, ctx) for i in (1, 3) for kv in ("k", "v")}
+    return {"image_proj": proj, "ip_adapter": ip}
+
+
+def write_ip_adapter(path: str | Path, *, base: str = "sd-1", plus: bool = False) -> Path:
+    """IP-Adapter: ``.bin`` holds the nested ``{"image_proj": ..., "ip_adapter": ...}`` pickle."""
+    tree = _ip_adapter_tree(base, plus)
+    path = Path(path)
+    if path.suffix in (".bin", ".pt", ".ckpt", ".pth"):
+        return write_torch_pickle(path, tree)
+    flat = {f"{group}.{k}": s for group, items in tree.items() for k, s in items.items()}
+    return write_safetensors(path, flat)
+
+
+def write_ip_adapter_folder(root: str | Path, *, base: str = "sd-1") -> Path:
+    """InvokeAI's IP-Adapter folder: ``ip_adapter.bin`` + ``image_encoder.txt``."""
+    root = Path(root)
+    write_torch_pickle(root / "ip_adapter.bin", _ip_adapter_tree(base, False))
+    write_text(root / "image_encoder.txt", "InvokeAI/ip_adapter_sd_image_encoder\n")
+    return root
+
+
+def write_t2i_adapter(path: str | Path, *, base: str = "sd-1") -> Path:
+    """Single-file T2I-Adapter (Tencent layout); the conv_in width encodes the pixel-unshuffle factor."""
+    keys: dict[str, Shape] = {"conv_in.weight": (320, 768 if base == "sdxl" else 192, 3, 3), "conv_in.bias": (320,)}
+    for i, ch in enumerate((320, 320, 640, 640)):
+        keys |= {f"body.{i}.block1.weight": (ch, ch, 3, 3), f"body.{i}.block2.weight": (ch, ch, 1, 1)}
+    return write_weights(path, keys, wrap=None)
+
+
+def write_textual_inversion(path: str | Path, *, base: str = "sd-1", vectors: int = 2) -> Path:
+    """Embedding: ``.pt`` = A1111 pickle (string_to_param), ``.safetensors`` = emb_params (SD-1/2)
+    or clip_l + clip_g (SDXL), ``.bin`` = diffusers ``{"<token>": [dim]}``."""
+    path = Path(path)
+    width = _CTX.get(base, 768)
+    if path.suffix == ".pt":
+        tree: dict[str, Any] = {
+            "string_to_token": {"*": 265},
+            "string_to_param": {"*": (vectors, width)},
+            "name": path.stem,
+            "step": 3000,
+            "sd_checkpoint": "cc6cb27103",
+            "sd_checkpoint_name": "v1-5-pruned-emaonly",
+        }
+        return write_torch_pickle(path, tree)
+    if path.suffix == ".bin":
+        return write_torch_pickle(path, {"<tiny-token>": (width,)})
+    keys: dict[str, Shape] = (
+        {"clip_l": (vectors, 768), "clip_g": (vectors, 1280)} if base == "sdxl" else {"emb_params": (vectors, width)}
+    )
+    return write_safetensors(path, keys)
+
+
+def write_embedding_folder(root: str | Path, *, base: str = "sd-1") -> Path:
+    root = Path(root)
+    write_torch_pickle(root / "learned_embeds.bin", {"<tiny-token>": (_CTX.get(base, 768),)})
+    return root
+
+
+_CLIP_VISION = {"L": (24, 1024, 768), "H": (32, 1280, 1024), "G": (48, 1664, 1280)}
+
+
+def write_clip_vision(path: str | Path, *, variant: str = "H") -> Path:
+    """CLIP vision tower (HF layout): ViT-L (24 layers), ViT-H (32), ViT-bigG (48)."""
+    depth, width, proj = _CLIP_VISION[variant]
+    keys: dict[str, Shape] = {
+        "vision_model.embeddings.patch_embedding.weight": (width, 3, 14, 14),
+        "vision_model.embeddings.position_embedding.weight": (257, width),
+        "vision_model.post_layernorm.weight": (width,),
+        "visual_projection.weight": (proj, width),
+    }
+    for i in range(depth):
+        keys[f"vision_model.encoder.layers.{i}.layer_norm1.weight"] = (width,)
+    return write_weights(path, keys, wrap=None)
+
+
+_CLIP_TEXT = {"L": (768, 12), "H": (1024, 24), "G": (1280, 32)}
+
+
+def write_clip_text_encoder(path: str | Path, *, variant: str = "L") -> Path:
+    width, layers = _CLIP_TEXT[variant]
+    return write_weights(path, _clip_text_keys(width, layers), wrap=None)
+
+
+def _t5_keys(d_model: int, blocks: int) -> dict[str, Shape]:
+    keys: dict[str, Shape] = {
+        "encoder.final_layer_norm.weight": (d_model,),
+        "encoder.block.0.layer.0.SelfAttention.k.weight": (64, d_model),
+    }
+    for i in range(blocks):
+        keys[f"encoder.block.{i}.layer.0.layer_norm.weight"] = (d_model,)
+        keys[f"encoder.block.{i}.layer.1.DenseReluDense.wi_0.weight"] = (8, d_model)
+    return keys
+
+
+def write_t5_encoder(path: str | Path, *, d_model: int = 4096, blocks: int = 24) -> Path:
+    """T5 encoder (T5-XXL by default: d_model 4096, 24 blocks); decisive: final_layer_norm width."""
+    return write_weights(path, _t5_keys(d_model, blocks), wrap=None)
+
+
+def write_esrgan(path: str | Path, *, layout: str = "new", num_blocks: int = 3, scale: int = 4) -> Path:
+    """ESRGAN-family upscaler: ``old`` (model.N.sub...), ``new`` (Real-ESRGAN, in ``params_ema``) or
+    ``bsrgan``. A ``.pth`` path gets a torch pickle like the released files."""
+    keys: dict[str, Shape] = {}
+    conv = (32, 64, 3, 3)
+    if layout == "old":
+        keys |= {"model.0.weight": (64, 3, 3, 3), "model.0.bias": (64,)}
+        for b in range(num_blocks):
+            for r in (1, 2, 3):
+                keys[f"model.1.sub.{b}.RDB{r}.conv1.0.weight"] = conv
+        keys[f"model.1.sub.{num_blocks}.weight"] = (64, 64, 3, 3)
+        idx = 3
+        for _ in range({4: 2, 2: 1, 1: 0}[scale]):
+            keys[f"model.{idx}.weight"] = (64, 64, 3, 3)
+            idx += 3
+        keys |= {f"model.{idx - 1}.weight": (64, 64, 3, 3), f"model.{idx + 1}.weight": (3, 64, 3, 3)}
+    else:
+        body, rdb = ("RRDB_trunk", "RDB") if layout == "bsrgan" else ("body", "rdb")
+        keys["conv_first.weight"] = (64, {4: 3, 2: 12, 1: 48}[scale] if layout == "new" else 3, 3, 3)
+        for b in range(num_blocks):
+            for r in (1, 2, 3):
+                keys[f"{body}.{b}.{rdb}{r}.conv1.weight"] = conv
+        up = ("conv_up1", "conv_up2") if layout == "new" else ("upconv1", "upconv2")
+        keys |= {f"{up[0]}.weight": (64, 64, 3, 3), f"{up[1]}.weight": (64, 64, 3, 3)}
+        keys |= {
+            "conv_hr.weight" if layout == "new" else "HRconv.weight": (64, 64, 3, 3),
+            "conv_last.weight": (3, 64, 3, 3),
+        }
+    return write_weights(path, keys, wrap="params_ema" if layout == "new" else None)
