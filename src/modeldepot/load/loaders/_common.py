@@ -1,0 +1,267 @@
+"""Shared helpers of the loaders: reading weight files safely and fast, calling ``from_pretrained``.
+
+Safetensors files are read with :func:`load_safetensors`: one large sequential ``readinto`` per
+contiguous run of wanted tensors into a single uint8 buffer, then zero-copy typed views. On a warm
+page cache that is as fast as reading the file with big buffers (see benchmarks/bench_load.py),
+and it reads only the byte ranges of the tensors asked for (one component of a checkpoint).
+
+Pickle files are never unpickled without :func:`modeldepot.identify.scan_pickle` first, and then
+only with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from modeldepot.errors import IdentificationError
+from modeldepot.load._errors import ModelLoadError
+from modeldepot.taxonomy import ModelRepoVariant
+
+_READ_CHUNK = 64 * 1024 * 1024
+#: Tensors closer than this are read in one run rather than two (saves a seek, wastes little).
+_MERGE_GAP = 1024 * 1024
+PICKLE_SUFFIXES = frozenset({".ckpt", ".pt", ".pth", ".bin"})
+_SAFETENSORS_DTYPES = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
+    "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2", "U16": "uint16", "U32": "uint32", "U64": "uint64",
+}  # fmt: skip
+
+
+def _scan(path: Path) -> None:
+    try:
+        from modeldepot.identify import scan_pickle
+    except ImportError:  # the identify package may not re-export it yet
+        from modeldepot.identify._pickle import scan_pickle
+    scan_pickle(path)
+
+
+def is_safetensors(path: Path) -> bool:
+    if path.suffix == ".safetensors":
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 100 * 1024 * 1024
+
+
+def load_safetensors(
+    path: Path, keep: Callable[[str], bool] | None = None, rename: Callable[[str], str] | None = None
+) -> dict[str, Any]:
+    """Read the tensors of ``path`` whose names pass ``keep`` (all by default)."""
+    import numpy as np
+    import torch
+
+    from modeldepot.identify.safetensors import read_safetensors_header
+
+    header = read_safetensors_header(path)
+    wanted = sorted(
+        ((n, i) for n, i in header.tensors.items() if keep is None or keep(n)), key=lambda item: item[1].begin
+    )
+    out: dict[str, Any] = {}
+    if not wanted:
+        return out
+    runs: list[list[tuple[str, Any]]] = [[wanted[0]]]
+    for item in wanted[1:]:
+        if item[1].begin - runs[-1][-1][1].end <= _MERGE_GAP:
+            runs[-1].append(item)
+        else:
+            runs.append([item])
+    with open(path, "rb", buffering=0) as f:
+        for run in runs:
+            lo, hi = run[0][1].begin, max(i.end for _, i in run)
+            # numpy's allocator asks for transparent huge pages on big arrays: 512x fewer page
+            # faults while filling the buffer than torch.empty (4x faster for GB-sized reads).
+            arr = np.empty(hi - lo, dtype=np.uint8)
+            buf = torch.from_numpy(arr)
+            view = arr.data.cast("B")
+            f.seek(header.data_offset + lo)
+            pos = 0
+            while pos < len(view):
+                n = f.readinto(view[pos : pos + _READ_CHUNK])
+                if not n:
+                    raise ModelLoadError(f"{path}: file is shorter than its safetensors header says", path=str(path))
+                pos += n
+            for name, info in run:
+                dtype = getattr(torch, _SAFETENSORS_DTYPES[info.dtype])
+                raw = buf[info.begin - lo : info.end - lo]
+                itemsize = torch.empty((), dtype=dtype).element_size()
+                if (info.begin - lo) % itemsize:
+                    raw = raw.clone()  # unaligned: a typed view needs an aligned offset
+                t = raw.view(dtype).reshape(info.shape)
+                out[rename(name) if rename else name] = t
+    return out
+
+
+def torch_load_scanned(path: Path) -> Any:
+    """Scan, then ``torch.load(weights_only=True)`` on the CPU."""
+    import torch
+
+    _scan(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        # weights_only refuses anything but tensors and plain containers: report, never retry unsafely.
+        raise IdentificationError(f"{path}: cannot be loaded as a weights-only pickle: {exc}", path) from exc
+
+
+def flatten_tensors(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts of tensors -> flat ``a.b.c`` names; non-tensors are dropped."""
+    import torch
+
+    out: dict[str, Any] = {}
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out.update(flatten_tensors(v, f"{prefix}{k}."))
+    elif isinstance(obj, torch.Tensor):
+        out[prefix[:-1]] = obj
+    return out
+
+
+def load_weights(path: Path, keep: Callable[[str], bool] | None = None) -> dict[str, Any]:
+    """A flat state dict from a safetensors or (scanned) pickle file."""
+    if is_safetensors(path):
+        return load_safetensors(path, keep)
+    obj = torch_load_scanned(path)
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    flat = flatten_tensors(obj)
+    return {k: v for k, v in flat.items() if keep is None or keep(k)}
+
+
+def pickle_to_safetensors(src: Path, dest: Path) -> None:
+    """Convert a scanned pickle checkpoint into ``dest`` (safetensors); shared tensors are cloned."""
+    from safetensors.torch import save_file
+
+    sd = load_weights(src)
+    seen: set[tuple[int, int]] = set()
+    clean: dict[str, Any] = {}
+    for k, v in sd.items():
+        ident = (v.untyped_storage().data_ptr(), v.storage_offset())
+        v = v.contiguous()
+        if ident in seen or v.untyped_storage().nbytes() != v.numel() * v.element_size():
+            v = v.clone()
+        seen.add(ident)
+        clean[k] = v
+    save_file(clean, str(dest), metadata={"converted_from": src.name})
+
+
+class PickleConversionMixin:
+    """Convert pickle weight files to safetensors once, through the conversion cache."""
+
+    def _needs_conversion(self, config: Any, path: Path) -> bool:
+        return path.is_file() and path.suffix.lower() in PICKLE_SUFFIXES and not is_safetensors(path)
+
+    def _convert_model(self, config: Any, path: Path, dest: Path) -> None:
+        pickle_to_safetensors(path, dest)
+
+
+def scan_pickles_in(folder: Path) -> None:
+    """Scan every pickle weight file of a diffusers/transformers folder before a library loads it."""
+    for p in folder.rglob("*"):
+        if p.is_file() and p.suffix.lower() in PICKLE_SUFFIXES:
+            _scan(p)
+
+
+_ALLOWED_LIBRARIES = ("diffusers", "transformers")
+
+
+def resolve_class(library: str, class_name: str, where: Path) -> Any:
+    """A class named by a ``model_index.json``/``config.json``, from diffusers or transformers only."""
+    if library not in _ALLOWED_LIBRARIES or not class_name.isidentifier():
+        raise ModelLoadError(f"{where}: refusing to load class {library}.{class_name}", path=str(where))
+    module = importlib.import_module(library)
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise ModelLoadError(f"{where}: {library} has no class {class_name!r}", path=str(where))
+    return cls
+
+
+def variant_for(folder: Path, variant: ModelRepoVariant | str | None) -> str | None:
+    """The ``variant=`` argument for ``from_pretrained``, if such files exist in ``folder``."""
+    v = str(getattr(variant, "value", variant)) if variant is not None else None
+    if v in (None, "default", "onnx", "openvino", "flax"):
+        return None
+    if any(folder.glob(f"*.{v}.safetensors")) or any(folder.glob(f"*.{v}.bin")):
+        return v
+    return None
+
+
+def is_torch_class(cls: Any) -> bool:
+    import torch
+
+    return isinstance(cls, type) and issubclass(cls, torch.nn.Module)
+
+
+def _dtype_keyword(cls: Any) -> str:
+    """``torch_dtype`` for diffusers (all versions); ``dtype`` for transformers >= 4.56, which
+    deprecates ``torch_dtype``."""
+    if not str(getattr(cls, "__module__", "")).startswith("transformers"):
+        return "torch_dtype"
+    import transformers
+
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+
+
+def from_pretrained(cls: Any, folder: Path, dtype: Any, variant: ModelRepoVariant | str | None = None) -> Any:
+    """``cls.from_pretrained(folder)`` offline, in ``dtype`` for torch modules, after scanning pickles."""
+    scan_pickles_in(folder)
+    kwargs: dict[str, Any] = {"local_files_only": True}
+    if is_torch_class(cls):
+        kwargs[_dtype_keyword(cls)] = dtype
+        v = variant_for(folder, variant)
+        if v is not None:
+            kwargs["variant"] = v
+    model = cls.from_pretrained(str(folder), **kwargs)
+    if hasattr(model, "eval") and is_torch_class(type(model)):
+        model.eval()
+        model.requires_grad_(False)
+    return model
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{path}: not readable JSON: {exc}", path=str(path)) from exc
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{path}: expected a JSON object", path=str(path))
+    return data
+
+
+def cast_all(sd: dict[str, Any], dtype: Any) -> dict[str, Any]:
+    """Floating tensors to ``dtype``; integer tensors untouched."""
+    return {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in sd.items()}
+
+
+def prefixed(prefixes: Iterable[str]) -> Callable[[str], bool]:
+    pre = tuple(prefixes)
+    return lambda name: name.startswith(pre)
+
+
+__all__ = [
+    "PICKLE_SUFFIXES",
+    "PickleConversionMixin",
+    "cast_all",
+    "flatten_tensors",
+    "from_pretrained",
+    "is_safetensors",
+    "load_safetensors",
+    "load_weights",
+    "pickle_to_safetensors",
+    "prefixed",
+    "read_json",
+    "resolve_class",
+    "scan_pickles_in",
+    "torch_load_scanned",
+    "variant_for",
+]

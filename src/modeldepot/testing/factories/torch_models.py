@@ -1,0 +1,616 @@
+"""Tiny REAL torch models for load tests: seconds to build, kilobytes on disk, runnable forward passes.
+
+Everything is written the way real tools write it: diffusers ``save_pretrained`` folders, an
+original-LDM-layout single-file checkpoint (the inverse of diffusers' converter, for a tiny
+SD-1-shaped net) with a matching config folder, kohya LoRA / LyCORIS files, A1111 / diffusers
+textual inversions, CLIP / T5 encoders and an ESRGAN in its three key layouts. Needs the torch extra.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+TINY_CROSS_DIM = 16
+TINY_LATENT = 4
+
+
+def _lib(name: str) -> Any:
+    """diffusers / transformers as ``Any``: their classes are untyped for mypy."""
+    return importlib.import_module(name)
+
+
+def _seed(seed: int) -> None:
+    torch.manual_seed(seed)
+
+
+def _bytes_to_unicode() -> list[str]:
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return [chr(c) for c in cs]
+
+
+def tiny_clip_tokenizer(dest: Path) -> Path:
+    """A byte-level CLIP tokenizer with no merges (514 tokens): real tokenizer code, tiny vocab."""
+    dest.mkdir(parents=True, exist_ok=True)
+    chars = _bytes_to_unicode()
+    vocab = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+    (dest / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}), encoding="utf-8")
+    (dest / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+    (dest / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "CLIPTokenizer",
+                "bos_token": "<|startoftext|>",
+                "eos_token": "<|endoftext|>",
+                "pad_token": "<|endoftext|>",
+                "unk_token": "<|endoftext|>",
+                "model_max_length": 77,
+            }
+        ),
+        encoding="utf-8",
+    )
+    return dest
+
+
+TINY_VOCAB = 514
+
+
+def tiny_unet(seed: int = 0) -> Any:
+    unet_cls = _lib("diffusers").UNet2DConditionModel
+
+    _seed(seed)
+    return unet_cls(
+        sample_size=8,
+        in_channels=TINY_LATENT,
+        out_channels=TINY_LATENT,
+        layers_per_block=1,
+        block_out_channels=(8, 16),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=TINY_CROSS_DIM,
+        attention_head_dim=2,
+        norm_num_groups=4,
+    ).eval()
+
+
+def tiny_vae_model(seed: int = 0) -> Any:
+    vae_cls = _lib("diffusers").AutoencoderKL
+
+    _seed(seed)
+    return vae_cls(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        latent_channels=TINY_LATENT,
+        norm_num_groups=4,
+        sample_size=16,
+    ).eval()
+
+
+def tiny_clip_text_model(seed: int = 0, with_projection: bool = False) -> Any:
+    config_cls = _lib("transformers").CLIPTextConfig
+    text_cls = _lib("transformers").CLIPTextModel
+    proj_cls = _lib("transformers").CLIPTextModelWithProjection
+
+    _seed(seed)
+    cfg = config_cls(
+        vocab_size=TINY_VOCAB,
+        hidden_size=TINY_CROSS_DIM,
+        intermediate_size=32,
+        num_attention_heads=2,
+        num_hidden_layers=2,
+        max_position_embeddings=77,
+        projection_dim=TINY_CROSS_DIM,
+        bos_token_id=TINY_VOCAB - 2,
+        eos_token_id=TINY_VOCAB - 1,
+        pad_token_id=TINY_VOCAB - 1,
+    )
+    cls = proj_cls if with_projection else text_cls
+    return cls(cfg).eval()
+
+
+def _scheduler() -> Any:
+    sched_cls = _lib("diffusers").PNDMScheduler
+
+    return sched_cls(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True, steps_offset=1
+    )
+
+
+def tiny_sd_pipeline(dest: Path, seed: int = 0, *, variant: str | None = None) -> Path:
+    """A tiny SD-1-shaped diffusers pipeline folder (unet, vae, text_encoder, tokenizer, scheduler)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    kw: dict[str, Any] = {"safe_serialization": True}
+    if variant:
+        kw["variant"] = variant
+    unet, vae, te = tiny_unet(seed), tiny_vae_model(seed + 1), tiny_clip_text_model(seed + 2)
+    if variant == "fp16":
+        unet, vae, te = unet.half(), vae.half(), te.half()
+    unet.save_pretrained(dest / "unet", **kw)
+    vae.save_pretrained(dest / "vae", **kw)
+    te.save_pretrained(dest / "text_encoder", **kw)
+    tiny_clip_tokenizer(dest / "tokenizer")
+    _scheduler().save_pretrained(dest / "scheduler")
+    index = {
+        "_class_name": "StableDiffusionPipeline",
+        "_diffusers_version": "0.30.0",
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "scheduler": ["diffusers", "PNDMScheduler"],
+        "safety_checker": [None, None],
+        "feature_extractor": [None, None],
+        "requires_safety_checker": False,
+    }
+    (dest / "model_index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
+    return dest
+
+
+# ----- diffusers -> original LDM key layout (inverse of diffusers' single-file converter) -----------
+_RESNET = [
+    ("norm1.", "in_layers.0."),
+    ("conv1.", "in_layers.2."),
+    ("norm2.", "out_layers.0."),
+    ("conv2.", "out_layers.3."),
+    ("time_emb_proj.", "emb_layers.1."),
+    ("conv_shortcut.", "skip_connection."),
+]
+
+
+def unet_to_ldm(sd: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    n = len(config["block_out_channels"])
+    layers = int(config["layers_per_block"])
+    down_attn = ["CrossAttn" in t for t in config["down_block_types"]]
+    up_attn = ["CrossAttn" in t for t in config["up_block_types"]]
+    blocks: list[tuple[str, str, bool]] = []  # (diffusers prefix, ldm prefix, is_resnet)
+    for i in range(n):
+        for j in range(layers):
+            idx = (layers + 1) * i + j + 1
+            blocks.append((f"down_blocks.{i}.resnets.{j}.", f"input_blocks.{idx}.0.", True))
+            if down_attn[i]:
+                blocks.append((f"down_blocks.{i}.attentions.{j}.", f"input_blocks.{idx}.1.", False))
+        if i < n - 1:
+            blocks.append(
+                (f"down_blocks.{i}.downsamplers.0.conv.", f"input_blocks.{(layers + 1) * (i + 1)}.0.op.", False)
+            )
+        for j in range(layers + 1):
+            idx = (layers + 1) * i + j
+            blocks.append((f"up_blocks.{i}.resnets.{j}.", f"output_blocks.{idx}.0.", True))
+            if up_attn[i]:
+                blocks.append((f"up_blocks.{i}.attentions.{j}.", f"output_blocks.{idx}.1.", False))
+        if i < n - 1:
+            blocks.append(
+                (
+                    f"up_blocks.{i}.upsamplers.0.",
+                    f"output_blocks.{(layers + 1) * i + layers}.{2 if up_attn[i] else 1}.",
+                    False,
+                )
+            )
+    blocks += [
+        ("mid_block.resnets.0.", "middle_block.0.", True),
+        ("mid_block.attentions.0.", "middle_block.1.", False),
+        ("mid_block.resnets.1.", "middle_block.2.", True),
+        ("time_embedding.linear_1.", "time_embed.0.", False),
+        ("time_embedding.linear_2.", "time_embed.2.", False),
+        ("add_embedding.linear_1.", "label_emb.0.0.", False),  # SDXL's pooled-text + size embedding
+        ("add_embedding.linear_2.", "label_emb.0.2.", False),
+        ("conv_in.", "input_blocks.0.0.", False),
+        ("conv_norm_out.", "out.0.", False),
+        ("conv_out.", "out.2.", False),
+    ]
+    out: dict[str, Any] = {}
+    for key, value in sd.items():
+        for dprefix, lprefix, is_resnet in blocks:
+            if key.startswith(dprefix):
+                rest = key[len(dprefix) :]
+                if is_resnet:
+                    for a, b in _RESNET:
+                        if rest.startswith(a):
+                            rest = b + rest[len(a) :]
+                            break
+                out["model.diffusion_model." + lprefix + rest] = value
+                break
+        else:
+            raise KeyError(f"no LDM name for UNet key {key}")
+    return out
+
+
+def vae_to_ldm(sd: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    n = len(config["block_out_channels"])
+    rules: list[tuple[str, str]] = []
+    for part in ("encoder", "decoder"):
+        rules += [
+            (f"{part}.mid_block.resnets.0.", f"{part}.mid.block_1."),
+            (f"{part}.mid_block.resnets.1.", f"{part}.mid.block_2."),
+            (f"{part}.mid_block.attentions.0.group_norm.", f"{part}.mid.attn_1.norm."),
+            (f"{part}.mid_block.attentions.0.to_q.", f"{part}.mid.attn_1.q."),
+            (f"{part}.mid_block.attentions.0.to_k.", f"{part}.mid.attn_1.k."),
+            (f"{part}.mid_block.attentions.0.to_v.", f"{part}.mid.attn_1.v."),
+            (f"{part}.mid_block.attentions.0.to_out.0.", f"{part}.mid.attn_1.proj_out."),
+            (f"{part}.conv_norm_out.", f"{part}.norm_out."),
+        ]
+    for i in range(n):
+        rules.append((f"encoder.down_blocks.{i}.resnets.", f"encoder.down.{i}.block."))
+        rules.append((f"encoder.down_blocks.{i}.downsamplers.0.", f"encoder.down.{i}.downsample."))
+        rules.append((f"decoder.up_blocks.{i}.resnets.", f"decoder.up.{n - 1 - i}.block."))
+        rules.append((f"decoder.up_blocks.{i}.upsamplers.0.", f"decoder.up.{n - 1 - i}.upsample."))
+    out: dict[str, Any] = {}
+    for key, value in sd.items():
+        new = key
+        for a, b in rules:
+            if new.startswith(a):
+                new = b + new[len(a) :]
+                break
+        new = new.replace(".conv_shortcut.", ".nin_shortcut.")
+        if ".mid.attn_1." in new and new.endswith(".weight") and value.dim() == 2:
+            value = value[:, :, None, None]  # LDM attention projections are 1x1 convolutions
+        out["first_stage_model." + new] = value
+    return out
+
+
+def clip_to_ldm(sd: dict[str, Any], prefix: str = "cond_stage_model.transformer.") -> dict[str, Any]:
+    return {prefix + (k if k.startswith("text_model.") else "text_model." + k): v for k, v in sd.items()}
+
+
+def openclip_to_ldm(sd: dict[str, Any], prefix: str = "conditioner.embedders.1.model.") -> dict[str, Any]:
+    """A transformers CLIP text model (with projection) in OpenCLIP's layout (SD-2 / SDXL's second encoder)."""
+    sd = {k.removeprefix("text_model."): v for k, v in sd.items()}
+    out: dict[str, Any] = {
+        prefix + "token_embedding.weight": sd["embeddings.token_embedding.weight"],
+        prefix + "positional_embedding": sd["embeddings.position_embedding.weight"],
+        prefix + "ln_final.weight": sd["final_layer_norm.weight"],
+        prefix + "ln_final.bias": sd["final_layer_norm.bias"],
+    }
+    if "text_projection.weight" in sd:
+        out[prefix + "text_projection"] = sd["text_projection.weight"].T.contiguous()
+    layers = sorted({int(k.split(".")[2]) for k in sd if k.startswith("encoder.layers.")})
+    for i in layers:
+        src, dst = f"encoder.layers.{i}.", f"{prefix}transformer.resblocks.{i}."
+        for kind in ("weight", "bias"):
+            qkv = [sd[f"{src}self_attn.{p}_proj.{kind}"] for p in "qkv"]
+            out[f"{dst}attn.in_proj_{kind}"] = torch.cat(qkv, 0)
+            out[f"{dst}attn.out_proj.{kind}"] = sd[f"{src}self_attn.out_proj.{kind}"]
+            out[f"{dst}ln_1.{kind}"] = sd[f"{src}layer_norm1.{kind}"]
+            out[f"{dst}ln_2.{kind}"] = sd[f"{src}layer_norm2.{kind}"]
+            out[f"{dst}mlp.c_fc.{kind}"] = sd[f"{src}mlp.fc1.{kind}"]
+            out[f"{dst}mlp.c_proj.{kind}"] = sd[f"{src}mlp.fc2.{kind}"]
+    return out
+
+
+def tiny_sdxl_unet(seed: int = 0) -> Any:
+    unet_cls = _lib("diffusers").UNet2DConditionModel
+    _seed(seed)
+    return unet_cls(
+        sample_size=8,
+        in_channels=TINY_LATENT,
+        out_channels=TINY_LATENT,
+        layers_per_block=1,
+        block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=2 * TINY_CROSS_DIM,  # both encoders' hidden states, concatenated
+        transformer_layers_per_block=(1, 2),
+        attention_head_dim=2,
+        norm_num_groups=4,
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=4,
+        projection_class_embeddings_input_dim=TINY_CROSS_DIM + 6 * 4,
+    ).eval()
+
+
+@dataclass(frozen=True)
+class TinyCheckpoint:
+    """A single-file checkpoint, the config folder to load it with, and the same weights as diffusers."""
+
+    path: Path
+    config_dir: Path
+    reference_dir: Path
+
+
+def tiny_sd1_checkpoint(dest_dir: Path, seed: int = 0, *, fmt: str = "safetensors") -> TinyCheckpoint:
+    """A tiny SD-1-style checkpoint in the original LDM layout (``fmt``: ``safetensors`` or ``ckpt``)."""
+    reference = tiny_sd_pipeline(dest_dir / "reference", seed)
+    config_dir = dest_dir / "config"
+    for sub in ("unet", "vae", "text_encoder", "scheduler"):
+        (config_dir / sub).mkdir(parents=True, exist_ok=True)
+        for f in (reference / sub).iterdir():
+            if f.suffix == ".json":
+                (config_dir / sub / f.name).write_bytes(f.read_bytes())
+    tiny_clip_tokenizer(config_dir / "tokenizer")
+    (config_dir / "model_index.json").write_bytes((reference / "model_index.json").read_bytes())
+    unet, vae, te = tiny_unet(seed), tiny_vae_model(seed + 1), tiny_clip_text_model(seed + 2)
+    sd: dict[str, Any] = {}
+    sd.update(unet_to_ldm(unet.state_dict(), dict(unet.config)))
+    sd.update(vae_to_ldm(vae.state_dict(), dict(vae.config)))
+    sd.update(clip_to_ldm(te.state_dict()))
+    sd = {k: v.detach().clone().contiguous() for k, v in sd.items()}
+    path = dest_dir / f"tiny-sd1.{fmt}"
+    if fmt == "safetensors":
+        from safetensors.torch import save_file
+
+        save_file(sd, str(path))
+    else:
+        torch.save({"state_dict": sd, "global_step": 1}, path)
+    return TinyCheckpoint(path=path, config_dir=config_dir, reference_dir=reference)
+
+
+def tiny_sdxl_checkpoint(dest_dir: Path, seed: int = 20) -> TinyCheckpoint:
+    """A tiny SDXL-shaped checkpoint in the original layout: UNet with ``label_emb``, CLIP-L-style
+    ``conditioner.embedders.0`` and OpenCLIP-style ``conditioner.embedders.1`` text encoders."""
+    reference = dest_dir / "reference"
+    unet, vae = tiny_sdxl_unet(seed), tiny_vae_model(seed + 1)
+    te1, te2 = tiny_clip_text_model(seed + 2), tiny_clip_text_model(seed + 3, with_projection=True)
+    for name, model in (("unet", unet), ("vae", vae), ("text_encoder", te1), ("text_encoder_2", te2)):
+        model.save_pretrained(reference / name, safe_serialization=True)
+    tiny_clip_tokenizer(reference / "tokenizer")
+    tiny_clip_tokenizer(reference / "tokenizer_2")
+    sched = _lib("diffusers").EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    sched.save_pretrained(reference / "scheduler")
+    index = {
+        "_class_name": "StableDiffusionXLPipeline",
+        "_diffusers_version": "0.30.0",
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "tokenizer_2": ["transformers", "CLIPTokenizer"],
+        "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+    }
+    (reference / "model_index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
+    config_dir = dest_dir / "config"
+    for f in reference.rglob("*"):
+        if f.is_file() and f.suffix in (".json", ".txt"):
+            target = config_dir / f.relative_to(reference)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(f.read_bytes())
+    sd: dict[str, Any] = {}
+    sd.update(unet_to_ldm(unet.state_dict(), dict(unet.config)))
+    sd.update(vae_to_ldm(vae.state_dict(), dict(vae.config)))
+    sd.update(clip_to_ldm(te1.state_dict(), "conditioner.embedders.0.transformer."))
+    sd.update(openclip_to_ldm(te2.state_dict()))
+    path = dest_dir / "tiny-sdxl.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().clone().contiguous() for k, v in sd.items()}, str(path))
+    return TinyCheckpoint(path=path, config_dir=config_dir, reference_dir=reference)
+
+
+def tiny_vae(dest: Path, seed: int = 1) -> Path:
+    tiny_vae_model(seed).save_pretrained(dest, safe_serialization=True)
+    return dest
+
+
+def tiny_vae_checkpoint(dest: Path, seed: int = 1) -> Path:
+    """A standalone VAE file in LDM layout without the ``first_stage_model.`` prefix (as shipped by SD)."""
+    from safetensors.torch import save_file
+
+    vae = tiny_vae_model(seed)
+    sd = {
+        k.removeprefix("first_stage_model."): v.contiguous()
+        for k, v in vae_to_ldm(vae.state_dict(), dict(vae.config)).items()
+    }
+    save_file(sd, str(dest))
+    return dest
+
+
+def tiny_controlnet(dest: Path, seed: int = 3) -> Path:
+    controlnet_cls = _lib("diffusers").ControlNetModel
+
+    _seed(seed)
+    controlnet_cls.from_unet(tiny_unet(seed), conditioning_embedding_out_channels=(4, 8)).save_pretrained(
+        dest, safe_serialization=True
+    )
+    return dest
+
+
+def tiny_t2i_adapter(dest: Path, seed: int = 4) -> Path:
+    adapter_cls = _lib("diffusers").T2IAdapter
+
+    _seed(seed)
+    adapter_cls(
+        in_channels=3, channels=[8, 16], num_res_blocks=1, downscale_factor=8, adapter_type="full_adapter"
+    ).save_pretrained(dest, safe_serialization=True)
+    return dest
+
+
+def tiny_ip_adapter(dest: Path, seed: int = 5, image_embed_dim: int = 8, tokens: int = 4) -> Path:
+    """A plain IP-Adapter file: image projection + K/V projections for the tiny UNet's attentions."""
+    from safetensors.torch import save_file
+
+    _seed(seed)
+    sd = {
+        "image_proj.proj.weight": torch.randn(TINY_CROSS_DIM * tokens, image_embed_dim),
+        "image_proj.proj.bias": torch.randn(TINY_CROSS_DIM * tokens),
+        "image_proj.norm.weight": torch.ones(TINY_CROSS_DIM),
+        "image_proj.norm.bias": torch.zeros(TINY_CROSS_DIM),
+    }
+    for i in (1, 3, 5):
+        sd[f"ip_adapter.{i}.to_k_ip.weight"] = torch.randn(8, TINY_CROSS_DIM)
+        sd[f"ip_adapter.{i}.to_v_ip.weight"] = torch.randn(8, TINY_CROSS_DIM)
+    save_file(sd, str(dest))
+    return dest
+
+
+def tiny_lora(dest: Path, seed: int = 6, rank: int = 2, *, kind: str = "lora") -> Path:
+    """A kohya-style LoRA (``kind="lora"``) or LyCORIS LoHa (``kind="loha"``) for the tiny UNet."""
+    from safetensors.torch import save_file
+
+    _seed(seed)
+    base = "lora_unet_down_blocks_0_attentions_0_proj_in"
+    if kind == "lora":
+        sd = {
+            f"{base}.lora_down.weight": torch.randn(rank, 8, 1, 1),
+            f"{base}.lora_up.weight": torch.randn(8, rank, 1, 1),
+            f"{base}.alpha": torch.tensor(float(rank)),
+        }
+    else:
+        sd = {
+            f"{base}.hada_w{i}_{ab}": torch.randn(8 if ab == "a" else rank, rank if ab == "a" else 8)
+            for i in (1, 2)
+            for ab in "ab"
+        }
+        sd[f"{base}.alpha"] = torch.tensor(float(rank))
+    if dest.suffix in (".pt", ".ckpt"):
+        torch.save(sd, dest)
+    else:
+        save_file(sd, str(dest))
+    return dest
+
+
+def tiny_textual_inversion(dest: Path, seed: int = 7, vectors: int = 2, *, fmt: str = "pt") -> Path:
+    """``fmt``: ``pt`` (A1111 layout), ``safetensors`` (``emb_params``) or ``diffusers`` (learned_embeds)."""
+    from safetensors.torch import save_file
+
+    _seed(seed)
+    emb = torch.randn(vectors, TINY_CROSS_DIM)
+    if fmt == "pt":
+        torch.save({"string_to_token": {"*": 265}, "string_to_param": {"*": emb}, "name": "tiny", "step": 10}, dest)
+    elif fmt == "safetensors":
+        save_file({"emb_params": emb}, str(dest))
+    else:
+        dest.mkdir(parents=True, exist_ok=True)
+        save_file({"<tiny>": emb[0]}, str(dest / "learned_embeds.safetensors"))
+    return dest
+
+
+def tiny_clip_embed(dest: Path, seed: int = 8) -> Path:
+    """InvokeAI's CLIP-embed layout: ``text_encoder/`` + ``tokenizer/``."""
+    tiny_clip_text_model(seed).save_pretrained(dest / "text_encoder", safe_serialization=True)
+    tiny_clip_tokenizer(dest / "tokenizer")
+    return dest
+
+
+def tiny_clip_vision(dest: Path, seed: int = 11) -> Path:
+    """A CLIP image encoder with projection (what IP-Adapters use), 8x8 pixel input."""
+    transformers = _lib("transformers")
+    _seed(seed)
+    cfg = transformers.CLIPVisionConfig(
+        hidden_size=16, intermediate_size=32, num_attention_heads=2, num_hidden_layers=1,
+        image_size=8, patch_size=4, projection_dim=8,
+    )  # fmt: skip
+    transformers.CLIPVisionModelWithProjection(cfg).eval().save_pretrained(dest, safe_serialization=True)
+    return dest
+
+
+def tiny_t5_encoder(dest: Path, seed: int = 9) -> Path:
+    t5_config_cls = _lib("transformers").T5Config
+    t5_cls = _lib("transformers").T5EncoderModel
+
+    _seed(seed)
+    cfg = t5_config_cls(vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_layers=2, num_heads=2, decoder_start_token_id=0)
+    t5_cls(cfg).eval().save_pretrained(dest, safe_serialization=True)
+    return dest
+
+
+def tiny_esrgan_state_dict(
+    seed: int = 10, *, nf: int = 8, nb: int = 2, gc: int = 4, scale: int = 4, layout: str = "old"
+) -> dict[str, Any]:
+    """ESRGAN weights in ``layout`` ``old`` (model.N), ``new`` (RRDB_trunk) or ``basicsr`` (body.N)."""
+    _seed(seed)
+
+    def conv(cin: int, cout: int) -> tuple[Any, Any]:
+        return torch.randn(cout, cin, 3, 3) * 0.05, torch.randn(cout) * 0.01
+
+    ups = {4: 2, 2: 1, 1: 0}[scale]
+    named: dict[str, tuple[Any, Any]] = {"conv_first": conv(3, nf)}
+    for b in range(nb):
+        for r in (1, 2, 3):
+            for c in range(1, 6):
+                cin = nf + (c - 1) * gc
+                named[f"body.{b}.rdb{r}.conv{c}"] = conv(cin, nf if c == 5 else gc)
+    named["conv_body"] = conv(nf, nf)
+    for u in range(ups):
+        named[f"conv_up{u + 1}"] = conv(nf, nf)
+    named["conv_hr"] = conv(nf, nf)
+    named["conv_last"] = conv(nf, 3)
+    sd: dict[str, Any] = {}
+    # the original ESRGAN's nn.Sequential indices (x4: 3, 6 upconvs, 8 HR, 10 last; x2: 3, 5, 7)
+    old_tail = {2: {"conv_up1": 3, "conv_up2": 6, "conv_hr": 8, "conv_last": 10},
+                1: {"conv_up1": 3, "conv_hr": 5, "conv_last": 7},
+                0: {"conv_hr": 3, "conv_last": 5}}[ups]  # fmt: skip
+    for name, (w, bias) in named.items():
+        for suffix, t in (("weight", w), ("bias", bias)):
+            if layout == "basicsr":
+                sd[f"{name}.{suffix}"] = t
+            elif layout == "new":
+                head, _, rest = name.partition(".")
+                if head == "body":
+                    blk, rdb, cv = rest.split(".")
+                    sd[f"RRDB_trunk.{blk}.RDB{rdb[3:]}.{cv}.{suffix}"] = t
+                else:
+                    new = {"conv_body": "trunk_conv", "conv_up1": "upconv1", "conv_up2": "upconv2", "conv_hr": "HRconv"}
+                    sd[f"{new.get(name, name)}.{suffix}"] = t
+            else:
+                head, _, rest = name.partition(".")
+                if head == "body":
+                    blk, rdb, cv = rest.split(".")
+                    sd[f"model.1.sub.{blk}.RDB{rdb[3:]}.{cv}.0.{suffix}"] = t
+                elif name == "conv_first":
+                    sd[f"model.0.{suffix}"] = t
+                elif name == "conv_body":
+                    sd[f"model.1.sub.{nb}.{suffix}"] = t
+                else:
+                    sd[f"model.{old_tail[name]}.{suffix}"] = t
+    return sd
+
+
+def tiny_esrgan(dest: Path, seed: int = 10, *, layout: str = "old", scale: int = 4) -> Path:
+    """An ESRGAN file: ``.pth`` (pickle, as most community upscalers ship) or ``.safetensors``."""
+    sd = tiny_esrgan_state_dict(seed, layout=layout, scale=scale)
+    if dest.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(sd, str(dest))
+    else:
+        torch.save(sd, dest)
+    return dest
+
+
+__all__ = [
+    "TINY_CROSS_DIM",
+    "TINY_LATENT",
+    "TINY_VOCAB",
+    "TinyCheckpoint",
+    "clip_to_ldm",
+    "openclip_to_ldm",
+    "tiny_clip_embed",
+    "tiny_clip_text_model",
+    "tiny_clip_tokenizer",
+    "tiny_clip_vision",
+    "tiny_controlnet",
+    "tiny_esrgan",
+    "tiny_esrgan_state_dict",
+    "tiny_ip_adapter",
+    "tiny_lora",
+    "tiny_sd1_checkpoint",
+    "tiny_sd_pipeline",
+    "tiny_sdxl_checkpoint",
+    "tiny_sdxl_unet",
+    "tiny_t2i_adapter",
+    "tiny_t5_encoder",
+    "tiny_textual_inversion",
+    "tiny_unet",
+    "tiny_vae",
+    "tiny_vae_checkpoint",
+    "tiny_vae_model",
+    "unet_to_ldm",
+    "vae_to_ldm",
+]
