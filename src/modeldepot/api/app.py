@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
-from fastapi.responses import FileResponse
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, Response
 
 from modeldepot import __version__
-from modeldepot.api._security import ApiKeyMiddleware
+from modeldepot.api._security import COOKIE_NAME, SecurityMiddleware
 from modeldepot.api.errors import install_handlers
 from modeldepot.api.routers import events, install, models, storage
 from modeldepot.manager import ModelManager
@@ -18,8 +18,23 @@ from modeldepot.manager import ModelManager
 STATIC = Path(__file__).parent / "static"
 
 
-def create_app(manager: ModelManager | None = None, *, own_manager: bool | None = None) -> FastAPI:
-    """Build the app around ``manager`` (default: one opened from settings, closed on shutdown)."""
+def create_app(
+    manager: ModelManager | None = None,
+    *,
+    own_manager: bool | None = None,
+    allowed_roots: Iterable[str | Path] = (),
+    allowed_hosts: Iterable[str] | None = None,
+) -> FastAPI:
+    """Build the app around ``manager`` (default: one opened from settings, closed on shutdown).
+
+    Args:
+        manager: the services to serve; the app closes it on shutdown when it opened it itself
+            (or when ``own_manager`` is true).
+        allowed_roots: folders besides the depot home whose paths clients may name (identify,
+            scan_folder, local installs).
+        allowed_hosts: ``Host`` header names to accept (``serve`` passes the loopback names when
+            bound to loopback, against DNS rebinding); None accepts any.
+    """
     mm = manager if manager is not None else ModelManager.open()
     close_it = own_manager if own_manager is not None else manager is None
 
@@ -36,14 +51,22 @@ def create_app(manager: ModelManager | None = None, *, own_manager: bool | None 
         lifespan=lifespan,
     )
     app.state.manager = mm
+    app.state.allowed_roots = [Path(r).expanduser().resolve() for r in allowed_roots]
     install_handlers(app)
-    if mm.config.api_key is not None:
-        app.add_middleware(ApiKeyMiddleware, api_key=mm.config.api_key.get_secret_value())
+    api_key = mm.config.api_key.get_secret_value() if mm.config.api_key is not None else None
+    app.add_middleware(SecurityMiddleware, api_key=api_key, allowed_hosts=allowed_hosts)
     for module in (models, install, storage, events):
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)
-    def page() -> FileResponse:
-        return FileResponse(STATIC / "index.html", media_type="text/html")
+    def page(request: Request) -> Response:
+        response: Response = FileResponse(STATIC / "index.html", media_type="text/html")
+        response.headers["Cache-Control"] = "no-cache"
+        given = request.query_params.get("api_key")
+        if api_key and given:
+            # Reaching here means the key was right; the cookie lets the page's fetch and
+            # EventSource calls authenticate without the key in every URL.
+            response.set_cookie(COOKIE_NAME, given, httponly=True, samesite="strict")
+        return response
 
     return app

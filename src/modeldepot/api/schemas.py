@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from modeldepot.taxonomy import BaseModelType, ModelFormat, ModelType
 
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
 
 class ModelList(BaseModel):
+    """One page of records; ``total`` counts every match, ignoring ``offset`` / ``limit``."""
+
     models: list[dict[str, Any]]
     total: int
     offset: int
@@ -17,45 +21,69 @@ class ModelList(BaseModel):
 
 
 class ModelUpdate(BaseModel):
-    """Fields a user may change on a record (everything optional)."""
+    """Fields a user may change on a record (all optional; only the ones sent change)."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(default=None, min_length=1, max_length=500)
     description: str | None = Field(default=None, max_length=100_000)
-    tags: list[str] | None = None
-    trigger_phrases: list[str] | None = None
+    tags: list[Tag] | None = Field(default=None, max_length=200)
+    trigger_phrases: list[Tag] | None = Field(default=None, max_length=200)
     base: BaseModelType | None = None
     type: ModelType | None = None
     format: ModelFormat | None = None
     compatible_bases: list[BaseModelType] | None = None
-    variant: str | None = None
-    prediction_type: str | None = None
+    variant: str | None = Field(default=None, max_length=100)
+    prediction_type: str | None = Field(default=None, max_length=100)
     thumbnail_url: str | None = Field(default=None, max_length=2000)
-    author: str | None = None
-    license: str | None = None
+    author: str | None = Field(default=None, max_length=500)
+    license: str | None = Field(default=None, max_length=2000)
 
 
 class IdentifyRequest(BaseModel):
-    path: str = Field(min_length=1, max_length=4096)
+    path: str = Field(min_length=1, max_length=4096, description="A file or folder on the server's disk")
 
 
 class InstallOverrides(BaseModel):
-    """Optional config overrides sent with an install."""
+    """Optional record fields for an install; they win over identification."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(default=None, min_length=1, max_length=500)
-    description: str | None = None
+    description: str | None = Field(default=None, max_length=100_000)
     base: BaseModelType | None = None
     type: ModelType | None = None
     format: ModelFormat | None = None
-    variant: str | None = None
-    tags: list[str] | None = None
-    trigger_phrases: list[str] | None = None
+    variant: str | None = Field(default=None, max_length=100)
+    tags: list[Tag] | None = Field(default=None, max_length=200)
+    trigger_phrases: list[Tag] | None = Field(default=None, max_length=200)
 
 
 class ScanEntry(BaseModel):
     path: str
     is_installed: bool
     key: str | None = None
+
+
+class ModelFile(BaseModel):
+    """One file of a model: its path inside the model, size, and where its bytes live."""
+
+    path: str
+    size: int
+    location: str
+    blob: str | None = Field(default=None, description="Content-addressed blob holding the bytes")
+    digest: str | None = None
+
+
+class ModelFiles(BaseModel):
+    key: str
+    path: str
+    inplace: bool
+    link_mode: str | None
+    files: list[ModelFile]
+
+
+class Deleted(BaseModel):
+    deleted: str
+    name: str
+    files_removed: bool
