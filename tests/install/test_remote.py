@@ -159,3 +159,31 @@ def test_private_urls_refused_unless_allowed(tmp_path: Path, hub: FakeHub) -> No
             mm2.install.heuristic_import(url)
         with pytest.raises(NotAllowedError):
             mm2.install.heuristic_import("acme/tiny-sd")
+
+
+def test_repo_with_one_weight_file_installs_that_file(mm: ModelManager, hub: FakeHub, tmp_path: Path) -> None:
+    lora = factories.write_sdxl_lora(tmp_path / "only.safetensors")
+    hub.add_hf_repo("acme/one-lora", {"only.safetensors": lora.read_bytes(), "README.md": b"# x"})
+    job = mm.install.wait_for_job(mm.install.heuristic_import("acme/one-lora"), timeout=60)
+    assert job.complete, job.error
+    c = job.config_out
+    assert c is not None and (c.type, c.base) == (ModelType.LoRA, BaseModelType.StableDiffusionXL)
+    assert Path(c.path).is_file() and c.name == "one-lora"
+
+
+def test_pause_then_resume_right_away_completes(mm: ModelManager, hub: FakeHub, tmp_path: Path) -> None:
+    publish_pipeline(hub, tmp_path)
+    hub.faults("*", speed_limit_bps=300_000)  # slow enough to pause mid-download
+    job = mm.install.heuristic_import("acme/tiny-sd")
+    import threading
+
+    started = threading.Event()
+    unsubscribe = mm.events.subscribe(lambda e: started.set(), {"model_install_downloading"})
+    assert started.wait(30)
+    unsubscribe()
+    mm.install.pause_job(job)
+    assert job.status.value == "paused"
+    hub.clear_faults()
+    mm.install.resume_job(job)
+    mm.install.wait_for_job(job, timeout=60)
+    assert job.complete, job.error

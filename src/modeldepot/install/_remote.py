@@ -65,6 +65,11 @@ def _plan_hf(config: DepotConfig, source: Any, dest: Path) -> DownloadPlan:
         else:
             info, selection = client.select_files(source.repo_id, source.variant, source.subfolder, source.revision)
             files, notes, subpath = selection.files, list(selection.notes), source.subfolder
+            lone = _lone_weight_file(files)
+            if lone is not None:
+                # A repo holding one weight file and no configs (a LoRA, a VAE, a checkpoint)
+                # is that file, not a folder.
+                files, subpath = [lone], lone.path
         revision = info.sha or source.revision
         weights = [f for f in files if f.sha256]
         client.check_file_access(source.repo_id, revision, (weights or files)[0].path)
@@ -95,6 +100,17 @@ def _plan_civitai(config: DepotConfig, source: Any, dest: Path) -> DownloadPlan:
         metadata = client.metadata_for_record(version)
     remote = RemoteFile(url=chosen.download_url, path=chosen.name, size=chosen.size, sha256=chosen.sha256)
     return DownloadPlan(files=[remote], dest=dest, model_subpath=chosen.name, metadata=metadata, token=token)
+
+
+_WEIGHT_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin", ".gguf")
+
+
+def _lone_weight_file(files: list[Any]) -> Any:
+    weights = [f for f in files if f.path.lower().endswith(_WEIGHT_SUFFIXES)]
+    configs = [f for f in files if f.path.lower().endswith((".json", ".yaml", ".yml", ".txt", ".model"))]
+    if len(weights) == 1 and not configs:
+        return weights[0]
+    return None
 
 
 def check_looks_like_model(path: Path) -> None:

@@ -411,11 +411,15 @@ class JobRunner(InstallBase):
         self._emit(job, "model_install_paused")
 
     def resume_job(self, job: ModelInstallJob) -> None:
+        """Continue a paused job's downloads from the bytes already on disk."""
         download = job._download
         if job.status != InstallStatus.PAUSED or download is None:
             return
         queue_ = self._downloads()
         assert queue_ is not None
+        # A part may still be winding down from the pause; restart only once it has stopped,
+        # so its late "paused" report cannot overwrite the resumed state.
+        queue_.wait_for_job(download, timeout=60)
         job.status = InstallStatus.DOWNLOADING
         queue_.start_job(download)
         self._emit(job, "model_install_downloading")

@@ -78,6 +78,7 @@ def disk_usage(store: ContentStore) -> DuReport:
                 )
             ).all()
         )
+        referenced = {str(r[0]) for r in c.execute(q("SELECT digest FROM storage_refcounts")).all()}
     copies = 0
     for key, inplace, link_mode, size in per_model:
         if inplace:
@@ -90,7 +91,10 @@ def disk_usage(store: ContentStore) -> DuReport:
     blob_bytes = 0
     for path in store.blobs.iter_files():
         if is_digest(path.name) and path.is_file():
-            blob_bytes += os.stat(path).st_size
+            size = os.stat(path).st_size
+            blob_bytes += size
+            if path.name not in referenced:
+                report.unreferenced_bytes += size  # garbage until gc: not "saved", not "used"
     report.physical_bytes = blob_bytes + copies
-    report.saved_bytes = report.logical_bytes - report.physical_bytes
+    report.saved_bytes = report.logical_bytes - (report.physical_bytes - report.unreferenced_bytes)
     return report

@@ -118,6 +118,8 @@ class DuReport:
     physical_bytes: int = 0
     saved_bytes: int = 0
     inplace_bytes: int = 0
+    #: Blobs no model references any more (removed by gc); counted in physical_bytes.
+    unreferenced_bytes: int = 0
     per_model: dict[str, ModelUsage] = field(default_factory=dict)
 
 
