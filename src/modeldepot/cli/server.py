@@ -21,6 +21,12 @@ def serve(
         str | None, typer.Option(help="Address to bind (default 127.0.0.1; others need an API key)")
     ] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 9090)")] = None,
+    api_key: Annotated[
+        str | None, typer.Option("--api-key", envvar="MODELDEPOT_API_KEY", help="Require this key on every request")
+    ] = None,
+    allow_root: Annotated[
+        list[Path] | None, typer.Option("--allow-root", help="Extra folder clients may name (scan, identify, install)")
+    ] = None,
     home: HomeOption = None,
 ) -> None:
     """Start the REST API and the web page (http://127.0.0.1:9090 by default)."""
@@ -28,7 +34,13 @@ def serve(
     from modeldepot.config import DepotConfig
 
     config = DepotConfig.load(**({"home": home} if home else {}))
-    run(host=host or config.host, port=port if port is not None else config.port, home=config.home)
+    run(
+        host=host or config.host,
+        port=port if port is not None else config.port,
+        home=config.home,
+        api_key=api_key,
+        allowed_roots=allow_root or (),
+    )
 
 
 @app.command("demo")
