@@ -1,0 +1,39 @@
+"""Download queue: fast (ranged, multi-connection, ``pwrite``), resumable and verified downloads.
+
+Public API (DESIGN.md §2): ``DownloadQueueService``, ``DownloadJob``, ``DownloadJobStatus``,
+``MultiFileDownloadJob``, ``RemoteFile``, ``DownloadLimits`` and ``cli_download``.
+"""
+
+from __future__ import annotations
+
+from modeldepot.download._cli import cli_download
+from modeldepot.download._queue import DownloadQueueService
+from modeldepot.download._redact import redact_url
+from modeldepot.download.base import (
+    AnyDownloadJob,
+    DownloadEventHandler,
+    DownloadExceptionHandler,
+    DownloadJob,
+    DownloadJobBase,
+    DownloadJobStatus,
+    DownloadLimits,
+    DownloadQueueServiceBase,
+    MultiFileDownloadJob,
+    RemoteFile,
+)
+
+__all__ = [
+    "AnyDownloadJob",
+    "DownloadEventHandler",
+    "DownloadExceptionHandler",
+    "DownloadJob",
+    "DownloadJobBase",
+    "DownloadJobStatus",
+    "DownloadLimits",
+    "DownloadQueueService",
+    "DownloadQueueServiceBase",
+    "MultiFileDownloadJob",
+    "RemoteFile",
+    "cli_download",
+    "redact_url",
+]

@@ -1,0 +1,422 @@
+"""The connection side of a fetch: worker threads pulling byte ranges into the ``.part`` file.
+
+``Transfer`` owns the sockets, the work queue of ranges, retries with backoff, stall handling and
+the ``pwrite`` of each filled buffer; ``FileFetcher`` (``_fetch``) plans and finishes a download.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import fcntl
+import hashlib
+import http.client
+import logging
+import os
+import socket
+import struct
+import termios
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from modeldepot.download._http import (
+    Response,
+    RetryableHTTPError,
+    backoff_delay,
+    check_status,
+    monotonic,
+    open_url,
+)
+from modeldepot.download._parts import PartState
+from modeldepot.download._redact import redact_text
+from modeldepot.download.base import DownloadJob, DownloadLimits
+from modeldepot.errors import DownloadError
+
+log = logging.getLogger("modeldepot.download._fetch")
+
+
+class Stopped(Exception):
+    """The job was paused or cancelled; partial data is on disk and its state saved."""
+
+
+class _Restart(Exception):
+    """The remote changed (ETag/size/Range answer): start over from zero."""
+
+
+class _Item:
+    __slots__ = ("end", "resp", "start")
+
+    def __init__(self, start: int, end: int | None, resp: Response | None = None) -> None:
+        self.start = start
+        self.end = end
+        self.resp = resp
+
+
+class Transfer:
+    """Shared state of one download and the connection threads that fill its ``.part`` file."""
+
+    def __init__(
+        self,
+        job: DownloadJob,
+        limits: DownloadLimits,
+        token: str | None,
+        extra_slots: threading.Semaphore,
+        on_started: Callable[[], None],
+        on_tick: Callable[[], None],
+    ) -> None:
+        self.job = job
+        self.limits = limits
+        self._token = token
+        self._slots = extra_slots
+        self._on_started = on_started
+        self._on_tick = on_tick
+        self._shown = job.source  # already redacted
+        self._lock = threading.Lock()
+        self._save_lock = threading.Lock()
+        self._socks: set[socket.socket] = set()
+        self._abort = threading.Event()
+        self._error: BaseException | None = None
+        self._items: collections.deque[_Item] = collections.deque()
+        self._state: PartState | None = None
+        self._final: Path | None = None
+        self._fd = -1
+        self._ranged = True
+        self._hasher: hashlib._Hash | None = None
+        self._prefix: hashlib._Hash | None = None  # sha256 of bytes [0, _prefix_at) of the part file
+        self._prefix_at = 0
+        self._written = 0
+        self._unsaved = 0
+        self._skip = False
+        self.bytes_fetched = 0  # body bytes received over the network by this fetcher
+
+    # -- public -------------------------------------------------------------------------------
+    @property
+    def written(self) -> int:
+        return self._written
+
+    def stop_requested(self) -> bool:
+        return self.job._cancel_requested.is_set() or self.job._pause_requested.is_set()
+
+    # -- connection threads ------------------------------------------------------------------------
+    def _run_workers(self) -> None:
+        """Run the connection threads; the calling (job) thread ticks progress and prefix hashing.
+
+        With several ranges to fetch, one connection starts alone for ``ramp_probe_seconds``. If it
+        already moves ``fast_stream_bps`` (loopback, LAN: the CPU is the limit) no more are opened,
+        since they would only compete for the same cores; otherwise up to ``max_connections``.
+        """
+        lim = self.limits
+        want = 1
+        state = self._state
+        if self._ranged and len(self._items) > 1 and state is not None and state.size >= lim.multi_connection_threshold:
+            want = min(lim.max_connections, len(self._items))
+        done = threading.Event()
+        live = [0]
+        threads: list[threading.Thread] = []
+        extra = 0
+
+        def worker() -> None:
+            try:
+                self._worker()
+            finally:
+                with self._lock:
+                    live[0] -= 1
+                    if live[0] == 0:
+                        done.set()
+
+        def spawn(n: int) -> None:
+            with self._lock:
+                live[0] += n
+            for _ in range(n):
+                t = threading.Thread(target=worker, name=f"dl-{self.job.id}-{len(threads)}", daemon=True)
+                threads.append(t)
+                t.start()
+            self.job.connections = len(threads)
+
+        def ramp() -> None:
+            nonlocal extra
+            while extra < want - 1 and self._slots.acquire(blocking=False):
+                extra += 1
+            spawn(extra)
+
+        try:
+            spawn(1)
+            probing = want > 1 and lim.fast_stream_bps is not None
+            if want > 1 and not probing:
+                ramp()
+            t0, b0 = monotonic(), self.bytes_fetched
+            while not done.wait(lim.progress_interval):
+                if self.stop_requested() and not self._abort.is_set():
+                    self._abort_all()
+                if probing and monotonic() - t0 >= lim.ramp_probe_seconds:
+                    probing = False
+                    rate = (self.bytes_fetched - b0) / max(1e-6, monotonic() - t0)
+                    if rate < (lim.fast_stream_bps or 0) and not self._abort.is_set():
+                        ramp()
+                self._on_tick()
+                if self._prefix is not None:
+                    self._hash_prefix(None, budget=64 * 1024 * 1024)
+            for t in threads:
+                t.join()
+        finally:
+            for _ in range(extra):
+                self._slots.release()
+
+    def _hash_prefix(self, upto: int | None, budget: int | None = None) -> None:
+        """Feed ``_prefix`` with the part file's bytes up to ``upto`` (None: the contiguous done prefix)."""
+        prefix, state = self._prefix, self._state
+        if prefix is None or state is None or self._fd < 0:
+            return
+        if upto is None:
+            with state._lock:
+                first = state.done[0] if state.done else None
+            upto = first[1] if first is not None and first[0] == 0 else 0
+        if budget is not None:
+            upto = min(upto, self._prefix_at + budget)
+        buf = memoryview(bytearray(min(4 * 1024 * 1024, max(0, upto - self._prefix_at)) or 1))
+        while self._prefix_at < upto:
+            n = os.preadv(self._fd, [buf[: min(len(buf), upto - self._prefix_at)]], self._prefix_at)
+            if n <= 0:
+                raise DownloadError(f"{self.job.source}: part file shorter than expected", url=self.job.source)
+            prefix.update(buf[:n])
+            self._prefix_at += n
+
+    def _abort_all(self) -> None:
+        self._abort.set()
+        with self._lock:
+            socks = list(self._socks)
+        for s in socks:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def _register(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._socks.add(sock)
+        if self._abort.is_set():
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def _release(self, resp: Response) -> None:
+        s = resp.sock
+        with self._lock:
+            if s is not None:
+                self._socks.discard(s)
+        resp.close()
+
+    def _worker(self) -> None:
+        buf = memoryview(bytearray(self.limits.buffer_size))
+        try:
+            while not self._abort.is_set():
+                with self._lock:
+                    item = self._items.popleft() if self._items else None
+                if item is None:
+                    return
+                self._fetch_item(item, buf)
+        except Stopped:
+            self._abort.set()
+        except BaseException as exc:
+            with self._lock:
+                if self._error is None:
+                    self._error = exc
+            self._abort_all()
+
+    def _fetch_item(self, item: _Item, buf: memoryview) -> None:
+        try:
+            self._fetch_range(item, buf)
+        finally:
+            if item.resp is not None:
+                self._release(item.resp)
+                item.resp = None
+
+    def _fetch_range(self, item: _Item, buf: memoryview) -> None:
+        pos, end, resp = item.start, item.end, item.resp
+        failures = 0
+        while end is None or pos < end:
+            if self._abort.is_set():
+                raise Stopped()
+            if resp is None:
+                resp = self._open(pos, end, validator=self._state.if_range() if self._state else None)
+            item.resp = resp
+            cursor = [pos]
+            exc: BaseException | None = None
+            try:
+                self._pump(resp, cursor, end, buf)
+            except (OSError, http.client.HTTPException) as e:
+                exc = e
+            finally:
+                self._release(resp)
+                resp = item.resp = None
+            progressed = cursor[0] > pos
+            pos = cursor[0]
+            if exc is None and (end is None or pos >= end):
+                return
+            if self._abort.is_set():
+                raise Stopped()
+            if not self._ranged and end is None:
+                return  # unknown length, connection closed: that was the end of the body
+            if exc is None and progressed:
+                failures = 0
+                continue  # the server sent a shorter body than asked (capped ranges): ask for the rest
+            failures = 1 if progressed else failures + 1
+            why = f"no data for {self.limits.stall_timeout:g} s" if isinstance(exc, TimeoutError) else exc
+            if failures > self.limits.max_retries:
+                raise DownloadError(
+                    f"{self._shown}: connection failed {failures} times at byte {pos:,}: {self._clean(why)}",
+                    url=self._shown,
+                ) from exc
+            log.info("%s: retrying at byte %d after: %s", self._shown, pos, self._clean(why))
+            self._sleep(backoff_delay(failures, self.limits.backoff_base, self.limits.backoff_max, None))
+
+    def _pump(self, resp: Response, cursor: list[int], end: int | None, buf: memoryview) -> None:
+        """Copy the body into the part file at ``cursor[0]``; one pwrite per filled buffer."""
+        size = len(buf)
+        filled = 0
+        last = monotonic()
+        clamp = self.limits.clamp_rcvbuf
+        reads = 0
+        try:
+            while not self._abort.is_set():
+                reads += 1
+                if clamp and reads % 64 == 8 and self._backlogged(resp, clamp):
+                    clamp = 0
+                want = size - filled
+                if end is not None:
+                    want = min(want, end - cursor[0] - filled)
+                    if want <= 0:
+                        break
+                n = resp.readinto(buf[filled : filled + want])
+                if n == 0:
+                    break
+                filled += n
+                if filled == size or monotonic() - last > 0.1:
+                    self._write(buf, filled, cursor)
+                    filled = 0
+                    last = monotonic()
+        finally:
+            if filled:
+                self._write(buf, filled, cursor)
+
+    @staticmethod
+    def _backlogged(resp: Response, clamp: int) -> bool:
+        """Clamp the receive buffer when data piles up in the kernel (we are the bottleneck)."""
+        sock = resp.sock
+        if sock is None:
+            return True
+        try:
+            queued = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+            if queued <= clamp:
+                return False
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, clamp)
+        except OSError:
+            pass
+        return True
+
+    def _write(self, buf: memoryview, n: int, cursor: list[int]) -> None:
+        pos = cursor[0]
+        view = buf[:n]
+        off = 0
+        while off < n:
+            off += os.pwrite(self._fd, view[off:], pos + off)
+        if self._hasher is not None:
+            self._hasher.update(view)
+        cursor[0] = pos + n
+        save = False
+        with self._lock:
+            self._written += n
+            self.bytes_fetched += n
+            if self._state is not None:
+                self._state.add(pos, pos + n)
+                self._unsaved += n
+                if self._unsaved >= self.limits.state_interval:
+                    self._unsaved = 0
+                    save = True
+        if save:
+            self._save_state()
+
+    def _save_state(self, durable: bool = False) -> None:
+        if self._state is None or self._final is None:
+            return
+        if durable and self._fd >= 0:
+            os.fsync(self._fd)
+        with self._save_lock:
+            self._state.save(self._final, durable=durable)
+
+    # -- requests ---------------------------------------------------------------------------------
+    def _open(self, pos: int, end: int | None, validator: str | None, probe: bool = False) -> Response:
+        """Open a (ranged) GET with retries for connection errors and 429/5xx."""
+        headers: dict[str, str] = {}
+        if self._ranged or pos > 0:
+            headers["Range"] = f"bytes={pos}-" if end is None else f"bytes={pos}-{end - 1}"
+            if validator and self._ranged:
+                headers["If-Range"] = validator
+        failures = 0
+        while True:
+            if self._abort.is_set():
+                raise Stopped()
+            retry_after: float | None = None
+            try:
+                resp = open_url(
+                    self.job.url,
+                    token=self._token,
+                    headers=headers,
+                    timeout=self.limits.stall_timeout,
+                    on_socket=self._register,
+                    rcvbuf=self.limits.socket_rcvbuf,
+                )
+            except (OSError, http.client.HTTPException) as exc:
+                failures += 1
+                if failures > self.limits.max_retries:
+                    raise DownloadError(
+                        f"{self._shown}: cannot connect after {failures} attempts: {self._clean(exc)}", url=self._shown
+                    ) from exc
+            else:
+                try:
+                    if resp.status == 416 and probe and pos == 0:
+                        return self._empty_file(resp)
+                    check_status(resp, self._shown)
+                    if resp.status == 416:
+                        raise _Restart("the server cannot serve the saved range (416)")
+                    if not probe:
+                        self._check_answer(resp, pos)
+                    return resp
+                except RetryableHTTPError as exc:
+                    self._release(resp)
+                    failures += 1
+                    retry_after = exc.retry_after
+                    if failures > self.limits.max_retries:
+                        raise DownloadError(
+                            f"{self._shown}: HTTP {exc.status} after {failures} attempts", url=self._shown
+                        ) from exc
+                except BaseException:
+                    self._release(resp)
+                    raise
+            delay = backoff_delay(failures, self.limits.backoff_base, self.limits.backoff_max, retry_after)
+            log.info("%s: retry %d in %.1f s", self._shown, failures, delay)
+            self._sleep(delay)
+
+    def _empty_file(self, resp: Response) -> Response:
+        # ``Range: bytes=0-N`` on an empty file is unsatisfiable; fetch it plainly.
+        self._release(resp)
+        self._ranged = False
+        return open_url(self.job.url, token=self._token, timeout=self.limits.stall_timeout, on_socket=self._register)
+
+    def _check_answer(self, resp: Response, pos: int) -> None:
+        """A later request must continue the same remote file at the same offset."""
+        if resp.status == 206:
+            cr = resp.content_range
+            if cr is None or cr[0] != pos:
+                raise _Restart("the server answered a different range than asked")
+            if self._state is not None and not self._state.matches(resp.etag, cr[2]):
+                raise _Restart("the remote file changed (ETag or size)")
+            return
+        if resp.status == 200 and pos == 0 and not self._ranged:
+            return
+        raise _Restart(f"the server answered {resp.status} to a Range request")
+
+    def _sleep(self, seconds: float) -> None:
+        if self._abort.wait(seconds):
+            raise Stopped()
+
+    def _clean(self, what: object) -> str:
+        return redact_text(str(what), self._token)

@@ -1,0 +1,306 @@
+"""Download jobs, their statuses and limits, and the queue's abstract interface (DESIGN.md §2).
+
+A ``DownloadJob`` is a pydantic model so the API can serve it as JSON; its runtime plumbing
+(handlers, the real URL with any query token, the access token, the exception) lives in private
+attributes that are never dumped or shown in ``repr``.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
+
+from modeldepot.download._redact import redact_url
+
+MiB = 1024 * 1024
+
+
+class DownloadJobStatus(StrEnum):
+    """State of a download job; the values are the seed's names, exactly."""
+
+    IDLE = "idle"  # created, not submitted
+    ENQUEUED = "enqueued"  # waiting in the queue
+    RUNNING = "running"
+    PAUSED = "paused"  # stopped; partial file and part state kept for a later start_job
+    COMPLETED = "completed"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_STATUSES = frozenset({DownloadJobStatus.COMPLETED, DownloadJobStatus.ERROR, DownloadJobStatus.CANCELLED})
+
+
+@dataclass(frozen=True)
+class DownloadLimits:
+    """Tuning knobs of the transfer engine (all sizes in bytes, times in seconds)."""
+
+    #: Files at least this large are fetched over several Range connections.
+    multi_connection_threshold: int = 64 * MiB
+    #: Size of each Range request when a file is split (work is pulled by the connections).
+    part_size: int = 32 * MiB
+    #: Connections per file.
+    max_connections: int = 8
+    #: If one connection alone already moves this many bytes/s during the first
+    #: ``ramp_probe_seconds``, no more are opened (the CPU, not the link, is the limit: loopback,
+    #: LAN). None: always open ``max_connections``.
+    fast_stream_bps: int | None = 400 * MiB
+    ramp_probe_seconds: float = 0.3
+    #: Extra connections (beyond one per running job) shared by the whole queue.
+    max_extra_connections: int = 16
+    #: Receive buffer per connection; data is written with one pwrite per filled buffer.
+    buffer_size: int = 1 * MiB
+    #: Fixed kernel receive buffer per connection (None: kernel autotuning, the right choice for
+    #: real networks). See ``clamp_rcvbuf`` for the loopback/LAN case.
+    socket_rcvbuf: int | None = None
+    #: When more than this many bytes wait in a socket's kernel queue (the disk/CPU, not the
+    #: network, is the bottleneck), its receive buffer is clamped to this size. A full buffer adds
+    #: nothing to speed then, but is lost on kill -9 or pause (autotuning grows it to tcp_rmem max,
+    #: often 32 MiB per connection). 0 disables.
+    clamp_rcvbuf: int = 512 * 1024
+    #: No byte for this long on a connection: the part is retried.
+    stall_timeout: float = 30.0
+    #: Attempts per request after a retryable failure (reset whenever bytes arrive).
+    max_retries: int = 6
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    #: Part state (``<name>.part.json``) is rewritten after this many new bytes.
+    state_interval: int = 1 * MiB
+    #: Progress events: at most one per this many seconds (and about every 1 % of bytes).
+    progress_interval: float = 0.1
+    #: fsync the finished file before the rename that publishes it (DESIGN.md §4). Only turn off
+    #: for benchmarks against tools that do not sync (curl).
+    fsync: bool = True
+    #: Restarts from zero when the remote changed under us (ETag/size), before giving up.
+    max_restarts: int = 2
+
+    def __post_init__(self) -> None:
+        if self.part_size < 1 or self.buffer_size < 4096 or self.max_connections < 1:
+            raise ValueError("DownloadLimits: part_size, buffer_size (>=4096) and max_connections must be positive")
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file of a multi-file download: ``path`` is relative to the job's destination folder."""
+
+    url: str
+    path: Path | str
+    size: int | None = None
+    sha256: str | None = None
+
+    def __repr__(self) -> str:
+        return f"RemoteFile(url={redact_url(self.url)!r}, path={str(self.path)!r}, size={self.size})"
+
+
+DownloadEventHandler = Callable[["DownloadJobBase"], None]
+DownloadExceptionHandler = Callable[["DownloadJobBase", "BaseException | None"], None]
+HANDLER_NAMES = ("on_start", "on_progress", "on_complete", "on_error", "on_cancelled", "on_paused")
+
+
+class DownloadJobBase(BaseModel):
+    """Fields and status helpers shared by single- and multi-file jobs."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, validate_assignment=False)
+
+    id: int = -1
+    dest: Path
+    download_path: Path | None = None
+    priority: int = 10
+    status: DownloadJobStatus = DownloadJobStatus.IDLE
+    bytes: int = 0
+    total_bytes: int = 0
+    speed: float = 0.0  # bytes per second, smoothed
+    error_type: str | None = None
+    error: str | None = None
+    job_started: datetime | None = None
+    job_ended: datetime | None = None
+
+    _handlers: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _exception: BaseException | None = PrivateAttr(default=None)
+    _cancel_requested: threading.Event = PrivateAttr(default_factory=threading.Event)
+    _pause_requested: threading.Event = PrivateAttr(default_factory=threading.Event)
+    _done: threading.Event = PrivateAttr(default_factory=threading.Event)
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    # -- status helpers (seed names) ------------------------------------------------------------
+    @property
+    def in_terminal_state(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def complete(self) -> bool:
+        return self.status == DownloadJobStatus.COMPLETED
+
+    @property
+    def succeeded(self) -> bool:
+        return self.complete
+
+    @property
+    def running(self) -> bool:
+        return self.status == DownloadJobStatus.RUNNING
+
+    @property
+    def waiting(self) -> bool:
+        return self.status in (DownloadJobStatus.IDLE, DownloadJobStatus.ENQUEUED)
+
+    @property
+    def errored(self) -> bool:
+        return self.status == DownloadJobStatus.ERROR
+
+    @property
+    def cancelled(self) -> bool:
+        return self.status == DownloadJobStatus.CANCELLED
+
+    @property
+    def paused(self) -> bool:
+        return self.status == DownloadJobStatus.PAUSED
+
+    @property
+    def exception(self) -> BaseException | None:
+        """The exception behind ``status == error`` (not serialised)."""
+        return self._exception
+
+    @property
+    def eta(self) -> float | None:
+        if self.speed <= 0 or self.total_bytes <= 0:
+            return None
+        return max(0.0, (self.total_bytes - self.bytes) / self.speed)
+
+    def cancel(self) -> None:
+        """Ask the worker to stop and delete the partial file (the queue's ``cancel_job`` also works)."""
+        self._cancel_requested.set()
+
+    def pause(self) -> None:
+        self._pause_requested.set()
+
+    def set_handlers(self, **handlers: Any) -> None:
+        for name, fn in handlers.items():
+            if name not in HANDLER_NAMES:
+                raise TypeError(f"unknown download handler {name!r}; expected one of {', '.join(HANDLER_NAMES)}")
+            if fn is not None:
+                self._handlers[name] = fn
+
+
+class DownloadJob(DownloadJobBase):
+    """One URL to one file (or into a folder, named by Content-Disposition or the URL)."""
+
+    #: The URL with secrets (``?token=``, signatures, passwords) replaced by ``***``.
+    source: str
+    access_token: SecretStr | None = Field(default=None, exclude=True, repr=False)
+    content_type: str | None = None
+    expected_sha256: str | None = None
+    #: sha256 of the finished file when it was computed (expected or streamed).
+    sha256: str | None = None
+    connections: int = 0
+
+    _url: str = PrivateAttr(default="")
+    _parent: Any = PrivateAttr(default=None)
+
+    def __init__(self, **data: Any) -> None:
+        raw = str(data.get("source", ""))
+        data["source"] = redact_url(raw)
+        token = data.get("access_token")
+        if isinstance(token, str):
+            data["access_token"] = SecretStr(token)
+        super().__init__(**data)
+        self._url = raw
+
+    @property
+    def url(self) -> str:
+        """The real URL (may hold a query token): use it to fetch, never to show."""
+        return self._url or self.source
+
+
+class MultiFileDownloadJob(DownloadJobBase):
+    """Several files into one folder, with one total; ``download_parts`` are ordinary jobs."""
+
+    download_parts: list[DownloadJob] = Field(default_factory=list)
+
+    @property
+    def source(self) -> str:
+        return f"{len(self.download_parts)} files"
+
+    def refresh_totals(self) -> None:
+        self.bytes = sum(p.bytes for p in self.download_parts)
+        self.total_bytes = sum(p.total_bytes for p in self.download_parts)
+        self.speed = sum(p.speed for p in self.download_parts if p.running)
+
+
+AnyDownloadJob = DownloadJob | MultiFileDownloadJob
+
+
+class DownloadQueueServiceBase(ABC):
+    """The seed's download queue interface."""
+
+    @abstractmethod
+    def start(self, *args: Any, **kwargs: Any) -> None: ...
+
+    @abstractmethod
+    def stop(self, *args: Any, **kwargs: Any) -> None: ...
+
+    @abstractmethod
+    def download(
+        self,
+        source: str,
+        dest: Path | str,
+        priority: int = 10,
+        access_token: str | None = None,
+        on_start: DownloadEventHandler | None = None,
+        on_progress: DownloadEventHandler | None = None,
+        on_complete: DownloadEventHandler | None = None,
+        on_cancelled: DownloadEventHandler | None = None,
+        on_error: DownloadExceptionHandler | None = None,
+    ) -> DownloadJob: ...
+
+    @abstractmethod
+    def multifile_download(
+        self, parts: list[RemoteFile], dest: Path | str, access_token: str | None = None, **kwargs: Any
+    ) -> MultiFileDownloadJob: ...
+
+    @abstractmethod
+    def submit_download_job(self, job: DownloadJob, **handlers: Any) -> None: ...
+
+    @abstractmethod
+    def create_download_job(self, source: str, dest: Path | str, **kwargs: Any) -> DownloadJob: ...
+
+    @abstractmethod
+    def list_jobs(self) -> list[AnyDownloadJob]: ...
+
+    @abstractmethod
+    def id_to_job(self, id: int) -> AnyDownloadJob: ...
+
+    @abstractmethod
+    def start_all_jobs(self) -> None: ...
+
+    @abstractmethod
+    def pause_all_jobs(self) -> None: ...
+
+    @abstractmethod
+    def cancel_all_jobs(self) -> None: ...
+
+    @abstractmethod
+    def prune_jobs(self) -> None: ...
+
+    @abstractmethod
+    def start_job(self, job: DownloadJobBase) -> None: ...
+
+    @abstractmethod
+    def pause_job(self, job: DownloadJobBase) -> None: ...
+
+    @abstractmethod
+    def cancel_job(self, job: DownloadJobBase) -> None: ...
+
+    @abstractmethod
+    def join(self) -> None: ...
+
+    @abstractmethod
+    def wait_for_job(self, job: DownloadJobBase, timeout: int | float = 0) -> DownloadJobBase: ...
