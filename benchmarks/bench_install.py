@@ -76,7 +76,12 @@ def main() -> None:
             with HuggingFaceClient(hub.url) as client:
                 info, sel = client.select_files("bench/repo")
                 parts = [
-                    RemoteFile(url=client.resolve_url("bench/repo", info.sha, f.path), path=f.path, size=f.size, sha256=f.sha256)
+                    RemoteFile(
+                        url=client.resolve_url("bench/repo", info.sha, f.path),
+                        path=f.path,
+                        size=f.size,
+                        sha256=f.sha256,
+                    )
                     for f in sel.files
                 ]
             q = DownloadQueueService()

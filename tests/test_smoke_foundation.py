@@ -1,4 +1,5 @@
 import pytest
+
 from modeldepot._db import Database
 
 

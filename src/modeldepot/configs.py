@@ -462,8 +462,8 @@ def apply_changes(config: ModelConfigBase, changes: dict[str, Any] | ModelConfig
 
 
 __all__ = [
-    "AnyModelConfig",
     "CONFIG_CLASSES",
+    "AnyModelConfig",
     "CLIPEmbedCheckpointConfig",
     "CLIPEmbedDiffusersConfig",
     "CLIPVisionCheckpointConfig",

@@ -119,6 +119,7 @@ class ModelSourceType(_StrEnum):
 SD_FAMILY_LATENT_BASES = frozenset({BaseModelType.StableDiffusion1, BaseModelType.StableDiffusion2})
 
 __all__ = [
+    "SD_FAMILY_LATENT_BASES",
     "BaseModelType",
     "ClipVariantType",
     "FluxVariantType",
@@ -127,7 +128,6 @@ __all__ = [
     "ModelSourceType",
     "ModelType",
     "ModelVariantType",
-    "SD_FAMILY_LATENT_BASES",
     "SchedulerPredictionType",
     "SubModelType",
 ]

@@ -1,0 +1,402 @@
+"""``ModelRecordServiceSQL``: the record store on SQLite (default) or PostgreSQL, one code path.
+
+Writes run in ``Database.begin()`` transactions (on SQLite ``BEGIN IMMEDIATE`` under WAL, so
+writers from several threads and processes queue on the busy timeout instead of failing), or in
+a caller's transaction when ``conn=`` is given, so another service (the content-addressed store)
+can write its manifests and the record atomically.
+
+Reads use a separate connection pool in autocommit mode (read-only on SQLite): each query sees
+the latest committed state without taking SQLite's write lock, so readers never wait for a
+writer, and a PostgreSQL lookup is a single round trip. Pass ``conn=`` to read inside a
+transaction instead (to see its uncommitted writes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import ValidationError
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+
+from modeldepot._db import BUSY_TIMEOUT_MS, Database
+from modeldepot.configs import CONFIG_CLASSES, ModelConfigBase, apply_changes
+from modeldepot.errors import (
+    DatabaseError,
+    DuplicateModelException,
+    ModelDepotError,
+    UnknownModelException,
+)
+from modeldepot.records._schema import COMPONENT, MIGRATIONS, model_bases, model_tags, models
+from modeldepot.records.base import ModelRecordServiceBase, RecordFilter, as_changes, search_text, to_config
+
+_ORDER = (models.c.base, models.c.type, models.c.name, models.c.key)
+_ROW_COLS = (models.c.key, models.c.type, models.c.format, models.c.config)
+_CHUNK = 500  # bound parameter lists well under SQLite's and PostgreSQL's limits
+
+
+def _sqlite_read_engine(url: sa.URL) -> Engine:
+    engine = sa.create_engine(
+        url,
+        connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+        poolclass=sa.pool.QueuePool,
+        pool_size=8,
+        max_overflow=16,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Autocommit: a SELECT is its own snapshot and never holds a transaction open.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA query_only=ON")
+        cur.close()
+
+    return engine
+
+
+def _postgres_read_engine(url: sa.URL) -> Engine:
+    # Autocommit and no pre-ping: a lookup is one round trip instead of four (ping, BEGIN,
+    # SELECT, ROLLBACK). A dead connection surfaces as an error on that one read.
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT", pool_size=8, max_overflow=16)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Records live on local disks (SSD): the default random_page_cost (4, tuned for
+        # spinning disks) makes the planner prefer sequential scans over our indexes.
+        dbapi_conn.execute("SET random_page_cost = 1.1")
+        if not dbapi_conn.autocommit:
+            dbapi_conn.commit()  # a session setting survives the commit
+
+    return engine
+
+
+def _row_of(cfg: ModelConfigBase) -> dict[str, Any]:
+    return {
+        "key": cfg.key,
+        "name": cfg.name,
+        "type": cfg.type.value,
+        "format": cfg.format.value,
+        "base": cfg.base.value,
+        "path": cfg.path,
+        "hash": cfg.hash,
+        "source": cfg.source,
+        "description": cfg.description,
+        "search_text": search_text(cfg),
+        "created_at": cfg.created_at,
+        "updated_at": cfg.updated_at,
+        "config": cfg.model_dump_json(),
+    }
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _bases_rows(cfg: ModelConfigBase) -> list[dict[str, Any]]:
+    own, type_ = cfg.base.value, cfg.type.value
+    return [
+        {"key": cfg.key, "base": b.value, "own_base": own, "type": type_, "name": cfg.name}
+        for b in sorted(cfg.compatible_bases, key=lambda b: b.value)
+    ]
+
+
+def _select(columns: Sequence[Any], flt: RecordFilter, *, ordered: bool = True) -> sa.Select[Any]:
+    """The SQL for a filter. A base filter drives the query from ``model_bases`` (which holds
+    base and compatible_bases), so filtering and ordering stay inside one index range."""
+    c = models.c
+    if flt.base is not None:
+        b = model_bases.c
+        # A count filtered only on base/type/name never needs to touch models (index-only).
+        only_bases = not ordered and not (flt.format or flt.path or flt.hash or flt.tags or flt.q)
+        source = model_bases if only_bases else model_bases.join(models, c.key == b.key)
+        stmt = sa.select(*columns).select_from(source).where(b.base == flt.base.value)
+        if flt.type is not None:
+            stmt = stmt.where(b.type == flt.type.value)
+        if flt.name is not None:
+            stmt = stmt.where(b.name == flt.name)
+        order: tuple[Any, ...] = (b.own_base, b.type, b.name, b.key)
+    else:
+        stmt = sa.select(*columns).select_from(models)
+        if flt.type is not None:
+            stmt = stmt.where(c.type == flt.type.value)
+        if flt.name is not None:
+            stmt = stmt.where(c.name == flt.name)
+        order = _ORDER
+    if flt.format is not None:
+        stmt = stmt.where(c.format == flt.format.value)
+    if flt.path is not None:
+        stmt = stmt.where(c.path == flt.path)
+    if flt.hash is not None:
+        stmt = stmt.where(c.hash == flt.hash)
+    for tag in flt.tags:
+        stmt = stmt.where(c.key.in_(sa.select(model_tags.c.key).where(model_tags.c.tag == tag)))
+    if flt.q is not None:
+        stmt = stmt.where(c.search_text.like(f"%{_like_escape(flt.q)}%", escape="\\"))
+    return stmt.order_by(*order) if ordered else stmt
+
+
+class ModelRecordServiceSQL(ModelRecordServiceBase):
+    """Records in the ``models`` table of a :class:`~modeldepot._db.Database`."""
+
+    def __init__(self, db: Database, *, _owns_db: bool = False) -> None:
+        self.db = db
+        self._owns_db = _owns_db
+        try:
+            self._version = db.migrate(COMPONENT, MIGRATIONS)
+        except sa.exc.SQLAlchemyError as exc:
+            raise DatabaseError(f"cannot set up the model records in {db.url}: {exc}", path=db.url) from exc
+        url = db.engine.url
+        self._reader = _sqlite_read_engine(url) if db.is_sqlite else _postgres_read_engine(url)
+        # get_model is the hot path: run one precompiled statement on a pooled DB-API
+        # connection, skipping SQLAlchemy's per-execution bookkeeping.
+        compiled = sa.select(*_ROW_COLS).where(models.c.key == sa.bindparam("k")).compile(dialect=self._reader.dialect)
+        self._get_sql = str(compiled)
+        self._get_positional = bool(compiled.positional)
+        self._dbapi_error: type[Exception] = self._reader.dialect.loaded_dbapi.Error
+
+    # ---- construction ----------------------------------------------------------------------
+
+    @classmethod
+    def from_db_file(cls, db_file: str | Path) -> ModelRecordServiceSQL:
+        """Open (creating if needed) a SQLite database file; a ``postgresql://`` URL also works."""
+        return cls._open(db_file)
+
+    @classmethod
+    def from_url(cls, url: str) -> ModelRecordServiceSQL:
+        """Open a SQLite path / ``sqlite:///`` URL or a ``postgresql://`` URL."""
+        return cls._open(url)
+
+    @classmethod
+    def _open(cls, target: str | Path) -> ModelRecordServiceSQL:
+        db = Database.open(target)
+        try:
+            return cls(db, _owns_db=True)
+        except BaseException:
+            db.close()
+            raise
+
+    def close(self) -> None:
+        self._reader.dispose()
+        if self._owns_db:
+            self.db.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.db.url!r})"
+
+    # ---- plumbing ----------------------------------------------------------------------------
+
+    @contextmanager
+    def _writing(self, conn: Connection | None) -> Iterator[Connection]:
+        try:
+            if conn is not None:
+                yield conn
+            else:
+                with self.db.begin() as c:
+                    yield c
+        except ModelDepotError:
+            raise
+        except sa.exc.SQLAlchemyError as exc:
+            raise DatabaseError(f"database {self.db.url}: {exc}", path=self.db.url) from exc
+
+    @contextmanager
+    def _reading(self, conn: Connection | None) -> Iterator[Connection]:
+        try:
+            if conn is not None:
+                yield conn
+            else:
+                with self._reader.connect() as c:
+                    yield c
+        except ModelDepotError:
+            raise
+        except sa.exc.SQLAlchemyError as exc:
+            raise DatabaseError(f"database {self.db.url}: {exc}", path=self.db.url) from exc
+
+    def _parse(self, key: str, type_: str, format_: str, config: str | bytes) -> ModelConfigBase:
+        cls = CONFIG_CLASSES.get(f"{type_}.{format_}")
+        if cls is None:
+            raise DatabaseError(
+                f"record {key} in {self.db.url} has type/format {type_}.{format_}, unknown to this modeldepot",
+                path=self.db.url,
+            )
+        try:
+            return cls.model_validate_json(config)
+        except ValidationError as exc:
+            raise DatabaseError(f"record {key} in {self.db.url} does not validate: {exc}", path=self.db.url) from exc
+
+    def _fetch_one(self, c: Connection, key: str, *, for_update: bool = False) -> ModelConfigBase | None:
+        stmt = sa.select(*_ROW_COLS).where(models.c.key == key)
+        if for_update:
+            stmt = stmt.with_for_update()
+        row = c.execute(stmt).first()
+        return None if row is None else self._parse(*row)
+
+    def _check_free(self, c: Connection, cfg: ModelConfigBase, *, check_key: bool = True) -> None:
+        same_path = models.c.path == cfg.path
+        cond = sa.or_(models.c.key == cfg.key, same_path) if check_key else sa.and_(same_path, models.c.key != cfg.key)
+        row = c.execute(sa.select(models.c.key, models.c.name, models.c.path).where(cond).limit(1)).first()
+        if row is None:
+            return
+        if check_key and row.key == cfg.key:
+            raise DuplicateModelException(f"a model with key {cfg.key} is already registered", key=cfg.key)
+        raise DuplicateModelException(
+            f"path {cfg.path} is already registered as model {row.name!r} (key {row.key})", key=row.key
+        )
+
+    def _insert_rows(self, c: Connection, cfgs: Sequence[ModelConfigBase]) -> None:
+        try:
+            c.execute(models.insert(), [_row_of(x) for x in cfgs])
+            c.execute(model_bases.insert(), [row for x in cfgs for row in _bases_rows(x)])
+            tags = [{"key": x.key, "tag": t} for x in cfgs for t in x.tags]
+            if tags:
+                c.execute(model_tags.insert(), tags)
+        except sa.exc.IntegrityError as exc:
+            # Only reachable when another writer slipped in between our check and the insert.
+            raise DuplicateModelException(f"key or path already registered: {exc.orig}") from exc
+
+    # ---- writes --------------------------------------------------------------------------------
+
+    def add_model(self, config: ModelConfigBase | dict[str, Any], *, conn: Connection | None = None) -> ModelConfigBase:
+        cfg = to_config(config)
+        with self._writing(conn) as c:
+            self._check_free(c, cfg)
+            self._insert_rows(c, [cfg])
+        return cfg
+
+    def add_models(
+        self, configs: Iterable[ModelConfigBase | dict[str, Any]], *, conn: Connection | None = None
+    ) -> list[ModelConfigBase]:
+        """Add many records in one transaction: all or none."""
+        cfgs = [to_config(x) for x in configs]
+        keys: set[str] = set()
+        paths: set[str] = set()
+        for x in cfgs:
+            if x.key in keys:
+                raise DuplicateModelException(f"key {x.key} appears twice in the batch", key=x.key)
+            if x.path in paths:
+                raise DuplicateModelException(f"path {x.path} appears twice in the batch", key=x.key)
+            keys.add(x.key)
+            paths.add(x.path)
+        with self._writing(conn) as c:
+            for i in range(0, len(cfgs), _CHUNK):
+                chunk = cfgs[i : i + _CHUNK]
+                cond = sa.or_(models.c.key.in_([x.key for x in chunk]), models.c.path.in_([x.path for x in chunk]))
+                row = c.execute(sa.select(models.c.key, models.c.path).where(cond).limit(1)).first()
+                if row is not None:
+                    what = f"key {row.key}" if row.key in keys else f"path {row.path}"
+                    raise DuplicateModelException(f"{what} is already registered", key=row.key)
+                self._insert_rows(c, chunk)
+        return cfgs
+
+    def update_model(
+        self, key: str, changes: ModelConfigBase | dict[str, Any], *, conn: Connection | None = None
+    ) -> ModelConfigBase:
+        delta = as_changes(changes)
+        with self._writing(conn) as c:
+            old = self._fetch_one(c, key, for_update=True)
+            if old is None:
+                raise UnknownModelException(f"unknown model key {key}", key=key)
+            new = apply_changes(old, delta)
+            if new.path != old.path:
+                self._check_free(c, new, check_key=False)
+            row = _row_of(new)
+            del row["key"]
+            c.execute(models.update().where(models.c.key == key).values(**row))
+            if _bases_rows(new) != _bases_rows(old):
+                c.execute(model_bases.delete().where(model_bases.c.key == key))
+                c.execute(model_bases.insert(), _bases_rows(new))
+            if new.tags != old.tags:
+                c.execute(model_tags.delete().where(model_tags.c.key == key))
+                if new.tags:
+                    c.execute(model_tags.insert(), [{"key": key, "tag": t} for t in new.tags])
+        return new
+
+    def del_model(self, key: str, *, conn: Connection | None = None) -> None:
+        with self._writing(conn) as c:
+            # Side rows first and explicitly: correct even where foreign keys are not enforced.
+            c.execute(model_tags.delete().where(model_tags.c.key == key))
+            c.execute(model_bases.delete().where(model_bases.c.key == key))
+            if c.execute(models.delete().where(models.c.key == key)).rowcount == 0:
+                raise UnknownModelException(f"unknown model key {key}", key=key)
+
+    # ---- reads ---------------------------------------------------------------------------------
+
+    def get_model(self, key: str, *, conn: Connection | None = None) -> ModelConfigBase:
+        if conn is not None:
+            found = self._fetch_one(conn, key)
+        else:
+            row = self._fast_get(key)
+            found = None if row is None else self._parse(*row)
+        if found is None:
+            raise UnknownModelException(f"unknown model key {key}", key=key)
+        return found
+
+    def _fast_get(self, key: str) -> tuple[str, str, str, str] | None:
+        params: tuple[str] | dict[str, str] = (key,) if self._get_positional else {"k": key}
+        try:
+            raw = self._reader.raw_connection()
+            try:
+                cur = raw.cursor()
+                cur.execute(self._get_sql, params)
+                row = cur.fetchone()
+                cur.close()
+            finally:
+                raw.close()
+        except (self._dbapi_error, sa.exc.SQLAlchemyError) as exc:
+            raise DatabaseError(f"database {self.db.url}: {exc}", path=self.db.url) from exc
+        return None if row is None else (row[0], row[1], row[2], row[3])
+
+    def exists(self, key: str, *, conn: Connection | None = None) -> bool:
+        with self._reading(conn) as c:
+            return c.execute(sa.select(models.c.key).where(models.c.key == key)).first() is not None
+
+    def search_by_path(self, path: str | Path, *, conn: Connection | None = None) -> list[ModelConfigBase]:
+        return self._search(RecordFilter(path=str(path)), conn=conn)
+
+    def search_by_hash(self, hash: str, *, conn: Connection | None = None) -> list[ModelConfigBase]:
+        return self._search(RecordFilter(hash=hash), conn=conn)
+
+    def _search(
+        self, flt: RecordFilter, offset: int = 0, limit: int | None = None, *, conn: Connection | None = None
+    ) -> list[ModelConfigBase]:
+        stmt = _select(_ROW_COLS, flt)
+        if offset:
+            stmt = stmt.offset(offset)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        with self._reading(conn) as c:
+            rows = c.execute(stmt).all()
+        return [self._parse(*r) for r in rows]
+
+    def _count(self, flt: RecordFilter) -> int:
+        stmt = _select([sa.func.count()], flt, ordered=False)
+        with self._reading(None) as c:
+            return int(c.execute(stmt).scalar_one())
+
+    def version(self) -> int:
+        return self.db.version(COMPONENT)
+
+    # ---- diagnostics -------------------------------------------------------------------------
+
+    def explain(
+        self, flt: RecordFilter | None = None, *, key: str | None = None, conn: Connection | None = None
+    ) -> list[str]:
+        """The database's query plan for a search (or a get by ``key``), one line per step."""
+        stmt = (
+            sa.select(*_ROW_COLS).where(models.c.key == key)
+            if key is not None
+            else _select(_ROW_COLS, flt or RecordFilter())
+        )
+        compiled = stmt.compile(dialect=self._reader.dialect, compile_kwargs={"literal_binds": True})
+        prefix = "EXPLAIN QUERY PLAN " if self.db.is_sqlite else "EXPLAIN "
+        with self._reading(conn) as c:
+            rows = c.exec_driver_sql(prefix + str(compiled)).all()
+        return [str(r[-1]) for r in rows]
+
+
+__all__ = ["ModelRecordServiceSQL"]
