@@ -13,15 +13,25 @@ from modeldepot.testing.fakehub import FakeHub
 
 
 def test_du_reports_dedup_savings(client: TestClient, hub: FakeHub, model_files: dict[str, Path]) -> None:
+    # A second pipeline repo sharing every file but the unet's weights with the first one.
+    pipe = model_files["pipeline"]
+    files: dict[str, bytes | Path] = {p.relative_to(pipe).as_posix(): p for p in pipe.rglob("*") if p.is_file()}
+    unet = next(k for k in files if k.startswith("unet/") and k.endswith(".safetensors"))
+    data = bytearray(Path(files[unet]).read_bytes())
+    data[-1] ^= 0xFF  # different unet bytes, same header
+    files[unet] = bytes(data)
+    hub.add_hf_repo("org/tiny-sd-finetune", files)
+    a = install(client, "org/tiny-sd")["config_out"]
+    b = install(client, "org/tiny-sd-finetune")["config_out"]
+    assert a["key"] != b["key"]
+    # The same bytes under another name are recognised, not stored twice.
     lora = model_files["lora"]
     hub.add_hf_repo("org/lora-copy", {"copy.safetensors": lora, "README.md": b"# the same weights"})
-    a = install(client, "org/tiny-lora::tiny-lora.safetensors")["config_out"]
-    # The same bytes inside another repo's folder: stored once.
-    b = install(client, "org/lora-copy")["config_out"]
-    assert a["key"] != b["key"]
+    c = install(client, "org/tiny-lora::tiny-lora.safetensors")["config_out"]
+    assert install(client, "org/lora-copy")["config_out"]["key"] == c["key"]
     du = client.get("/api/v2/storage/du").json()
-    size = lora.stat().st_size
-    assert du["saved_bytes"] >= size
+    shared = sum(Path(p).stat().st_size for k, p in files.items() if k != unet and isinstance(p, Path))
+    assert du["saved_bytes"] >= shared > 0
     assert du["logical_bytes"] - du["physical_bytes"] == du["saved_bytes"]
     assert du["per_model"][a["key"]]["name"] == a["name"]
 
