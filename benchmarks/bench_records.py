@@ -152,8 +152,12 @@ def run(store: ModelRecordServiceSQL, label: str, records: list[dict[str, Any]],
 
     res["search_p50"] = pct(timed(search, 60), 0.5)
     res["search_rows"] = statistics.mean(counts)
-    res["name_p50"] = pct(timed(lambda: store.search_by_attr(name=configs[rnd.randrange(len(configs))].name), 500), 0.5)
-    res["hash_p50"] = pct(timed(lambda: store.search_by_hash(configs[rnd.randrange(len(configs))].hash or ""), 500), 0.5)
+
+    def pick() -> Any:
+        return configs[rnd.randrange(len(configs))]
+
+    res["name_p50"] = pct(timed(lambda: store.search_by_attr(name=pick().name), 500), 0.5)
+    res["hash_p50"] = pct(timed(lambda: store.search_by_hash(pick().hash or ""), 500), 0.5)
     res["page_p50"] = pct(timed(lambda: store.search_models(base="sdxl", type="lora", offset=100, limit=50), 100), 0.5)
     res["count_p50"] = pct(timed(lambda: store.count_models(base="sdxl", type="lora"), 100), 0.5)
     res["q_p50"] = pct(timed(lambda: store.search_models(q="number 4242", limit=50), 20), 0.5)
@@ -187,7 +191,10 @@ def report(results: list[dict[str, Any]], n: int) -> str:
         lines.append(f"| {name} | " + " | ".join(fmt(r) for r in results) + " |")
 
     row("add_model, single calls (records/s)", lambda r: f"{r['single_rps']:,.0f} (over {r['single_n']:,})")
-    row("add_models, batches of 1000 (records/s)", lambda r: f"{r['batch_rps']:,.0f} (over {r['batch_n']:,})")
+    row(
+        "add_models, batches of 1000 (records/s)",
+        lambda r: f"{r['batch_rps']:,.0f} (over {r['batch_n']:,})" if r["batch_n"] else "- (all added singly)",
+    )
     row("get_model p50 / p99 (ms)", lambda r: f"{r['get_p50'] * ms:.3f} / {r['get_p99'] * ms:.3f}")
     row(
         "baseline get p50 / p99 (ms): raw driver + union validate_json",

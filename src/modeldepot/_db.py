@@ -193,14 +193,30 @@ class Database:
 
 
 def _check_sqlite_file(path: Path) -> None:
+    """Refuse a file that is not ours before anything (even WAL mode) touches it."""
     if not path.exists():
         return
     if path.is_dir():
         raise DatabaseError(f"database path {path} is a folder, not a file", path=path)
     with path.open("rb") as f:
         head = f.read(16)
-    if head and head != b"SQLite format 3\x00":
+    if not head:
+        return
+    if head != b"SQLite format 3\x00":
         raise DatabaseError(f"{path} is not a SQLite database; refusing to overwrite it", path=path)
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            app_id = con.execute("PRAGMA application_id").fetchone()[0]
+            tables = con.execute("SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseError(f"{path} is not a usable SQLite database: {exc}", path=path) from exc
+    if app_id != APP_ID and (app_id != 0 or tables):
+        raise DatabaseError(
+            f"{path} is a SQLite database of another program (not modeldepot); refusing to modify it", path=path
+        )
 
 
 def _redact(url: str) -> str:

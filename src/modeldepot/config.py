@@ -22,6 +22,7 @@ from modeldepot.errors import ConfigurationError
 SETTINGS_FILE = "modeldepot.yaml"
 ENV_PREFIX = "MODELDEPOT_"
 LinkMode = Literal["reflink", "hardlink", "symlink", "copy"]
+DEFAULT_LINK_MODES: tuple[LinkMode, ...] = ("reflink", "hardlink", "symlink", "copy")
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 #: Fields never written back to the settings file.
 SECRET_FIELDS = frozenset({"remote_api_tokens", "api_key"})
@@ -96,7 +97,7 @@ class DepotConfig(BaseSettings):
         description="SQLite path, postgresql:// URL or .yaml path (default home/databases/modeldepot.db)",
     )
     link_modes: Annotated[list[LinkMode], NoDecode] = Field(
-        default_factory=lambda: ["reflink", "hardlink", "symlink", "copy"],
+        default_factory=lambda: list(DEFAULT_LINK_MODES),
         description="Ways to materialise a model from blobs, tried in order",
     )
     hashing_algorithm: str = Field(default="blake3", description="blake3, blake3_single, sha256 or any hashlib name")

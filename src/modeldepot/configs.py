@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import (
     AliasChoices,
@@ -379,10 +379,13 @@ def config_tag(value: Any) -> str | None:
     return f"{_as_value(t)}.{_as_value(f)}"
 
 
-AnyModelConfig = Annotated[
-    Union[tuple(Annotated[c, Tag(t)] for t, c in CONFIG_CLASSES.items())],  # noqa: UP007
-    Discriminator(config_tag),
-]
+if TYPE_CHECKING:
+    AnyModelConfig = ModelConfigBase
+else:
+    AnyModelConfig = Annotated[
+        Union[tuple(Annotated[c, Tag(t)] for t, c in CONFIG_CLASSES.items())],  # noqa: UP007
+        Discriminator(config_tag),
+    ]
 """The union of every record class, discriminated by ``type`` and ``format``."""
 
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(AnyModelConfig)
