@@ -246,6 +246,17 @@ class T2IAdapterConfig(_DiffusersMixin, ModelConfigBase):
     )
 
 
+class T2IAdapterCheckpointConfig(_CheckpointMixin, ModelConfigBase):
+    """A single-file T2I-Adapter (the original TencentARC layout)."""
+
+    type: Literal[ModelType.T2IAdapter] = Field(
+        default=ModelType.T2IAdapter, validation_alias=AliasChoices("type", "model_type")
+    )
+    format: Literal[ModelFormat.Checkpoint] = Field(
+        default=ModelFormat.Checkpoint, validation_alias=AliasChoices("format", "model_format")
+    )
+
+
 class CLIPVisionDiffusersConfig(_DiffusersMixin, ModelConfigBase):
     type: Literal[ModelType.CLIPVision] = Field(
         default=ModelType.CLIPVision, validation_alias=AliasChoices("type", "model_type")
@@ -341,6 +352,7 @@ _CLASSES: tuple[type[ModelConfigBase], ...] = (
     IPAdapterInvokeAIConfig,
     IPAdapterCheckpointConfig,
     T2IAdapterConfig,
+    T2IAdapterCheckpointConfig,
     CLIPVisionDiffusersConfig,
     CLIPVisionCheckpointConfig,
     CLIPEmbedDiffusersConfig,
@@ -482,6 +494,7 @@ __all__ = [
     "ModelConfigBase",
     "SpandrelImageToImageConfig",
     "SubmodelDefinition",
+    "T2IAdapterCheckpointConfig",
     "T2IAdapterConfig",
     "T5EncoderCheckpointConfig",
     "T5EncoderConfig",

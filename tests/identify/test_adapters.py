@@ -132,13 +132,13 @@ def test_ip_adapter(tmp_path: Path, name: str, base: str, plus: bool) -> None:
 
 
 @pytest.mark.parametrize(("base", "width"), [("sd-1", "192"), ("sdxl", "768")])
-def test_single_file_t2i_adapter_is_recognised_but_unknown(tmp_path: Path, base: str, width: str) -> None:
-    """No record class takes a single-file T2I-Adapter (InvokeAI: diffusers only): say so, don't guess."""
-    ident = identify(F.write_t2i_adapter(tmp_path / "t2i.safetensors", base=base))
-    assert (ident.type, ident.format, ident.base) == (ModelType.Unknown, ModelFormat.Unknown, B.Unknown)
-    assert ident.extra["detected"] == "t2i_adapter/checkpoint"
-    reason(ident, "type", "unknown", "T2I-Adapter", "diffusers folder")
+def test_single_file_t2i_adapter(tmp_path: Path, base: str, width: str) -> None:
+    path = F.write_t2i_adapter(tmp_path / "t2i.safetensors", base=base)
+    ident = identify(path)
+    assert (ident.type, ident.format, ident.base) == (ModelType.T2IAdapter, ModelFormat.Checkpoint, BASES[base])
+    reason(ident, "type", "t2i_adapter")
     reason(ident, "base", base, width)
+    as_record(ident, path)
 
 
 @pytest.mark.parametrize(
