@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from modeldepot.install import ModelInstallService
     from modeldepot.load import LoadedModel, ModelLoadService
     from modeldepot.records import ModelRecordServiceBase
-    from modeldepot.storage import ContentStore
+    from modeldepot.storage import ContentStore, NormalizedStore
 
 
 class ModelManager:
@@ -95,6 +95,18 @@ class ModelManager:
             return ContentStore(self.config, self.db, events=self.events)
 
         result: ContentStore = self._service("storage", build)
+        return result
+
+    @property
+    def normalized(self) -> NormalizedStore:
+        """The seed's normalized view: pipelines made of shared parts (``import_model``, ``export``...)."""
+
+        def build() -> NormalizedStore:
+            from modeldepot.storage import NormalizedStore
+
+            return NormalizedStore(self.storage, self.db)
+
+        result: NormalizedStore = self._service("normalized", build)
         return result
 
     @property

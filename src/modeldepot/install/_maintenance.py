@@ -196,6 +196,7 @@ class Maintenance(InstallBase):
         check_public_url(source, self.app_config.allow_private_urls)
         queue = self._downloads()
         assert queue is not None
+        folder.mkdir(parents=True, exist_ok=True)  # a folder: the file keeps the server's name
         job = queue.download(source, folder, access_token=access_token)
         queue.wait_for_job(job, timeout=timeout)
         if not job.complete or job.download_path is None:

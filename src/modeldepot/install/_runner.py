@@ -80,10 +80,16 @@ class JobRunner(InstallBase):
         if self._db is None:
             return
         with self.db.begin() as conn:
+            # A job that ended stays ended: a late update from a worker thread cannot revive it.
             updated = conn.execute(
-                sa.text("UPDATE install_jobs SET status = :s WHERE id = :i"), {"s": job.status.value, "i": job.id}
+                sa.text(
+                    "UPDATE install_jobs SET status = :s WHERE id = :i"
+                    " AND status NOT IN ('completed', 'error', 'cancelled')"
+                ),
+                {"s": job.status.value, "i": job.id},
             ).rowcount
-            if not updated:
+            exists = updated or conn.execute(sa.text("SELECT 1 FROM install_jobs WHERE id = :i"), {"i": job.id}).first()
+            if not exists:
                 conn.execute(
                     sa.text(
                         "INSERT INTO install_jobs (id, source, inplace, config_in, status, created_at)"
@@ -228,12 +234,21 @@ class JobRunner(InstallBase):
         token = job._access_token.get_secret_value() if job._access_token is not None else plan.token
         queue_ = self._downloads()
         assert queue_ is not None, "install service built without a download queue"
-        job.status = InstallStatus.DOWNLOADING
+        with self._jobs_lock:
+            if job.in_terminal_state:
+                return  # cancelled while the plan was being made
+            job.status = InstallStatus.DOWNLOADING
         self._persist(job)
         plan.dest.mkdir(parents=True, exist_ok=True)  # a folder: the file is named by the server
         if len(plan.files) == 1 and plan.single_url:
             f = plan.files[0]
-            job._download = queue_.download(f.url, plan.dest, access_token=token, expected_sha256=f.sha256, **handlers)
+            # Resuming after a restart: aim at the partial file directly, so no probe request
+            # re-sends bytes that are already on disk.
+            partial = sorted(plan.dest.glob("*.part.json"))
+            target = (
+                partial[0].with_name(partial[0].name.removesuffix(".part.json")) if len(partial) == 1 else plan.dest
+            )
+            job._download = queue_.download(f.url, target, access_token=token, expected_sha256=f.sha256, **handlers)
         else:
             job._download = queue_.multifile_download(plan.files, plan.dest, access_token=token, **handlers)
 
