@@ -127,3 +127,14 @@ def test_jobs_and_cancel_commands(hub: FakeHub, tmp_path: Path, capsys: pytest.C
     assert [j["status"] for j in __import__("json").loads(out) if j["id"] == job.id] == ["cancelled"]
     code, _ = cli("cancel", "9999")
     assert code == 1
+
+
+def test_start_removes_orphan_staging(tmp_path: Path, hub: FakeHub) -> None:
+    home = tmp_path / "depot"
+    with _open(home, hub) as mm:
+        orphan = mm.config.tmp_dir / "install" / "777"
+        orphan.mkdir(parents=True)
+        (orphan / "half.safetensors.part").write_bytes(b"x")
+    with _open(home, hub) as mm:
+        _ = mm.install  # starting the service cleans up
+        assert not orphan.exists()

@@ -69,5 +69,8 @@ class InstallBase:
     def _staging(self, job_id: int) -> Path:
         raise NotImplementedError
 
+    def _clean_staging(self) -> int:
+        raise NotImplementedError
+
     def _unused(self) -> ModelConfigBase:  # keeps the import used for type checkers
         raise NotImplementedError

@@ -115,14 +115,7 @@ class Maintenance(InstallBase):
                 missing.append({"key": record.key, "name": record.name, "path": record.path})
                 if prune_missing:
                     self.unregister(record.key)
-        cleaned = 0
-        staging = self.app_config.tmp_dir / "install"
-        active = {str(j.id) for j in self.list_jobs() if not j.in_terminal_state}
-        if staging.is_dir():
-            for child in staging.iterdir():
-                if child.name not in active:
-                    shutil.rmtree(child, ignore_errors=True)
-                    cleaned += 1
+        cleaned = self._clean_staging()
         resumed = sum(1 for j in self.list_jobs() if not j.in_terminal_state)
         return {"missing": missing, "cleaned": cleaned, "resumed": resumed}
 

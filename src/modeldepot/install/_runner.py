@@ -66,6 +66,20 @@ class JobRunner(InstallBase):
         self._worker = threading.Thread(target=self._work, name="modeldepot-install", daemon=True)
         self._worker.start()
         self._resume_interrupted()
+        self._clean_staging()
+
+    def _clean_staging(self) -> int:
+        """Remove staging folders no unfinished job owns (a crash after the commit leaves one)."""
+        staging = self.app_config.tmp_dir / "install"
+        if not staging.is_dir():
+            return 0
+        active = {str(j.id) for j in self.list_jobs() if not j.in_terminal_state}
+        removed = 0
+        for child in staging.iterdir():
+            if child.name not in active:
+                shutil.rmtree(child, ignore_errors=True)
+                removed += 1
+        return removed
 
     def _stop_jobs(self) -> None:
         if self._worker is not None:
