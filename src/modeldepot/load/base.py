@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from modeldepot.events import EventBus
 
 log = logging.getLogger(__name__)
+#: Serialises model construction across every load service of the process (see _load_from_disk).
+MODEL_BUILD_LOCK = threading.RLock()
 GiB = 1024**3
 
 
@@ -206,7 +208,11 @@ class ModelLoadService:
         start = time.perf_counter()
         loader = loader_cls(self.app_config, self.convert_cache, self.device, precision)
         try:
-            model = loader.load_model(config, submodel_type)
+            # Building on the meta device (ours and diffusers' single-file path) patches torch's
+            # parameter registration process-wide: two constructions at once could restore each
+            # other's patch. Loads of different models therefore build one at a time.
+            with MODEL_BUILD_LOCK:
+                model = loader.load_model(config, submodel_type)
         except ModelDepotError:
             raise
         except ImportError as exc:

@@ -1,27 +1,48 @@
 """Built-in loaders. Importing this package registers them; none of the modules imports torch at import time."""
 
-from modeldepot.load.loaders import components, diffusers_pipeline, encoders, single_file, state_dicts, upscalers
+from modeldepot.load.loaders import (
+    components,
+    diffusers_pipeline,
+    encoders,
+    sdxl_refiner,
+    single_file,
+    single_file_encoders,
+    state_dicts,
+    upscalers,
+)
 from modeldepot.load.loaders.components import CheckpointComponentLoader, DiffusersComponentLoader, IPAdapterLoader
 from modeldepot.load.loaders.diffusers_pipeline import DiffusersPipelineLoader
 from modeldepot.load.loaders.encoders import TransformersEncoderLoader
+from modeldepot.load.loaders.sdxl_refiner import SDXLRefinerCheckpointLoader
 from modeldepot.load.loaders.single_file import SingleFileCheckpointLoader
+from modeldepot.load.loaders.single_file_encoders import (
+    CLIPTextSingleFileLoader,
+    CLIPVisionSingleFileLoader,
+    T5EncoderSingleFileLoader,
+)
 from modeldepot.load.loaders.state_dicts import LoRALoader, TextualInversionLoader
 from modeldepot.load.loaders.upscalers import UpscalerLoader
 
 __all__ = [
+    "CLIPTextSingleFileLoader",
+    "CLIPVisionSingleFileLoader",
     "CheckpointComponentLoader",
     "DiffusersComponentLoader",
     "DiffusersPipelineLoader",
     "IPAdapterLoader",
     "LoRALoader",
+    "SDXLRefinerCheckpointLoader",
     "SingleFileCheckpointLoader",
+    "T5EncoderSingleFileLoader",
     "TextualInversionLoader",
     "TransformersEncoderLoader",
     "UpscalerLoader",
     "components",
     "diffusers_pipeline",
     "encoders",
+    "sdxl_refiner",
     "single_file",
+    "single_file_encoders",
     "state_dicts",
     "upscalers",
 ]

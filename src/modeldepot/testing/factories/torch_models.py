@@ -614,3 +614,156 @@ __all__ = [
     "unet_to_ldm",
     "vae_to_ldm",
 ]
+
+
+# ----- single-file encoders and the SDXL refiner, in the layouts ComfyUI users download ---------------
+# Identification only accepts real CLIP widths (768 / 1280 text, ViT depth 24 / 32 / 48 vision), so these
+# keep the real width (and depth for vision) and shrink everything else (vocabulary, MLP, layers).
+TINY_CLIP_TEXT_CONFIGS: dict[str, dict[str, Any]] = {
+    "large": {
+        "vocab_size": TINY_VOCAB, "hidden_size": 768, "intermediate_size": 32, "num_attention_heads": 12,
+        "num_hidden_layers": 2, "max_position_embeddings": 77, "hidden_act": "quick_gelu", "projection_dim": 768,
+        "bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1,
+    },
+    "gigantic": {
+        "vocab_size": TINY_VOCAB, "hidden_size": 1280, "intermediate_size": 32, "num_attention_heads": 20,
+        "num_hidden_layers": 1, "max_position_embeddings": 77, "hidden_act": "gelu", "projection_dim": 32,
+        "bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1,
+    },
+}  # fmt: skip
+TINY_CLIP_VISION_CONFIG: dict[str, Any] = {
+    "hidden_size": 768, "intermediate_size": 8, "num_attention_heads": 12, "num_hidden_layers": 24,
+    "image_size": 8, "patch_size": 4, "projection_dim": 8, "hidden_act": "quick_gelu",
+}  # fmt: skip
+TINY_T5_CONFIG: dict[str, Any] = {
+    "vocab_size": 64, "d_model": 16, "d_kv": 4, "d_ff": 32, "num_layers": 2, "num_heads": 2,
+    "relative_attention_num_buckets": 8, "feed_forward_proj": "gated-gelu", "decoder_start_token_id": 0,
+}  # fmt: skip
+
+
+def _save_prefixed(sd: dict[str, Any], dest: Path, prefix: str, dtype: Any) -> Path:
+    from safetensors.torch import save_file
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    out = {
+        prefix + k: (v.to(dtype) if v.is_floating_point() else v).detach().clone().contiguous() for k, v in sd.items()
+    }
+    save_file(out, str(dest))
+    return dest
+
+
+def tiny_clip_text_single_file(
+    dest: Path, variant: str = "large", seed: int = 12, *, prefix: str = "", dtype: Any = torch.float32
+) -> Path:
+    """A CLIP text encoder file like ComfyUI's ``clip_l`` / ``clip_g.safetensors``: ``text_model.*`` and
+    ``text_projection.weight`` (under ``prefix``), real width, tiny vocabulary and depth."""
+    transformers = _lib("transformers")
+    _seed(seed)
+    cfg = transformers.CLIPTextConfig(**TINY_CLIP_TEXT_CONFIGS[variant])
+    model = transformers.CLIPTextModelWithProjection(cfg).eval()
+    return _save_prefixed(model.state_dict(), dest, prefix, dtype)
+
+
+def tiny_clip_l_single_file(dest: Path, seed: int = 12, *, prefix: str = "") -> Path:
+    return tiny_clip_text_single_file(dest, "large", seed, prefix=prefix)
+
+
+def tiny_clip_g_single_file(dest: Path, seed: int = 13, *, prefix: str = "") -> Path:
+    return tiny_clip_text_single_file(dest, "gigantic", seed, prefix=prefix, dtype=torch.float16)
+
+
+def tiny_t5_single_file(dest: Path, seed: int = 14, *, prefix: str = "", dtype: Any = torch.float16) -> Path:
+    """A T5 encoder file like ``t5xxl_fp16.safetensors``: ``encoder.*`` + ``shared.weight`` (the tied
+    ``encoder.embed_tokens.weight`` is not stored), gated-GELU v1.1 blocks, fp16 by default."""
+    transformers = _lib("transformers")
+    _seed(seed)
+    model = transformers.T5EncoderModel(transformers.T5Config(**TINY_T5_CONFIG)).eval()
+    sd = {k: v for k, v in model.state_dict().items() if k != "encoder.embed_tokens.weight"}
+    return _save_prefixed(sd, dest, prefix, dtype)
+
+
+def tiny_clip_vision_single_file(dest: Path, seed: int = 15, *, prefix: str = "", dtype: Any = torch.float16) -> Path:
+    """A CLIP image encoder file like ComfyUI's ``clip_vision/*.safetensors``: ``vision_model.*`` +
+    ``visual_projection.weight``. ViT-L depth (24) and a real width (768) so identification sees a
+    CLIP ViT-L; tiny MLP and an 8x8 input (about 110 MB in fp16)."""
+    transformers = _lib("transformers")
+    _seed(seed)
+    model = transformers.CLIPVisionModelWithProjection(transformers.CLIPVisionConfig(**TINY_CLIP_VISION_CONFIG))
+    return _save_prefixed(model.eval().state_dict(), dest, prefix, dtype)
+
+
+def tiny_sdxl_refiner_unet(seed: int = 0) -> Any:
+    """A refiner-shaped UNet: 1280-wide context at ``input_blocks.4.1`` and a 2560-wide ``label_emb``
+    (1280 pooled text + 5 time ids x 256), as identification checks."""
+    unet_cls = _lib("diffusers").UNet2DConditionModel
+    _seed(seed)
+    return unet_cls(
+        sample_size=8,
+        in_channels=TINY_LATENT,
+        out_channels=TINY_LATENT,
+        layers_per_block=2,
+        block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=1280,
+        transformer_layers_per_block=(1, 2),
+        attention_head_dim=2,
+        norm_num_groups=4,
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=256,
+        projection_class_embeddings_input_dim=1280 + 5 * 256,
+    ).eval()
+
+
+def tiny_sdxl_refiner_checkpoint(dest_dir: Path, seed: int = 30) -> TinyCheckpoint:
+    """A tiny SDXL-refiner checkpoint in the original layout: refiner UNet, VAE and an OpenCLIP-style
+    text encoder with projection at ``conditioner.embedders.0.model.`` (no first text encoder)."""
+    reference = dest_dir / "reference"
+    unet, vae = tiny_sdxl_refiner_unet(seed), tiny_vae_model(seed + 1)
+    te2 = tiny_clip_text_model(seed + 2, with_projection=True)
+    for name, model in (("unet", unet), ("vae", vae), ("text_encoder_2", te2)):
+        model.save_pretrained(reference / name, safe_serialization=True)
+    tiny_clip_tokenizer(reference / "tokenizer_2")
+    sched = _lib("diffusers").EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    sched.save_pretrained(reference / "scheduler")
+    index = {
+        "_class_name": "StableDiffusionXLImg2ImgPipeline",
+        "_diffusers_version": "0.30.0",
+        "requires_aesthetics_score": True,
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+        "text_encoder": [None, None],
+        "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+        "tokenizer": [None, None],
+        "tokenizer_2": ["transformers", "CLIPTokenizer"],
+        "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+    }
+    (reference / "model_index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
+    config_dir = dest_dir / "config"
+    for f in reference.rglob("*"):
+        if f.is_file() and f.suffix in (".json", ".txt"):
+            target = config_dir / f.relative_to(reference)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(f.read_bytes())
+    sd: dict[str, Any] = {}
+    sd.update(unet_to_ldm(unet.state_dict(), dict(unet.config)))
+    sd.update(vae_to_ldm(vae.state_dict(), dict(vae.config)))
+    sd.update(openclip_to_ldm(te2.state_dict(), "conditioner.embedders.0.model."))
+    path = dest_dir / "tiny-sdxl-refiner.safetensors"
+    _save_prefixed(sd, path, "", torch.float32)
+    return TinyCheckpoint(path=path, config_dir=config_dir, reference_dir=reference)
+
+
+__all__ += [
+    "TINY_CLIP_TEXT_CONFIGS",
+    "TINY_CLIP_VISION_CONFIG",
+    "TINY_T5_CONFIG",
+    "tiny_clip_g_single_file",
+    "tiny_clip_l_single_file",
+    "tiny_clip_text_single_file",
+    "tiny_clip_vision_single_file",
+    "tiny_sdxl_refiner_checkpoint",
+    "tiny_sdxl_refiner_unet",
+    "tiny_t5_single_file",
+]
