@@ -50,7 +50,20 @@ def _watch(mm: Any, jobs: list[Any]) -> None:
                     files[k] = progress.add_task(f"  {part['path']}", total=part.get("total_bytes") or None)
                 progress.update(files[k], completed=part["bytes"], total=part.get("total_bytes") or None)
 
-        unsubscribe = mm.events.subscribe(on_event)
+        install_events = {
+            f"model_install_{n}"
+            for n in (
+                "waiting",
+                "downloading",
+                "downloads_done",
+                "paused",
+                "running",
+                "completed",
+                "error",
+                "cancelled",
+            )
+        }
+        unsubscribe = mm.events.subscribe(on_event, install_events)
         try:
             for job in jobs:
                 mm.install.wait_for_job(job)
@@ -108,7 +121,12 @@ def install(
                 for note in job.notes:
                     console.print(f"  note: {note}", highlight=False, markup=False)
             else:
-                err_console.print(f"[red]error:[/red] {job.source}: {job.error or job.status.value}", highlight=False)
+                err_console.print(
+                    f"[red]error:[/red] {job.source}: {job.error or job.status.value}",
+                    highlight=False,
+                    markup=True,
+                    soft_wrap=True,
+                )
     if failed:
         raise typer.Exit(1)
 
@@ -116,8 +134,10 @@ def install(
 @app.command("jobs")
 def jobs(home: HomeOption = None, as_json: JsonOption = False) -> None:
     """List install jobs recorded in the database (unfinished ones resume on the next start)."""
+    from modeldepot.install import persisted_jobs
+
     with open_manager(home) as mm:
-        rows = mm.install.persisted_jobs()
+        rows = persisted_jobs(mm.db)
     if as_json:
         console.print_json(json.dumps(rows))
         return
@@ -135,8 +155,10 @@ def cancel(
     home: HomeOption = None,
 ) -> None:
     """Cancel an install job: it will not resume, and its partial downloads are deleted."""
+    from modeldepot.install import cancel_persisted_job
+
     with open_manager(home) as mm:
-        mm.install.cancel_persisted(job_id)
+        cancel_persisted_job(mm.db, mm.config, job_id)
     console.print(f"cancelled job {job_id}")
 
 

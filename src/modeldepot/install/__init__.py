@@ -1,6 +1,7 @@
 """Installing models: sources -> download -> identify -> store -> record."""
 
 from modeldepot.install._jobs import InstallStatus, ModelInstallJob
+from modeldepot.install._maintenance import cancel_persisted_job, persisted_jobs
 from modeldepot.install.service import ModelInstallService
 from modeldepot.remote.sources import (
     CivitaiModelSource,
@@ -19,4 +20,6 @@ __all__ = [
     "ModelInstallService",
     "ModelSource",
     "URLModelSource",
+    "cancel_persisted_job",
+    "persisted_jobs",
 ]

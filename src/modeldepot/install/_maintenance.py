@@ -15,6 +15,8 @@ from modeldepot.errors import DuplicateModelException, ModelDepotError, UnknownJ
 from modeldepot.install._base import InstallBase
 
 if TYPE_CHECKING:
+    from modeldepot._db import Database
+    from modeldepot.config import DepotConfig
     from modeldepot.configs import ModelConfigBase
 
 log = logging.getLogger(__name__)
@@ -120,21 +122,9 @@ class Maintenance(InstallBase):
         return {"missing": missing, "cleaned": cleaned, "resumed": resumed}
 
     def persisted_jobs(self) -> list[dict[str, Any]]:
-        with self.db.connect() as conn:
-            rows = conn.execute(
-                sa.text("SELECT id, source, status, inplace, created_at FROM install_jobs ORDER BY id")
-            ).fetchall()
-        live = {j.id: j for j in self.list_jobs()}
-        return [
-            {
-                "id": r[0],
-                "source": r[1],
-                "status": live[r[0]].status.value if r[0] in live else r[2],
-                "inplace": bool(r[3]),
-                "created_at": r[4],
-            }
-            for r in rows
-        ]
+        """Every recorded install job, with the live status of the ones this process runs."""
+        live = {j.id: j.status.value for j in self.list_jobs()}
+        return [{**row, "status": live.get(row["id"], row["status"])} for row in persisted_jobs(self.db)]
 
     def cancel_persisted(self, job_id: int) -> None:
         """Cancel a job by id, whether it lives in this process or was left by an earlier one."""
@@ -143,11 +133,7 @@ class Maintenance(InstallBase):
             return
         except UnknownJobIDException:
             pass
-        with self.db.begin() as conn:
-            n = conn.execute(sa.text("UPDATE install_jobs SET status='cancelled' WHERE id=:i"), {"i": job_id}).rowcount
-        if not n:
-            raise UnknownJobIDException(f"no install job with id {job_id}", job_id=job_id)
-        shutil.rmtree(self._staging(job_id), ignore_errors=True)
+        cancel_persisted_job(self.db, self.app_config, job_id)
 
     def civitai_lookup(self, key: str, apply: bool = True) -> dict[str, Any]:
         """Look a registered file up on Civitai by its SHA256 and (optionally) fill its metadata."""
@@ -213,3 +199,34 @@ class Maintenance(InstallBase):
             shutil.rmtree(folder, ignore_errors=True)
             total -= size
             log.info("download cache: evicted %s (%d bytes)", folder, size)
+
+
+def persisted_jobs(db: Database) -> list[dict[str, Any]]:
+    """The install jobs recorded in the database, read without starting any service."""
+    from modeldepot.install._runner import ensure_schema
+
+    ensure_schema(db)
+    with db.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT id, source, status, inplace, created_at FROM install_jobs ORDER BY id")
+        ).fetchall()
+    return [{"id": r[0], "source": r[1], "status": r[2], "inplace": bool(r[3]), "created_at": r[4]} for r in rows]
+
+
+def cancel_persisted_job(db: Database, config: DepotConfig, job_id: int) -> None:
+    """Mark a recorded job cancelled (it will not resume) and delete its partial downloads."""
+    from modeldepot.install._runner import ensure_schema
+
+    ensure_schema(db)
+    with db.begin() as conn:
+        n = conn.execute(
+            sa.text(
+                "UPDATE install_jobs SET status='cancelled' WHERE id=:i"
+                " AND status NOT IN ('completed', 'error', 'cancelled')"
+            ),
+            {"i": job_id},
+        ).rowcount
+        known = n or conn.execute(sa.text("SELECT 1 FROM install_jobs WHERE id=:i"), {"i": job_id}).first()
+    if not known:
+        raise UnknownJobIDException(f"no install job with id {job_id}", job_id=job_id)
+    shutil.rmtree(config.tmp_dir / "install" / str(job_id), ignore_errors=True)

@@ -26,6 +26,7 @@ from modeldepot.install._jobs import InstallStatus, ModelInstallJob
 from modeldepot.install._policy import check_public_url
 
 if TYPE_CHECKING:
+    from modeldepot._db import Database
     from modeldepot.remote import AnyModelSource
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,10 @@ def _migrations() -> list[Any]:
     return [v1]
 
 
+def ensure_schema(db: Database) -> None:
+    db.migrate("install", _migrations())
+
+
 class JobRunner(InstallBase):
     """The job half of ``ModelInstallService`` (a mixin: it uses the service's stores)."""
 
@@ -59,7 +64,7 @@ class JobRunner(InstallBase):
 
     def _start_jobs(self) -> None:
         if self._db is not None:
-            self.db.migrate("install", _migrations())
+            ensure_schema(self.db)
             with self.db.connect() as conn:
                 top = conn.execute(sa.text("SELECT MAX(id) FROM install_jobs")).scalar()
             self._ids = itertools.count(int(top or 0) + 1)
@@ -437,6 +442,7 @@ class JobRunner(InstallBase):
         assert queue_ is not None
         queue_.pause_job(download)
         job.status = InstallStatus.PAUSED
+        self._persist(job)
         self._emit(job, "model_install_paused")
 
     def resume_job(self, job: ModelInstallJob) -> None:
