@@ -187,3 +187,19 @@ def test_pause_then_resume_right_away_completes(mm: ModelManager, hub: FakeHub, 
     mm.install.resume_job(job)
     mm.install.wait_for_job(job, timeout=60)
     assert job.complete, job.error
+
+
+def test_fp16_variant_downloads_only_fp16_weights(mm: ModelManager, hub: FakeHub, tmp_path: Path) -> None:
+    folder = factories.write_diffusers_pipeline(tmp_path / "plain")
+    fp16 = factories.write_diffusers_pipeline(tmp_path / "fp16", fp16=True)
+    files = {**tree(folder), **tree(fp16)}
+    assert any(".fp16." in k for k in files) and any(".fp16." not in k and k.endswith(".safetensors") for k in files)
+    hub.add_hf_repo("acme/both", files)
+    job = mm.install.wait_for_job(mm.install.heuristic_import("acme/both:fp16"), timeout=60)
+    assert job.complete, job.error
+    c = job.config_out
+    assert c is not None and str(getattr(c, "repo_variant", "")) == "fp16"
+    weights = [p for p in Path(c.path).rglob("*.safetensors")]
+    assert weights and all(".fp16." in p.name for p in weights)
+    fetched = {r.path for r in hub.stats.requests}
+    assert not any(p.endswith("diffusion_pytorch_model.safetensors") for p in fetched)
