@@ -138,3 +138,15 @@ def test_start_removes_orphan_staging(tmp_path: Path, hub: FakeHub) -> None:
     with _open(home, hub) as mm:
         _ = mm.install  # starting the service cleans up
         assert not orphan.exists()
+
+
+def test_start_reports_vanished_files(tmp_path: Path, hub: FakeHub, caplog: pytest.LogCaptureFixture) -> None:
+    home = tmp_path / "depot"
+    f = factories.write_lora(tmp_path / "lost.safetensors")
+    with _open(home, hub) as mm:
+        mm.install.register_path(f)
+    f.unlink()
+    with caplog.at_level("WARNING", logger="modeldepot.install.service"), _open(home, hub) as mm:
+        _ = mm.install
+        assert mm.store.all_models()  # reported, not forgotten
+    assert any("no files any more" in r.getMessage() and "doctor --fix" in r.getMessage() for r in caplog.records)

@@ -86,6 +86,13 @@ class ModelInstallService(JobRunner, Maintenance):
         if self._storage() is not None and self._db is not None:
             self.storage.recover()
         self._start_jobs()
+        missing = self.sync_to_config()["missing"]
+        if missing:
+            log.warning(
+                "%d registered model(s) have no files any more (e.g. %s); `modeldepot doctor --fix` forgets them",
+                len(missing),
+                missing[0]["path"],
+            )
 
     def stop(self) -> None:
         with self._lock:
