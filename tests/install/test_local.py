@@ -125,3 +125,30 @@ def test_scan_registers_a_tree_in_place(mm: ModelManager, tmp_path: Path) -> Non
     again = mm.install.scan_and_register(root)
     assert sorted(r["status"] for r in again) == ["present"] * 3
     assert all(m.inplace for m in mm.store.all_models())
+
+
+@pytest.mark.parametrize("records", ["sqlite", "yaml"])
+def test_invokeai_style_construction(tmp_path: Path, records: str) -> None:
+    """ModelInstallService(app_config, record_store, download_queue, event_bus), as InvokeAI builds it."""
+    from modeldepot.config import DepotConfig
+    from modeldepot.events import EventBus, EventRecorder
+    from modeldepot.install import ModelInstallService
+    from modeldepot.records import ModelRecordServiceBase
+
+    config = DepotConfig(home=tmp_path / "h", link_modes=["hardlink", "copy"])
+    db_file = tmp_path / ("records.yaml" if records == "yaml" else "records.db")
+    store = ModelRecordServiceBase.from_db_file(db_file)
+    bus = EventBus()
+    recorder = EventRecorder(bus)
+    installer = ModelInstallService(config, store, None, bus)
+    installer.start()
+    try:
+        src = factories.write_sd1_checkpoint(tmp_path / "m.safetensors")
+        job = installer.heuristic_import(str(src))
+        installer.wait_for_installs(timeout=30)
+        assert job.complete, job.error
+        assert store.get_model(job.config_out.key).path.startswith(str(config.models_path))  # type: ignore[union-attr]
+        assert "model_install_completed" in recorder.names()
+    finally:
+        installer.stop()
+        store.close()

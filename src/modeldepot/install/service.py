@@ -67,13 +67,52 @@ class ModelInstallService(JobRunner, Maintenance):
         self.app_config = app_config
         self.record_store = record_store
         self.event_bus = event_bus or EventBus()
+        self._lock = threading.RLock()
+        self._owned: list[Any] = []  # services built here (InvokeAI-style construction), stopped by stop()
+        if db is None:
+            # Built with only (config, store, queue, bus): manifests, jobs and the hash cache live
+            # in the record store's database, or in the depot's SQLite file beside a YAML store.
+            db = getattr(record_store, "db", None)
+            if not isinstance(db, Database):
+                db = Database.open(app_config.databases_dir / "modeldepot.db")
+                self._owned.append(db)
+        if storage is None:
+            from modeldepot.storage import ContentStore as _ContentStore
+
+            storage = _ContentStore(app_config, db, events=self.event_bus)
+        if hash_cache is None:
+            from modeldepot.hashing import HashCache as _HashCache
+
+            hash_cache = _HashCache(db)
+        if download_queue is None:
+            download_queue = self._own_queue_factory()
         self._downloads = _lazy(download_queue)
         self._storage = _lazy(storage)
         self._db = db
         self._hash_cache = hash_cache
-        self._lock = threading.RLock()
         self._started = False
         self._init_jobs()
+
+    def _own_queue_factory(self) -> Callable[[], DownloadQueueService]:
+        """A download queue built on first use (so an install service that never downloads starts no threads)."""
+        built: list[DownloadQueueService] = []
+
+        def get() -> DownloadQueueService:
+            with self._lock:
+                if not built:
+                    from modeldepot.download import DownloadQueueService as _Queue
+
+                    queue = _Queue(
+                        max_parallel_dl=self.app_config.max_parallel_downloads,
+                        config=self.app_config,
+                        event_bus=self.event_bus,
+                    )
+                    queue.start()
+                    built.append(queue)
+                    self._owned.append(queue)
+                return built[0]
+
+        return get
 
     # Lifecycle ----------------------------------------------------------------------------
 
@@ -96,10 +135,12 @@ class ModelInstallService(JobRunner, Maintenance):
 
     def stop(self) -> None:
         with self._lock:
-            if not self._started:
-                return
-            self._started = False
-        self._stop_jobs()
+            was_started, self._started = self._started, False
+        if was_started:
+            self._stop_jobs()
+        for owned in reversed(self._owned):
+            (owned.stop if hasattr(owned, "stop") else owned.close)()
+        self._owned.clear()
 
     @property
     def storage(self) -> ContentStore:
