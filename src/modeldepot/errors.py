@@ -10,6 +10,8 @@ Exception tree::
     ├── ModelNotFoundException (FileNotFoundError) a record's files are missing
     ├── DatabaseError                              foreign, corrupt or too-new database file
     ├── HashingError (OSError)                     a file cannot be hashed
+    │   ├── HashingPathNotFoundError (FileNotFoundError)
+    │   └── HashingPermissionError (PermissionError)
     ├── IdentificationError (ValueError)           malformed model file
     │   ├── InvalidSafetensorsError
     │   └── UnsafePickleError                      a pickle importing dangerous globals
@@ -19,11 +21,18 @@ Exception tree::
     ├── DownloadError                              transport / HTTP failures
     │   ├── RemoteAccessError (PermissionError)    401/403: token missing or wrong
     │   ├── RemoteNotFoundError (FileNotFoundError) 404/410
+    │   │   └── NoLoadableFilesError               a repo with no weights for the asked variant
     │   ├── IntegrityError                         sha256 mismatch after download
     │   └── InsufficientSpaceError (OSError)
     ├── UnknownJobIDException (KeyError)
     ├── InvalidSourceError (ValueError)            a source string that matches nothing
+    │   └── UnsafeSourcePathError (also UnsafePathError)  ../ in a repo subfolder or file name
     ├── LoaderNotFoundError (LookupError)          no loader for (base, type, format)
+    ├── SubmodelRequiredError (ValueError)         a pipeline loaded without naming its part
+    ├── InvalidSubmodelError (ValueError)          a part the model does not have
+    ├── ModelLoadError                             diffusers/transformers/torch failed to build it
+    ├── DeviceOutOfMemoryError (MemoryError)       the device cannot hold the model
+    ├── TorchNotInstalledError (ImportError)       loading needs the torch extra
     └── NotAllowedError (PermissionError)          refused by policy (private URL, path outside roots)
 """
 
@@ -140,6 +149,18 @@ class InsufficientSpaceError(DownloadError, OSError):
     """Not enough free disk space for the download or install."""
 
 
+class HashingPathNotFoundError(HashingError, FileNotFoundError):
+    """The path to hash does not exist (also a ``FileNotFoundError``)."""
+
+
+class HashingPermissionError(HashingError, PermissionError):
+    """The path to hash cannot be read (also a ``PermissionError``)."""
+
+
+class NoLoadableFilesError(RemoteNotFoundError):
+    """A repo (or the asked part of it) has no files this variant can load."""
+
+
 class UnknownJobIDException(ModelDepotError, KeyError):
     def __init__(self, message: str, job_id: object = None) -> None:
         super().__init__(message)
@@ -150,8 +171,49 @@ class InvalidSourceError(ModelDepotError, ValueError):
     """A source string that is not a path, URL, repo id or Civitai reference."""
 
 
+class UnsafeSourcePathError(InvalidSourceError, UnsafePathError):
+    """A subfolder or file name in a source that would escape its repo (``..``, absolute paths)."""
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        UnsafePathError.__init__(self, message, path)
+
+
 class LoaderNotFoundError(ModelDepotError, LookupError):
     """No loader registered for a (base, type, format) triple."""
+
+
+class SubmodelRequiredError(ModelDepotError, ValueError):
+    """A main (pipeline) model was asked for without naming the part to load."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class InvalidSubmodelError(ModelDepotError, ValueError):
+    """The submodel asked for does not exist in that model (or makes no sense for its type)."""
+
+    def __init__(self, message: str, key: str | None = None, submodel: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+        self.submodel = submodel
+
+
+class ModelLoadError(ModelDepotError):
+    """A foreign library (diffusers, transformers, torch) failed to build the model from its files."""
+
+    def __init__(self, message: str, key: str | None = None, path: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+        self.path = path
+
+
+class DeviceOutOfMemoryError(ModelDepotError, MemoryError):
+    """The execution device cannot hold the model even after offloading every unlocked model."""
+
+
+class TorchNotInstalledError(ModelDepotError, ImportError):
+    """Loading models needs the ``torch`` extra: ``pip install 'modeldepot[torch]'``."""
 
 
 class NotAllowedError(ModelDepotError, PermissionError):
@@ -162,24 +224,33 @@ __all__ = [
     "BlobCorruptError",
     "ConfigurationError",
     "DatabaseError",
+    "DeviceOutOfMemoryError",
     "DownloadError",
     "DuplicateModelException",
     "HashingError",
+    "HashingPathNotFoundError",
+    "HashingPermissionError",
     "IdentificationError",
     "InsufficientSpaceError",
     "IntegrityError",
     "InvalidModelConfigException",
     "InvalidSafetensorsError",
     "InvalidSourceError",
+    "InvalidSubmodelError",
     "LoaderNotFoundError",
     "ModelDepotError",
+    "ModelLoadError",
     "ModelNotFoundException",
+    "NoLoadableFilesError",
     "NotAllowedError",
     "RemoteAccessError",
     "RemoteNotFoundError",
     "StorageError",
+    "SubmodelRequiredError",
+    "TorchNotInstalledError",
     "UnknownJobIDException",
     "UnknownModelException",
     "UnsafePathError",
     "UnsafePickleError",
+    "UnsafeSourcePathError",
 ]

@@ -62,7 +62,13 @@ from typing import Any, Protocol
 from blake3 import blake3
 
 from modeldepot._hashcache import HashCache
-from modeldepot.errors import ConfigurationError, HashingError, IdentificationError
+from modeldepot.errors import (
+    ConfigurationError,
+    HashingError,
+    HashingPathNotFoundError,
+    HashingPermissionError,
+    IdentificationError,
+)
 
 StrPath = str | os.PathLike[str]
 FileFilter = Callable[[str], bool]
@@ -79,14 +85,6 @@ _CIVITAI_CACHE_KEY = "civitai"
 
 class _Hasher(Protocol):
     def update(self, data: Any, /) -> Any: ...
-
-
-class HashingPathNotFoundError(HashingError, FileNotFoundError):
-    """The path to hash does not exist (also a ``FileNotFoundError``)."""
-
-
-class HashingPermissionError(HashingError, PermissionError):
-    """The path to hash cannot be read (also a ``PermissionError``)."""
 
 
 def _error(path: StrPath, exc: OSError, what: str = "cannot hash") -> HashingError:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modeldepot._fs import safe_relpath
-from modeldepot.errors import RemoteNotFoundError
+from modeldepot.errors import NoLoadableFilesError, RemoteNotFoundError
 from modeldepot.remote.hf import HFFile
 from modeldepot.taxonomy import ModelRepoVariant
 
@@ -62,10 +62,6 @@ _FRAMEWORK_VARIANTS = {
 }
 #: When the wanted label is absent, fall back in this order.
 _FALLBACK_ORDER: tuple[str | None, ...] = (None, "fp16", "bf16", "fp32", "ema", "non_ema", "fp8")
-
-
-class NoLoadableFilesError(RemoteNotFoundError):
-    """A repo (or the asked part of it) has no files this variant can load."""
 
 
 @dataclass(frozen=True)

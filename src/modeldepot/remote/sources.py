@@ -28,7 +28,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from modeldepot._fs import safe_relpath
-from modeldepot.errors import InvalidSourceError, UnsafePathError
+from modeldepot.errors import InvalidSourceError, UnsafePathError, UnsafeSourcePathError
 from modeldepot.taxonomy import ModelRepoVariant, ModelSourceType
 
 if TYPE_CHECKING:
@@ -49,13 +49,6 @@ ACCEPTED_FORMS = (
     "a Civitai URL: https://civitai.com/models/ID[?modelVersionId=V], https://civitai.com/api/download/models/V",
     "civitai:VERSION_ID or civitai:model/MODEL_ID",
 )
-
-
-class UnsafeSourcePathError(InvalidSourceError, UnsafePathError):
-    """A subfolder or file name in a source that would escape its repo (``..``, absolute paths)."""
-
-    def __init__(self, message: str, path: str | None = None) -> None:
-        UnsafePathError.__init__(self, message, path)
 
 
 class _SourceBase(BaseModel):
