@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import typer
 from rich.table import Table
 
+from modeldepot._jsonable import plain
 from modeldepot.cli._app import HomeOption, JsonOption, app, console, open_manager
 from modeldepot.cli.models import _human_size
 
 view_app = typer.Typer(help="Build folder trees for other programs (A1111, ComfyUI) from links.", no_args_is_help=True)
 app.add_typer(view_app, name="view")
-
-
-def _plain(obj: Any) -> Any:
-    from modeldepot._jsonable import plain
-
-    return plain(obj)
 
 
 @app.command("du")
@@ -29,7 +24,7 @@ def du(home: HomeOption = None, as_json: JsonOption = False) -> None:
         report = mm.storage.du()
         names = {m.key: m.name for m in mm.store.all_models()}
     if as_json:
-        console.print_json(json.dumps(_plain(report)))
+        console.print_json(json.dumps(plain(report)))
         return
     console.print(
         f"logical {_human_size(report.logical_bytes)} · physical {_human_size(report.physical_bytes)} · "
@@ -57,7 +52,7 @@ def verify(
             mm.store.get_model(key)
         report = mm.storage.verify(key=key, repair=repair)
     if as_json:
-        console.print_json(json.dumps(_plain(report)))
+        console.print_json(json.dumps(plain(report)))
     else:
         console.print(
             f"checked {report.blobs_checked} blob(s), {report.files_checked} file(s): "
@@ -87,7 +82,7 @@ def gc(
     with open_manager(home) as mm:
         report = mm.storage.gc(dry_run=dry_run)
     if as_json:
-        console.print_json(json.dumps(_plain(report)))
+        console.print_json(json.dumps(plain(report)))
         return
     verb = "would remove" if dry_run else "removed"
     console.print(f"{verb} {len(report.removed)} blob(s), {_human_size(report.bytes_freed)}")

@@ -9,7 +9,7 @@ from typing import Any
 from modeldepot.configs import ModelConfigBase, class_for, new_key, parse_config
 from modeldepot.errors import InvalidModelConfigException
 from modeldepot.identify import Identification
-from modeldepot.taxonomy import BaseModelType, ModelType
+from modeldepot.taxonomy import ModelType
 
 #: Override keys that steer identification rather than being plain record fields.
 IDENTIFY_KEYS = ("type", "format", "base", "variant", "prediction_type", "compatible_bases")
@@ -97,7 +97,3 @@ def default_name(path: Path) -> str:
     name = path.name if path.is_dir() else path.stem
     name = re.sub(r"\s+", " ", name).strip()
     return name or "model"
-
-
-def base_dir_name(base: BaseModelType) -> str:
-    return str(base)

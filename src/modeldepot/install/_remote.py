@@ -102,11 +102,10 @@ def _plan_civitai(config: DepotConfig, source: Any, dest: Path) -> DownloadPlan:
     return DownloadPlan(files=[remote], dest=dest, model_subpath=chosen.name, metadata=metadata, token=token)
 
 
-_WEIGHT_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin", ".gguf")
-
-
 def _lone_weight_file(files: list[Any]) -> Any:
-    weights = [f for f in files if f.path.lower().endswith(_WEIGHT_SUFFIXES)]
+    from modeldepot.install._maintenance import MODEL_SUFFIXES
+
+    weights = [f for f in files if Path(f.path).suffix.lower() in MODEL_SUFFIXES]
     configs = [f for f in files if f.path.lower().endswith((".json", ".yaml", ".yml", ".txt", ".model"))]
     if len(weights) == 1 and not configs:
         return weights[0]

@@ -20,7 +20,6 @@ from modeldepot.errors import (
     DuplicateModelException,
     ModelDepotError,
     ModelNotFoundException,
-    UnknownModelException,
 )
 from modeldepot.events import EventBus
 from modeldepot.install._maintenance import Maintenance
@@ -36,7 +35,7 @@ from modeldepot.taxonomy import ModelSourceType
 if TYPE_CHECKING:
     from modeldepot.download import DownloadQueueService
     from modeldepot.hashing import HashCache
-    from modeldepot.records import ModelRecordServiceBase
+    from modeldepot.records import ModelRecordServiceBase, ModelRecordServiceSQL
     from modeldepot.storage import ContentStore
 
 log = logging.getLogger(__name__)
@@ -236,7 +235,7 @@ class ModelInstallService(JobRunner, Maintenance):
         # Staging hashes while it copies (one read pass); content already held costs no space
         # because identical blobs are stored once.
         staged = self.storage.stage(path, move=move)
-        content_hash = record_hash(staged, self.app_config.hashing_algorithm) or self._hash_staged(staged, path)
+        content_hash = record_hash(staged, self.app_config.hashing_algorithm) or self._hash(path)
         dup = self._existing_by_hash(content_hash)
         if dup is not None:
             self.storage.discard(staged)
@@ -267,17 +266,23 @@ class ModelInstallService(JobRunner, Maintenance):
         log.info("installed %s as %s (%s) at %s", path, record.name, record.key, dest)
         return record.key
 
-    def _hash_staged(self, staged: Any, path: Path) -> str:
-        return self._hash(path if path.exists() else Path(staged.source))
-
-    def _commit_stored(self, record: ModelConfigBase, staged: Any, dest: Path) -> None:
+    def _shared_sql_store(self) -> ModelRecordServiceSQL | None:
+        """The record store when it lives in our database, so a record and its manifest can be
+        written in one transaction; else None."""
         from modeldepot.records import ModelRecordServiceSQL
 
         store = self.record_store
-        if isinstance(store, ModelRecordServiceSQL) and store.db is self._db:
+        if isinstance(store, ModelRecordServiceSQL) and self._db is not None and store.db is self._db:
+            return store
+        return None
+
+    def _commit_stored(self, record: ModelConfigBase, staged: Any, dest: Path) -> None:
+        store = self.record_store
+        sql = self._shared_sql_store()
+        if sql is not None:
             with self.db.begin() as conn:
                 self.storage.commit(conn, record.key, staged, dest=dest)
-                store.add_model(record, conn=conn)
+                sql.add_model(record, conn=conn)
         else:
             with self.db.begin() as conn:
                 self.storage.commit(conn, record.key, staged, dest=dest)
@@ -318,16 +323,14 @@ class ModelInstallService(JobRunner, Maintenance):
             return entries, self._hash(path)  # no weight files: let ModelHash explain
 
     def _commit_inplace(self, record: ModelConfigBase, path: Path, entries: list[Any] | None = None) -> None:
-        from modeldepot.records import ModelRecordServiceSQL
-
         store = self.record_store
         if self._storage() is None or self._db is None:
             store.add_model(record)
-        elif isinstance(store, ModelRecordServiceSQL) and store.db is self._db:
+        elif (sql := self._shared_sql_store()) is not None:
             # One transaction: a record never exists without its manifest.
             with self.db.begin() as conn:
                 self.storage.register_inplace(conn, record.key, path, entries)
-                store.add_model(record, conn=conn)
+                sql.add_model(record, conn=conn)
         else:
             store.add_model(record)
             with self.db.begin() as conn:
@@ -353,25 +356,18 @@ class ModelInstallService(JobRunner, Maintenance):
             _remove_path(Path(config.path))
 
     def _delete(self, key: str, delete_files: bool) -> None:
-        from modeldepot.records import ModelRecordServiceSQL
-
         store = self.record_store
         storage = self._storage()
-        if isinstance(store, ModelRecordServiceSQL) and self._db is not None and store.db is self._db:
+        sql = self._shared_sql_store()
+        if sql is not None:
             with self.db.begin() as conn:
                 if storage is not None:
                     storage.delete_model(key, conn=conn, delete_files=delete_files)
-                store.del_model(key, conn=conn)
+                sql.del_model(key, conn=conn)
         else:
             if storage is not None and self._db is not None:
                 storage.delete_model(key, delete_files=delete_files)
             store.del_model(key)
-
-    def get_model(self, key: str) -> ModelConfigBase:
-        try:
-            return self.record_store.get_model(key)
-        except KeyError as exc:
-            raise UnknownModelException(f"no model with key {key!r}", key=key) from exc
 
 
 def _size_of(path: Path) -> int:
