@@ -698,7 +698,7 @@ def test_cache_is_thread_safe(sqlite_db: Database, tmp_path: Path, count_reads: 
 
     def work(offset: int) -> None:
         try:
-            barrier.wait(timeout=10)
+            barrier.wait(timeout=60)
             for round_ in range(3):
                 for i in files:
                     j = (i + offset + round_) % len(files)

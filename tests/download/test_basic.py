@@ -42,7 +42,7 @@ def test_download_to_file_path(hub: FakeHub, queue: DownloadQueueService, tmp_pa
     url = hub.add_file("a/small.bin", data)
     dest = tmp_path / "sub" / "out.bin"
     job = queue.download(url, dest)
-    queue.wait_for_job(job, timeout=10)
+    queue.wait_for_job(job, timeout=60)
     assert job.complete and job.succeeded and job.in_terminal_state
     assert job.download_path == dest and dest.read_bytes() == data
     assert job.bytes == job.total_bytes == len(data)
@@ -57,7 +57,7 @@ def test_name_from_content_disposition_and_url(hub: FakeHub, queue: DownloadQueu
     u3 = hub.add_file("dir/utf", data, content_disposition="attachment; filename*=UTF-8''caf%C3%A9.ckpt")
     jobs = [queue.download(u, tmp_path) for u in (u1, u2, u3)]
     for j in jobs:
-        queue.wait_for_job(j, timeout=10)
+        queue.wait_for_job(j, timeout=60)
         assert j.complete, j.error
     assert _files(tmp_path) == sorted(["x.safetensors", "plain name.bin", "café.ckpt"])
 
@@ -80,7 +80,7 @@ def test_content_disposition_traversal_is_neutralised(
     dest.mkdir()
     url = hub.add_file("x/fallback.bin", b"payload", content_disposition=disposition)
     job = queue.download(url, dest)
-    queue.wait_for_job(job, timeout=10)
+    queue.wait_for_job(job, timeout=60)
     assert job.complete, job.error
     assert _files(tmp_path) == [f"inside/{expected}"]
 
@@ -101,7 +101,7 @@ def test_multi_connection_uses_ranges(hub: FakeHub, queue: DownloadQueueService,
     data = payload(6 * MiB)
     url = hub.add_file("big/model.bin", data)
     job = queue.download(url, tmp_path / "m.bin", expected_sha256=hashlib.sha256(data).hexdigest())
-    queue.wait_for_job(job, timeout=20)
+    queue.wait_for_job(job, timeout=60)
     assert job.complete, job.error
     assert (tmp_path / "m.bin").read_bytes() == data
     assert job.connections > 1 and job.sha256 == hashlib.sha256(data).hexdigest()
@@ -118,7 +118,7 @@ def test_server_ignoring_range_falls_back_to_one_stream(
     url = hub.add_file("nr/model.bin", data)
     hub.faults("/nr/*", ignore_range=True)
     job = queue.download(url, tmp_path / "m.bin")
-    queue.wait_for_job(job, timeout=20)
+    queue.wait_for_job(job, timeout=60)
     assert job.complete, job.error
     assert (tmp_path / "m.bin").read_bytes() == data
     reqs = hub.stats.requests_for("/nr/model.bin")
@@ -130,7 +130,7 @@ def test_no_content_length(hub: FakeHub, queue: DownloadQueueService, tmp_path: 
     data = payload(2 * MiB)
     url = hub.add_file("nolen.bin", data, send_content_length=False)
     job = queue.download(url, tmp_path)
-    queue.wait_for_job(job, timeout=20)
+    queue.wait_for_job(job, timeout=60)
     assert job.complete, job.error
     assert (tmp_path / "nolen.bin").read_bytes() == data
     assert job.total_bytes == len(data)
@@ -152,7 +152,7 @@ def test_events_order_and_payloads(hub: FakeHub, tmp_path: Path) -> None:
         on_progress=lambda j: seen.append(("progress", threading.current_thread().name)),
         on_complete=lambda j: seen.append(("complete", threading.current_thread().name)),
     )
-    q.wait_for_job(job, timeout=20)
+    q.wait_for_job(job, timeout=60)
     q.stop()
     names = rec.names()
     assert names[0] == "download_started" and names[-1] == "download_complete"
@@ -175,7 +175,7 @@ def test_broken_callbacks_do_not_break_downloads(hub: FakeHub, queue: DownloadQu
         raise RuntimeError("handler bug")
 
     job = queue.download(url, tmp_path, on_start=boom, on_progress=boom, on_complete=boom)
-    queue.wait_for_job(job, timeout=10)
+    queue.wait_for_job(job, timeout=60)
     assert job.complete
 
 
@@ -188,12 +188,12 @@ def test_free_space_checked_before_writing(
     dest = tmp_path / "d"
     dest.mkdir()
     job = queue.download(url, dest)
-    queue.wait_for_job(job, timeout=10)
+    queue.wait_for_job(job, timeout=60)
     assert job.errored and isinstance(job.exception, InsufficientSpaceError)
     assert job.error_type == "InsufficientSpaceError" and "free" in (job.error or "")
     assert _files(dest) == []
     mf = queue.multifile_download([RemoteFile(url, "a/huge.bin", size=2 * MiB)], tmp_path / "mf")
-    queue.wait_for_job(mf, timeout=10)
+    queue.wait_for_job(mf, timeout=60)
     assert mf.errored and isinstance(mf.exception, InsufficientSpaceError)
     assert not (tmp_path / "mf").exists()
 
@@ -215,7 +215,7 @@ def test_multifile_download_with_total(hub: FakeHub, queue: DownloadQueueService
     q = DownloadQueueService(3, event_bus=bus, limits=FAST_LIMITS)
     q.start()
     mf = q.multifile_download(parts, tmp_path / "repo")
-    q.wait_for_job(mf, timeout=20)
+    q.wait_for_job(mf, timeout=60)
     q.stop()
     assert mf.complete, mf.error
     assert mf.total_bytes == mf.bytes == sum(len(b) for b in files.values())
@@ -239,7 +239,7 @@ def test_job_bookkeeping(hub: FakeHub, queue: DownloadQueueService, tmp_path: Pa
     job = queue.create_download_job(url, tmp_path / "k.bin")
     assert job.status == DownloadJobStatus.IDLE and queue.id_to_job(job.id) is job
     queue.submit_download_job(job)
-    queue.wait_for_job(job, timeout=10)
+    queue.wait_for_job(job, timeout=60)
     assert job.complete
     with pytest.raises(UnknownJobIDException):
         queue.id_to_job(99999)
@@ -249,7 +249,7 @@ def test_job_bookkeeping(hub: FakeHub, queue: DownloadQueueService, tmp_path: Pa
         queue.download(url, tmp_path, on_bogus=print)  # type: ignore[call-arg]
     user_job = DownloadJob(source=url, dest=tmp_path / "u.bin")
     queue.submit_download_job(user_job)
-    queue.wait_for_job(user_job, timeout=10)
+    queue.wait_for_job(user_job, timeout=60)
     assert user_job.complete and user_job.id > 0
 
 
@@ -260,7 +260,7 @@ def test_wait_for_job_timeout(hub: FakeHub, queue: DownloadQueueService, tmp_pat
     with pytest.raises(TimeoutError):
         queue.wait_for_job(job, timeout=0.2)
     queue.cancel_job(job)
-    queue.wait_for_job(job, timeout=10)
+    queue.wait_for_job(job, timeout=60)
     assert job.cancelled
 
 
@@ -287,13 +287,13 @@ def test_adaptive_connection_count(hub: FakeHub, tmp_path: Path) -> None:
     q = DownloadQueueService(1, limits=replace(probe, fast_stream_bps=1))
     q.start()
     j1 = q.download(fast, tmp_path / "a.bin")
-    q.wait_for_job(j1, timeout=20)
+    q.wait_for_job(j1, timeout=60)
     q.stop()
     # A capped stream is slower than the threshold: connections are added.
     q = DownloadQueueService(1, limits=replace(probe, fast_stream_bps=400 * MiB))
     q.start()
     j2 = q.download(capped, tmp_path / "b.bin")
-    q.wait_for_job(j2, timeout=20)
+    q.wait_for_job(j2, timeout=60)
     q.stop()
     assert j1.complete and j2.complete
     assert j1.connections == 1 and j2.connections == 4

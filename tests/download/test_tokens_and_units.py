@@ -70,7 +70,7 @@ def test_token_dropped_on_cross_host_redirect(
     a.routes["/same-host"] = (307, b.url + "/cdn/file.bin?X-Amz-Signature=abc")
     b.routes["/cdn/file.bin?X-Amz-Signature=abc"] = (200, b"payload-bytes")
     job = queue.download(a.url + "/start", tmp_path / "f.bin", access_token="SECRET-TOKEN")
-    queue.wait_for_job(job, timeout=10)
+    queue.wait_for_job(job, timeout=60)
     assert job.complete, job.error
     assert (tmp_path / "f.bin").read_bytes() == b"payload-bytes"
     assert a.seen == [("/start", "Bearer SECRET-TOKEN"), ("/same-host", "Bearer SECRET-TOKEN")]
@@ -81,7 +81,7 @@ def test_redirect_loop_is_an_error(hosts: tuple[_Host, _Host], queue: DownloadQu
     a, _ = hosts
     a.routes["/loop"] = (302, "/loop")
     job = queue.download(a.url + "/loop", tmp_path)
-    queue.wait_for_job(job, timeout=10)
+    queue.wait_for_job(job, timeout=60)
     assert job.errored and "redirects" in (job.error or "")
     assert len(a.seen) == 11
 

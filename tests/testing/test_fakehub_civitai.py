@@ -68,7 +68,7 @@ def _model() -> dict[str, Any]:
 
 
 # One keep-alive client for the module: a fresh httpx.get() per call costs an SSL context each time.
-HTTP = httpx.Client(timeout=10)
+HTTP = httpx.Client(timeout=60)
 
 
 def teardown_module() -> None:

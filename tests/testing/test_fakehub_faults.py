@@ -19,7 +19,7 @@ PATH = "/files/f.bin"
 
 
 # One keep-alive client for the module: a fresh httpx.get() per call costs an SSL context each time.
-HTTP = httpx.Client(timeout=10)
+HTTP = httpx.Client(timeout=60)
 
 
 def teardown_module() -> None:
@@ -35,7 +35,7 @@ def hub() -> Iterator[FakeHub]:
 
 def _get(hub: FakeHub, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes, bool]:
     """(status, headers, body bytes read, complete?) with http.client, which tolerates short reads."""
-    conn = http.client.HTTPConnection("127.0.0.1", hub.port, timeout=10)
+    conn = http.client.HTTPConnection("127.0.0.1", hub.port, timeout=60)
     conn.request("GET", PATH, headers=headers or {})
     resp = conn.getresponse()
     hdrs = {k.lower(): v for k, v in resp.getheaders()}
@@ -161,7 +161,7 @@ def test_speed_limit_is_per_connection_not_global(hub: FakeHub) -> None:
 
 def test_stall_then_continue(hub: FakeHub) -> None:
     hub.faults(PATH, stall_seconds=0.5, stall_after_bytes=1000)
-    conn = http.client.HTTPConnection("127.0.0.1", hub.port, timeout=10)
+    conn = http.client.HTTPConnection("127.0.0.1", hub.port, timeout=60)
     conn.request("GET", PATH)
     resp = conn.getresponse()
     first = resp.read(1000)
@@ -206,7 +206,7 @@ def test_stop_is_prompt_while_stalled_and_paced() -> None:
     hub.close()
     assert time.monotonic() - t0 < 2
     for t in threads:
-        t.join(timeout=5)
+        t.join(timeout=60)
         assert not t.is_alive()
 
 
@@ -217,7 +217,7 @@ def test_max_connections_extra_get_503(hub: FakeHub) -> None:
     barrier = threading.Barrier(5)
 
     def fetch() -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", hub.port, timeout=10)
+        conn = http.client.HTTPConnection("127.0.0.1", hub.port, timeout=60)
         barrier.wait()
         conn.request("GET", PATH, headers={"Range": "bytes=0-299999"})  # 0.3 s at 1 MB/s
         resp = conn.getresponse()

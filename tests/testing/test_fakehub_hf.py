@@ -33,7 +33,7 @@ def _files() -> dict[str, bytes | Path]:
 
 
 # One keep-alive client for the module: a fresh httpx.get() per call costs an SSL context each time.
-HTTP = httpx.Client(timeout=10)
+HTTP = httpx.Client(timeout=60)
 
 
 def teardown_module() -> None:

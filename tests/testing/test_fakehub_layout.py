@@ -18,7 +18,7 @@ WEIGHTS = os.urandom(30_000)
 
 
 # One keep-alive client for the module: a fresh httpx.get() per call costs an SSL context each time.
-HTTP = httpx.Client(timeout=10)
+HTTP = httpx.Client(timeout=60)
 
 
 def teardown_module() -> None:
@@ -96,7 +96,7 @@ def test_serve_blocks_and_serves(tmp_path: Path) -> None:
         assert HTTP.get(f"{url}/files/sub/plain.bin").content == b"plain"
     finally:
         proc.kill()
-        proc.wait(timeout=10)
+        proc.wait(timeout=60)
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()

@@ -21,7 +21,7 @@ DATA = os.urandom(300_000)
 
 
 # One keep-alive client for the module: a fresh httpx.get() per call costs an SSL context each time.
-HTTP = httpx.Client(timeout=10)
+HTTP = httpx.Client(timeout=60)
 
 
 def teardown_module() -> None:
@@ -35,7 +35,7 @@ def hub() -> Iterator[FakeHub]:
 
 
 def _conn(hub: FakeHub) -> http.client.HTTPConnection:
-    return http.client.HTTPConnection("127.0.0.1", hub.port, timeout=10)
+    return http.client.HTTPConnection("127.0.0.1", hub.port, timeout=60)
 
 
 def test_public_names() -> None:
@@ -116,7 +116,7 @@ def test_path_backed_file_edited_on_disk_changes_etag(hub: FakeHub, tmp_path: Pa
 
 
 def _raw_get(hub: FakeHub, path: str) -> tuple[bytes, bytes]:
-    with socket.create_connection(("127.0.0.1", hub.port), timeout=10) as s:
+    with socket.create_connection(("127.0.0.1", hub.port), timeout=60) as s:
         s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
         raw = b""
         while chunk := s.recv(65536):
