@@ -77,3 +77,47 @@ def test_tokens_never_saved_or_shown(home: Path, monkeypatch: pytest.MonkeyPatch
     path.write_text(text + "remote_api_tokens:\n- {url_regex: x, token: hand-written}\n")
     monkeypatch.delenv("MODELDEPOT_REMOTE_API_TOKENS")
     assert DepotConfig().remote_api_tokens == []
+
+
+def test_unparsable_env_json_is_one_line_naming_the_setting_not_the_value(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MODELDEPOT_REMOTE_API_TOKENS", "not json sekrit-123")
+    for build in (DepotConfig, DepotConfig.load):
+        with pytest.raises(ConfigurationError) as info:
+            build()
+        message = str(info.value)
+        assert "remote_api_tokens" in message and "MODELDEPOT_REMOTE_API_TOKENS" in message
+        assert "not valid JSON" in message and "\n" not in message
+        assert "sekrit" not in message and info.value.__cause__ is None
+
+
+def test_invalid_values_name_setting_and_source_without_echoing_secrets(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A mapping where a list belongs: pydantic's own message would quote the token.
+    monkeypatch.setenv("MODELDEPOT_REMOTE_API_TOKENS", '{"url_regex": "x", "token": "sekrit-456"}')
+    with pytest.raises(ConfigurationError) as info:
+        DepotConfig()
+    assert str(info.value).startswith("invalid setting remote_api_tokens (MODELDEPOT_REMOTE_API_TOKENS): ")
+    assert "sekrit" not in str(info.value) and info.value.__cause__ is None
+    monkeypatch.delenv("MODELDEPOT_REMOTE_API_TOKENS")
+
+    monkeypatch.setenv("MODELDEPOT_DEVICE", "gpu")
+    (home / "modeldepot.yaml").write_text("max_parallel_downloads: 0\n")
+    with pytest.raises(ConfigurationError) as info:
+        DepotConfig(precision="float8")
+    message = str(info.value)
+    assert "\n" not in message
+    assert "invalid setting device (MODELDEPOT_DEVICE): device 'gpu' must be" in message
+    assert f"invalid setting max_parallel_downloads (in {home / 'modeldepot.yaml'}): " in message
+    assert "invalid setting precision (argument): " in message
+
+
+def test_broken_settings_file_is_one_line_without_its_content(home: Path) -> None:
+    (home / "modeldepot.yaml").write_text("device: cpu  # sekrit-789\nlink_modes: [copy\n")
+    with pytest.raises(ConfigurationError) as info:
+        DepotConfig()
+    message = str(info.value)
+    assert str(home / "modeldepot.yaml") in message and "YAML" in message and "line 3" in message
+    assert "\n" not in message and "sekrit" not in message

@@ -6,6 +6,7 @@ Priority, highest first: constructor arguments > ``MODELDEPOT_*`` environment va
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -15,7 +16,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from modeldepot.errors import ConfigurationError
 
@@ -73,8 +74,12 @@ class _YamlSource(PydanticBaseSettingsSource):
             return {}
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise ConfigurationError(f"settings file {path} is not valid YAML: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigurationError(f"settings file {path} is not valid YAML: not UTF-8 text ({exc.reason})") from None
+        except yaml.YAMLError as exc:
+            # Only where and what: str(exc) quotes the offending lines (several lines of output,
+            # and possibly a token someone pasted into the file).
+            raise ConfigurationError(f"settings file {path} is not valid YAML: {_yaml_problem(exc)}") from None
         if data is None:
             return {}
         if not isinstance(data, dict):
@@ -83,6 +88,61 @@ class _YamlSource(PydanticBaseSettingsSource):
         if unknown:
             raise ConfigurationError(f"settings file {path}: unknown setting(s) {', '.join(unknown)}")
         return {k: v for k, v in data.items() if k not in SECRET_FIELDS}
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or type(exc).__name__
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else str(problem)
+
+
+def _env_var(field: str) -> str | None:
+    """The ``MODELDEPOT_*`` variable that sets ``field``, if the environment has it (any case,
+    as pydantic-settings matches it)."""
+    wanted = (ENV_PREFIX + field).upper()
+    return next((name for name in os.environ if name.upper() == wanted), None)
+
+
+def _settings_path(values: Mapping[str, Any]) -> Path:
+    home = values.get("home") or default_home()
+    return Path(home).expanduser() / SETTINGS_FILE
+
+
+def _where(field: str, values: Mapping[str, Any]) -> str:
+    """Where the value of ``field`` came from, highest priority first, for the message."""
+    if field in values:
+        return " (argument)"
+    env = _env_var(field)
+    if env:
+        return f" ({env})"
+    path = _settings_path(values)
+    try:
+        in_file = path.is_file() and field in (yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, TypeError):
+        in_file = False
+    return f" (in {path})" if in_file else ""
+
+
+_JSON_HINTS = {"remote_api_tokens": 'expected a JSON list like [{"url_regex": "civitai", "token": "..."}]'}
+
+
+def settings_error(exc: ValidationError | SettingsError, values: Mapping[str, Any]) -> ConfigurationError:
+    """One line naming each bad setting, where it came from (argument, ``MODELDEPOT_*`` variable
+    or settings file) and what is wrong; never the value itself (it may be a secret)."""
+    if isinstance(exc, SettingsError):  # a MODELDEPOT_* value that should be JSON and is not
+        found = re.search(r'field "([^"]+)"', str(exc))
+        field = found.group(1) if found else "?"
+        why = "not valid JSON" if isinstance(exc.__cause__, json.JSONDecodeError) else "cannot be parsed"
+        hint = _JSON_HINTS.get(field)
+        return ConfigurationError(f"invalid setting {field}{_where(field, values)}: {why}{'; ' + hint if hint else ''}")
+    parts = []
+    for err in exc.errors(include_input=False, include_url=False):
+        loc = err["loc"]
+        field = str(loc[0]) if loc else "?"
+        name = field + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[1:])
+        msg = "unknown setting" if err["type"] == "extra_forbidden" else str(err["msg"]).removeprefix("Value error, ")
+        parts.append(f"invalid setting {name}{_where(field, values)}: {msg}")
+    return ConfigurationError("; ".join(dict.fromkeys(parts)))
 
 
 class DepotConfig(BaseSettings):
@@ -119,6 +179,14 @@ class DepotConfig(BaseSettings):
         default="return", description="Installing content already present returns the record, or raises"
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    def __init__(self, **values: Any) -> None:
+        """Build the settings; any bad value, variable or settings file is one ``ConfigurationError``."""
+        try:
+            super().__init__(**values)
+        except (ValidationError, SettingsError) as exc:
+            # from None: pydantic's own text quotes the input, which may hold a token.
+            raise settings_error(exc, values) from None
 
     @classmethod
     def settings_customise_sources(
@@ -186,13 +254,9 @@ class DepotConfig(BaseSettings):
 
     @classmethod
     def load(cls, **kwargs: Any) -> DepotConfig:
-        """Build settings, turning validation errors into one ``ConfigurationError``."""
-        try:
-            return cls(**kwargs)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(p) for p in first["loc"])
-            raise ConfigurationError(f"invalid setting {field!r}: {first['msg']}") from exc
+        """Build settings (like the constructor): a bad setting raises one ``ConfigurationError``
+        naming it, where it came from and what is wrong."""
+        return cls(**kwargs)
 
     # Paths derived from home (DESIGN.md §3).
     @property
@@ -240,4 +304,4 @@ class DepotConfig(BaseSettings):
         return path
 
 
-__all__ = ["DepotConfig", "LinkMode", "RemoteToken", "default_home"]
+__all__ = ["DepotConfig", "LinkMode", "RemoteToken", "default_home", "settings_error"]

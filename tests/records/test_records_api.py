@@ -25,6 +25,8 @@ CONTRACT = [
     "from_db_file",
     "search_models",
     "count_models",
+    "search_by_key_prefix",
+    "resolve",
 ]
 
 

@@ -13,8 +13,12 @@ import sqlalchemy as sa
 from _records_helpers import rec
 
 from modeldepot._db import Database
+from modeldepot.configs import parse_config
 from modeldepot.errors import DatabaseError, DuplicateModelException
 from modeldepot.records import ModelRecordServiceBase, ModelRecordServiceSQL, RecordFilter
+from modeldepot.records._schema import COMPONENT, MIGRATIONS, SCHEMA_VERSION, model_bases, model_tags, models
+from modeldepot.records.base import key_prefix_upper_bound
+from modeldepot.records.sql import _bases_rows, _row_of
 
 
 @pytest.fixture
@@ -188,7 +192,7 @@ def test_from_db_file_and_from_url_pick_the_backend(tmp_path: Path, pg_url: str)
         assert isinstance(s1, ModelRecordServiceSQL) and s1.db.is_sqlite
         assert isinstance(s2, ModelRecordServiceSQL) and s2.db.dialect == "postgresql"
         assert s3.db.is_sqlite and (tmp_path / "b.db").exists()
-        assert s1.version() == s2.version() == s3.version() == 1
+        assert s1.version() == s2.version() == s3.version() == SCHEMA_VERSION
     finally:
         for s in (s1, s2, s3):
             s.close()
@@ -199,8 +203,59 @@ def test_shared_database_is_not_closed_by_the_store(tmp_path: Path) -> None:
     store = ModelRecordServiceSQL(db)
     store.add_model(rec("a"))
     store.close()
-    assert db.version("records") == 1
+    assert db.version("records") == SCHEMA_VERSION
     again = ModelRecordServiceSQL(db)
     assert len(again.all_models()) == 1
     again.close()
     db.close()
+
+
+def test_sqlite_key_prefix_lookup_is_an_index_range(sql_store: ModelRecordServiceSQL) -> None:
+    sql_store.add_models([rec(f"m{i}") for i in range(300)])
+    plan = sql_store.explain(key_prefix="abcdef")
+    assert any(line.startswith("SEARCH models USING INDEX") and "key>" in line for line in plan), plan
+    assert not any(line.startswith("SCAN") for line in plan), plan
+
+
+def test_postgres_key_prefix_lookup_can_use_an_index(pg_url: str) -> None:
+    store = ModelRecordServiceSQL.from_url(pg_url)
+    try:
+        store.add_models([rec(f"m{i}") for i in range(20)])
+        with store.db.begin() as conn:
+            conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+            plan = "\n".join(store.explain(key_prefix="abcdef", conn=conn))
+        assert "Index" in plan and "Seq Scan on models" not in plan, plan
+    finally:
+        store.close()
+
+
+def test_key_prefix_upper_bound() -> None:
+    assert key_prefix_upper_bound("abc") == "abd"
+    assert key_prefix_upper_bound("a\U0010ffff") == "b"
+    assert key_prefix_upper_bound("\U0010ffff") is None
+    assert key_prefix_upper_bound("") is None
+    assert key_prefix_upper_bound("x\ud7ff") == "x\ue000"  # never a surrogate
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_v1_database_tags_are_folded_by_the_migration(tmp_path: Path, backend: str, request) -> None:  # type: ignore[no-untyped-def]
+    """A database written before tags were case-insensitive: its tag index is folded on open."""
+    target = str(tmp_path / "v1.db") if backend == "sqlite" else request.getfixturevalue("pg_url")
+    db = Database.open(target)
+    db.migrate(COMPONENT, MIGRATIONS[:1])  # the v1 schema, filled the way v1 code filled it
+    cfg = parse_config(rec("old", tags=["Portrait", "portrait", "Été"]))
+    with db.begin() as conn:
+        conn.execute(models.insert(), _row_of(cfg))
+        conn.execute(model_bases.insert(), _bases_rows(cfg))
+        conn.execute(model_tags.insert(), [{"key": cfg.key, "tag": t} for t in cfg.tags])
+    store = ModelRecordServiceSQL(db)
+    try:
+        assert store.version() == SCHEMA_VERSION
+        with db.connect() as conn:
+            rows = sorted(conn.execute(sa.select(model_tags.c.tag)).scalars())
+        assert rows == ["portrait", "été"]
+        assert [m.key for m in store.search_by_tag("PORTRAIT")] == [cfg.key]
+        assert [m.key for m in store.search_by_tag("ÉTÉ")] == [cfg.key]
+    finally:
+        store.close()
+        db.close()

@@ -7,7 +7,9 @@ Layout: ``models`` holds one row per record: the indexed columns every search fi
 on, plus ``config``, the whole record as JSON text (the source of truth; the columns are copies).
 ``model_bases`` lists every base a record works with (its ``base`` and its ``compatible_bases``),
 with copies of the record's base, type and name, so "search by base [and type]" is one ordered
-index range; ``model_tags`` does the same for tags.
+index range; ``model_tags`` does the same for tags, holding each tag case-folded
+(``str.casefold``) so a tag search is case-insensitive and still one index lookup; the record's
+``config`` keeps the spelling the user typed.
 """
 
 from __future__ import annotations
@@ -129,7 +131,20 @@ def _v1_create_tables(conn: Connection) -> None:
     md.create_all(conn)
 
 
-MIGRATIONS: list[Migration] = [_v1_create_tables]
+def _v2_fold_tags(conn: Connection) -> None:
+    """Tags became case-insensitive: index each one case-folded. Done in Python, because SQL's
+    ``lower()`` folds only ASCII on SQLite (and under PostgreSQL's "C" collation)."""
+    t = sa.table("model_tags", sa.column("key"), sa.column("tag"))
+    rows = conn.execute(sa.select(t.c.key, t.c.tag)).all()
+    folded = list(dict.fromkeys((key, tag.casefold()) for key, tag in rows))
+    if folded == [tuple(r) for r in rows]:
+        return
+    conn.execute(t.delete())
+    for i in range(0, len(folded), 500):
+        conn.execute(t.insert(), [{"key": k, "tag": tag} for k, tag in folded[i : i + 500]])
+
+
+MIGRATIONS: list[Migration] = [_v1_create_tables, _v2_fold_tags]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 __all__ = ["COMPONENT", "MIGRATIONS", "SCHEMA_VERSION", "model_bases", "model_tags", "models"]

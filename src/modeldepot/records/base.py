@@ -4,6 +4,16 @@ A store keeps one validated record (``modeldepot.configs``) per model key. Imple
 provide the primitives (add, update, delete, get, filtered search and count, version); the
 InvokeAI-compatible conveniences (``search_by_attr``, ``search_by_tag``, ``model_info_by_name``...)
 are built on them here, so both stores answer every query the same way.
+
+Rules every store keeps:
+
+- Tags are case-insensitive. A record keeps the spelling a tag was first given ("Portrait");
+  adding "portrait" to it again is a no-op, and every tag search compares ``str.casefold()``-ed
+  tags, so ``search_by_tag("PORTRAIT")`` finds it.
+- Renaming (or updating the name of) a record to a name another record of the same base and
+  type already holds is refused with ``DuplicateModelException`` naming the other record's key.
+- A key prefix finds records through an index (``search_by_key_prefix``); ``resolve`` turns what
+  a user typed (key, unique name or unique key prefix) into one record.
 """
 
 from __future__ import annotations
@@ -26,6 +36,10 @@ _E = TypeVar("_E", bound=Enum)
 #: InvokeAI's keyword spellings accepted by ``search_by_attr``.
 _SEARCH_ALIASES = {"model_name": "name", "base_model": "base", "model_type": "type", "model_format": "format"}
 _YAML_SUFFIXES = (".yaml", ".yml")
+#: The shortest key prefix ``resolve`` accepts: short enough to type, long enough to rarely clash.
+MIN_KEY_PREFIX = 6
+#: How many candidates an ambiguous key prefix lists.
+_MAX_CANDIDATES = 10
 
 
 def _coerce_enum(enum_cls: type[_E], value: Any, field: str) -> _E | None:
@@ -38,17 +52,63 @@ def _coerce_enum(enum_cls: type[_E], value: Any, field: str) -> _E | None:
         raise InvalidModelConfigException(f"unknown {field} {value!r}; known: {known}", field=field) from None
 
 
+def fold_tag(tag: str) -> str:
+    """The form tags are compared (and indexed) in: case-insensitive."""
+    return tag.casefold()
+
+
+def unique_tags(tags: Iterable[str]) -> list[str]:
+    """``tags`` without case-insensitive repeats, keeping the first spelling of each, in order."""
+    seen: dict[str, str] = {}
+    for tag in tags:
+        seen.setdefault(fold_tag(tag), tag)
+    return list(seen.values())
+
+
+def with_unique_tags(cfg: ModelConfigBase) -> ModelConfigBase:
+    """``cfg``, or a copy of it whose tags repeat no tag in another case."""
+    tags = unique_tags(cfg.tags)
+    return cfg if tags == cfg.tags else cfg.model_copy(update={"tags": tags})
+
+
 def _as_tags(tags: str | Iterable[str] | None) -> tuple[str, ...]:
     if tags is None:
         return ()
     if isinstance(tags, str):
-        return (tags,)
-    return tuple(dict.fromkeys(str(t) for t in tags))
+        tags = (tags,)
+    return tuple(dict.fromkeys(fold_tag(str(t)) for t in tags))
+
+
+def key_prefix_upper_bound(prefix: str) -> str | None:
+    """The smallest string above every string that starts with ``prefix`` (code-point order),
+    so a prefix search is the index range ``prefix <= key < bound``; ``None``: no upper bound."""
+    chars = list(prefix)
+    while chars:
+        nxt = ord(chars[-1]) + 1
+        if 0xD800 <= nxt <= 0xDFFF:  # surrogates cannot be stored; the next code point can
+            nxt = 0xE000
+        if nxt <= 0x10FFFF:
+            chars[-1] = chr(nxt)
+            return "".join(chars)
+        chars.pop()
+    return None
+
+
+def name_taken(cfg: ModelConfigBase, other_key: str) -> DuplicateModelException:
+    """The error for a record taking a name another record of its base and type holds."""
+    return DuplicateModelException(
+        f"another {cfg.base.value}/{cfg.type.value} model is already named {cfg.name!r} (key {other_key}); "
+        "choose another name",
+        key=other_key,
+    )
 
 
 @dataclass(frozen=True)
 class RecordFilter:
-    """One normalised query. Every field is ANDed; ``None`` / empty means "any"."""
+    """One normalised query. Every field is ANDed; ``None`` / empty means "any".
+
+    ``tags`` are compared case-insensitively (they are stored case-folded here).
+    """
 
     name: str | None = None
     base: BaseModelType | None = None
@@ -58,6 +118,11 @@ class RecordFilter:
     q: str | None = None
     path: str | None = None
     hash: str | None = None
+
+    def __post_init__(self) -> None:
+        folded = _as_tags(self.tags)
+        if folded != self.tags:
+            object.__setattr__(self, "tags", folded)
 
     @classmethod
     def build(
@@ -97,7 +162,7 @@ class RecordFilter:
             return False
         if self.hash is not None and cfg.hash != self.hash:
             return False
-        if self.tags and not set(self.tags).issubset(cfg.tags):
+        if self.tags and not set(self.tags).issubset({fold_tag(t) for t in cfg.tags}):
             return False
         return not (self.q is not None and self.q not in search_text(cfg))
 
@@ -124,11 +189,12 @@ def as_changes(changes: object) -> ModelConfigBase | dict[str, Any]:
 
 
 def to_config(config: ModelConfigBase | dict[str, Any]) -> ModelConfigBase:
-    """A validated record from a record or a dict (``InvalidModelConfigException`` names the field)."""
+    """A validated record from a record or a dict (``InvalidModelConfigException`` names the field),
+    its tags without case-insensitive repeats."""
     if isinstance(config, ModelConfigBase):
-        return config
+        return with_unique_tags(config)
     if isinstance(config, dict):
-        return parse_config(config)
+        return with_unique_tags(parse_config(config))
     raise InvalidModelConfigException(
         f"a model record must be a config object or a mapping, not {type(config).__name__}"
     )
@@ -175,6 +241,13 @@ class ModelRecordServiceBase(ABC):
         """Records matching ``flt`` in (base, type, name, key) order, paginated."""
 
     @abstractmethod
+    def search_by_key_prefix(self, prefix: str, limit: int | None = None) -> list[ModelConfigBase]:
+        """Records whose key starts with ``prefix`` (case-sensitive), in key order, at most ``limit``.
+
+        An index range (``prefix <= key < next``), never a scan of every record.
+        """
+
+    @abstractmethod
     def _count(self, flt: RecordFilter) -> int:
         """How many records match ``flt``."""
 
@@ -198,8 +271,50 @@ class ModelRecordServiceBase(ABC):
         return [self.add_model(c) for c in configs]
 
     def rename_model(self, key: str, new_name: str) -> ModelConfigBase:
-        """Change a record's name; returns the new record."""
+        """Change a record's name; returns the new record.
+
+        Raises:
+            UnknownModelException: no record with ``key``.
+            DuplicateModelException: another record of the same base and type is named
+                ``new_name`` (the message and ``.key`` name that record).
+            InvalidModelConfigException: an empty name.
+        """
         return self.update_model(key, {"name": new_name})
+
+    def resolve(self, key_or_name: str, *, min_prefix: int = MIN_KEY_PREFIX) -> ModelConfigBase:
+        """The one record a user means by ``key_or_name``: a key, else a unique name (any base
+        or type), else a unique key prefix of at least ``min_prefix`` characters.
+
+        Raises:
+            UnknownModelException: nothing matches.
+            DuplicateModelException: the name or the key prefix matches several records
+                (the message lists them).
+        """
+        if self.exists(key_or_name):
+            return self.get_model(key_or_name)
+        named = self.search_by_attr(name=key_or_name)
+        if len(named) == 1:
+            return named[0]
+        if len(named) > 1:
+            keys = ", ".join(f"{m.key} ({m.base.value}/{m.type.value})" for m in named)
+            raise DuplicateModelException(f"name {key_or_name!r} matches several models: {keys}; use a key")
+        if len(key_or_name) >= min_prefix:
+            # Keys are lower-case hex; a prefix typed in capitals means the same key.
+            for prefix in dict.fromkeys((key_or_name, key_or_name.lower())):
+                found = self.search_by_key_prefix(prefix, limit=_MAX_CANDIDATES + 1)
+                if len(found) == 1:
+                    return found[0]
+                if found:
+                    listed = ", ".join(f"{m.key} ({m.name})" for m in found[:_MAX_CANDIDATES])
+                    more = ", ..." if len(found) > _MAX_CANDIDATES else ""
+                    raise DuplicateModelException(
+                        f"key prefix {key_or_name!r} matches several models: {listed}{more}; type more of the key"
+                    )
+            raise UnknownModelException(f"no model with key, name or key prefix {key_or_name!r}", key=key_or_name)
+        raise UnknownModelException(
+            f"no model with key or name {key_or_name!r} (a key prefix needs at least {min_prefix} characters)",
+            key=key_or_name,
+        )
 
     def search_models(
         self,
@@ -281,7 +396,7 @@ class ModelRecordServiceBase(ABC):
         return self._search(RecordFilter(hash=hash))
 
     def search_by_tag(self, tags: str | Iterable[str]) -> list[ModelConfigBase]:
-        """Records carrying every tag in ``tags``."""
+        """Records carrying every tag in ``tags``, compared case-insensitively."""
         return self._search(RecordFilter(tags=_as_tags(tags)))
 
     def all_models(self) -> list[ModelConfigBase]:
@@ -329,4 +444,17 @@ class ModelRecordServiceBase(ABC):
         return ModelRecordServiceSQL.from_db_file(text)
 
 
-__all__ = ["ModelRecordServiceBase", "RecordFilter", "as_changes", "search_text", "sort_key", "to_config"]
+__all__ = [
+    "MIN_KEY_PREFIX",
+    "ModelRecordServiceBase",
+    "RecordFilter",
+    "as_changes",
+    "fold_tag",
+    "key_prefix_upper_bound",
+    "name_taken",
+    "search_text",
+    "sort_key",
+    "to_config",
+    "unique_tags",
+    "with_unique_tags",
+]

@@ -17,6 +17,7 @@ naming the file and the problem, and is never overwritten.
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -34,7 +35,16 @@ from modeldepot.errors import (
     InvalidModelConfigException,
     UnknownModelException,
 )
-from modeldepot.records.base import ModelRecordServiceBase, RecordFilter, as_changes, sort_key, to_config
+from modeldepot.records.base import (
+    ModelRecordServiceBase,
+    RecordFilter,
+    as_changes,
+    key_prefix_upper_bound,
+    name_taken,
+    sort_key,
+    to_config,
+    with_unique_tags,
+)
 
 FORMAT_MARKER = "modeldepot-records"
 SCHEMA_VERSION = 1
@@ -74,6 +84,10 @@ class ModelRecordServiceFile(ModelRecordServiceBase):
         self._lock = FileLock(str(self.path) + ".lock", timeout=LOCK_TIMEOUT_S)
         self._mutex = threading.RLock()
         self._records: _Records = {}
+        # Sorted keys of ``_records`` (built on first use after each change): prefix lookups
+        # are a bisect instead of a scan.
+        self._sorted_keys: list[str] | None = None
+        self._sorted_for: _Records | None = None
         self._signature: _Signature | None = None
         self._version = SCHEMA_VERSION
         with self._locked():
@@ -245,9 +259,13 @@ class ModelRecordServiceFile(ModelRecordServiceBase):
             old = records.get(key)
             if old is None:
                 raise UnknownModelException(f"unknown model key {key}", key=key)
-            new = apply_changes(old, delta)
+            new = with_unique_tags(apply_changes(old, delta))
             if new.path != old.path:
                 self._check_free(records, new, check_key=False)
+            if new.name != old.name:
+                for other in records.values():
+                    if (other.name, other.base, other.type) == (new.name, new.base, new.type) and other.key != key:
+                        raise name_taken(new, other.key)
             records[key] = new.model_copy(deep=True)
             result.append(new)
             return records
@@ -274,6 +292,20 @@ class ModelRecordServiceFile(ModelRecordServiceBase):
 
     def exists(self, key: str) -> bool:
         return key in self._snapshot()
+
+    def search_by_key_prefix(self, prefix: str, limit: int | None = None) -> list[ModelConfigBase]:
+        with self._mutex:
+            self._reload_if_changed()
+            records = self._records
+            if self._sorted_for is not records or self._sorted_keys is None:
+                self._sorted_keys, self._sorted_for = sorted(records), records
+            keys = self._sorted_keys
+        start = bisect.bisect_left(keys, prefix)
+        upper = key_prefix_upper_bound(prefix)
+        end = len(keys) if upper is None else bisect.bisect_left(keys, upper, lo=start)
+        if limit is not None:
+            end = min(end, start + max(limit, 0))
+        return [records[k].model_copy(deep=True) for k in keys[start:end]]
 
     def _matching(self, flt: RecordFilter) -> list[ModelConfigBase]:
         return sorted((c for c in self._snapshot().values() if flt.matches(c)), key=sort_key)

@@ -32,7 +32,17 @@ from modeldepot.errors import (
     UnknownModelException,
 )
 from modeldepot.records._schema import COMPONENT, MIGRATIONS, model_bases, model_tags, models
-from modeldepot.records.base import ModelRecordServiceBase, RecordFilter, as_changes, search_text, to_config
+from modeldepot.records.base import (
+    ModelRecordServiceBase,
+    RecordFilter,
+    as_changes,
+    fold_tag,
+    key_prefix_upper_bound,
+    name_taken,
+    search_text,
+    to_config,
+    with_unique_tags,
+)
 
 _ORDER = (models.c.base, models.c.type, models.c.name, models.c.key)
 _ROW_COLS = (models.c.key, models.c.type, models.c.format, models.c.config)
@@ -92,6 +102,20 @@ def _row_of(cfg: ModelConfigBase) -> dict[str, Any]:
         "updated_at": cfg.updated_at,
         "config": cfg.model_dump_json(),
     }
+
+
+def _tag_rows(cfg: ModelConfigBase) -> list[dict[str, Any]]:
+    # model_tags indexes the case-folded tag (searches are case-insensitive); the record's
+    # config keeps the spelling the user gave.
+    return [{"key": cfg.key, "tag": t} for t in dict.fromkeys(fold_tag(t) for t in cfg.tags)]
+
+
+def _key_prefix(prefix: str) -> Any:
+    """``key LIKE 'prefix%'`` as a range on the primary key, which every database indexes (SQLite's
+    LIKE is case-insensitive and cannot use a binary index; a range can)."""
+    upper = key_prefix_upper_bound(prefix)
+    cond = models.c.key >= prefix
+    return cond if upper is None else sa.and_(cond, models.c.key < upper)
 
 
 def _like_escape(text: str) -> str:
@@ -248,11 +272,30 @@ class ModelRecordServiceSQL(ModelRecordServiceBase):
             f"path {cfg.path} is already registered as model {row.name!r} (key {row.key})", key=row.key
         )
 
+    def _check_name_free(self, c: Connection, cfg: ModelConfigBase) -> None:
+        if not self.db.is_sqlite:
+            # READ COMMITTED would let two renames to one name both pass the check; a lock per
+            # (base, type, name) queues the second until the first commits, then it sees it.
+            # (SQLite writers are already serialised by BEGIN IMMEDIATE.)
+            c.execute(
+                sa.text("SELECT pg_advisory_xact_lock(hashtext(:n))"),
+                {"n": f"modeldepot.records.name:{cfg.base.value}/{cfg.type.value}/{cfg.name}"},
+            )
+        m = models.c
+        stmt = (
+            sa.select(m.key)
+            .where(m.base == cfg.base.value, m.type == cfg.type.value, m.name == cfg.name, m.key != cfg.key)
+            .limit(1)
+        )
+        other = c.execute(stmt).scalar()
+        if other is not None:
+            raise name_taken(cfg, other)
+
     def _insert_rows(self, c: Connection, cfgs: Sequence[ModelConfigBase]) -> None:
         try:
             c.execute(models.insert(), [_row_of(x) for x in cfgs])
             c.execute(model_bases.insert(), [row for x in cfgs for row in _bases_rows(x)])
-            tags = [{"key": x.key, "tag": t} for x in cfgs for t in x.tags]
+            tags = [row for x in cfgs for row in _tag_rows(x)]
             if tags:
                 c.execute(model_tags.insert(), tags)
         except sa.exc.IntegrityError as exc:
@@ -301,19 +344,21 @@ class ModelRecordServiceSQL(ModelRecordServiceBase):
             old = self._fetch_one(c, key, for_update=True)
             if old is None:
                 raise UnknownModelException(f"unknown model key {key}", key=key)
-            new = apply_changes(old, delta)
+            new = with_unique_tags(apply_changes(old, delta))
             if new.path != old.path:
                 self._check_free(c, new, check_key=False)
+            if new.name != old.name:
+                self._check_name_free(c, new)
             row = _row_of(new)
             del row["key"]
             c.execute(models.update().where(models.c.key == key).values(**row))
             if _bases_rows(new) != _bases_rows(old):
                 c.execute(model_bases.delete().where(model_bases.c.key == key))
                 c.execute(model_bases.insert(), _bases_rows(new))
-            if new.tags != old.tags:
+            if _tag_rows(new) != _tag_rows(old):
                 c.execute(model_tags.delete().where(model_tags.c.key == key))
                 if new.tags:
-                    c.execute(model_tags.insert(), [{"key": key, "tag": t} for t in new.tags])
+                    c.execute(model_tags.insert(), _tag_rows(new))
         return new
 
     def del_model(self, key: str, *, conn: Connection | None = None) -> None:
@@ -373,6 +418,16 @@ class ModelRecordServiceSQL(ModelRecordServiceBase):
             rows = c.execute(stmt).all()
         return [self._parse(*r) for r in rows]
 
+    def search_by_key_prefix(
+        self, prefix: str, limit: int | None = None, *, conn: Connection | None = None
+    ) -> list[ModelConfigBase]:
+        stmt = sa.select(*_ROW_COLS).where(_key_prefix(prefix)).order_by(models.c.key)
+        if limit is not None:
+            stmt = stmt.limit(max(limit, 0))
+        with self._reading(conn) as c:
+            rows = c.execute(stmt).all()
+        return [self._parse(*r) for r in rows]
+
     def _count(self, flt: RecordFilter) -> int:
         stmt = _select([sa.func.count()], flt, ordered=False)
         with self._reading(None) as c:
@@ -384,14 +439,21 @@ class ModelRecordServiceSQL(ModelRecordServiceBase):
     # ---- diagnostics -------------------------------------------------------------------------
 
     def explain(
-        self, flt: RecordFilter | None = None, *, key: str | None = None, conn: Connection | None = None
+        self,
+        flt: RecordFilter | None = None,
+        *,
+        key: str | None = None,
+        key_prefix: str | None = None,
+        conn: Connection | None = None,
     ) -> list[str]:
-        """The database's query plan for a search (or a get by ``key``), one line per step."""
-        stmt = (
-            sa.select(*_ROW_COLS).where(models.c.key == key)
-            if key is not None
-            else _select(_ROW_COLS, flt or RecordFilter())
-        )
+        """The database's query plan for a search (or a get by ``key``, or a ``key_prefix`` lookup),
+        one line per step."""
+        if key is not None:
+            stmt = sa.select(*_ROW_COLS).where(models.c.key == key)
+        elif key_prefix is not None:
+            stmt = sa.select(*_ROW_COLS).where(_key_prefix(key_prefix)).order_by(models.c.key)
+        else:
+            stmt = _select(_ROW_COLS, flt or RecordFilter())
         compiled = stmt.compile(dialect=self._reader.dialect, compile_kwargs={"literal_binds": True})
         prefix = "EXPLAIN QUERY PLAN " if self.db.is_sqlite else "EXPLAIN "
         with self._reading(conn) as c:
