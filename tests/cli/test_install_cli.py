@@ -264,3 +264,57 @@ def test_nonsense_source_exits_1_naming_the_accepted_forms(home: Path, run: Call
         assert form in r.err, form
     assert "Traceback" not in r.err
     assert run("jobs", "--json").json() == []
+
+
+def test_install_refuses_a_local_file_that_is_not_a_model(home: Path, tmp_path: Path, run: Callable[..., Any]) -> None:
+    readme = tmp_path / "readme.txt"
+    readme.write_text("# notes\n")
+    r = run("install", str(readme))
+    assert r.code == 1
+    [line] = _error_lines(r.err)
+    assert "readme.txt is not a model file" in line
+    assert run("list", "--json").json() == []
+    forced = run("install", str(readme), "--force")
+    assert forced.code == 0, forced.err
+
+
+def test_doctor_exits_1_on_problems_and_0_once_fixed(home: Path, tmp_path: Path, run: Callable[..., Any]) -> None:
+    from modeldepot.testing import factories
+
+    assert run("doctor").code == 0
+    lora = factories.write_sdxl_lora(tmp_path / "style.safetensors")
+    assert run("register", str(lora)).code == 0
+    lora.unlink()
+    found = run("doctor")
+    assert found.code == 1
+    assert "missing" in found.out and "doctor --fix" in found.err
+    fixed = run("doctor", "--fix")
+    assert fixed.code == 0, fixed.err
+    assert "forgotten" in fixed.out
+    assert run("doctor").code == 0
+
+
+def test_cancel_of_a_finished_job_says_so_and_exits_1(home: Path, tmp_path: Path, run: Callable[..., Any]) -> None:
+    from modeldepot.testing import factories
+
+    vae = factories.write_vae(tmp_path / "vae.safetensors")
+    assert run("install", str(vae)).code == 0
+    [job] = run("jobs", "--json").json()
+    r = run("cancel", str(job["id"]))
+    assert r.code == 1
+    [line] = _error_lines(r.err)
+    assert f"job {job['id']} already completed" in line
+    assert "cancelled" not in r.out
+    assert run("jobs", "--json").json()[0]["status"] == "completed"
+
+
+def test_download_into_a_new_folder_named_with_a_trailing_slash(
+    hub: FakeHub, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run: Callable[..., Any]
+) -> None:
+    monkeypatch.setenv("MODELDEPOT_ALLOW_PRIVATE_URLS", "true")
+    url = hub.add_file("files/dl/7", b"weights" * 100, content_disposition="server-name.safetensors")
+    dest = tmp_path / "downloads" / "new"
+    r = run("download", url, f"{dest}/")
+    assert r.code == 0, r.err
+    assert dest.is_dir()
+    assert (dest / "server-name.safetensors").read_bytes() == b"weights" * 100

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
-from modeldepot.cli._app import HomeOption, JsonOption, app, console, err_console, open_manager, parse_enum
+from modeldepot.cli._app import HomeOption, JsonOption, app, console, err_console, fail, open_manager, parse_enum
 
 civitai_app = typer.Typer(help="Civitai helpers.", no_args_is_help=True)
 app.add_typer(civitai_app, name="civitai")
@@ -81,6 +80,9 @@ def install(
     type: Annotated[str | None, typer.Option("--type", help="Override the model type")] = None,
     variant: Annotated[str | None, typer.Option(help="Override the variant (normal, inpaint, depth...)")] = None,
     inplace: Annotated[bool, typer.Option("--inplace", help="Local paths: register where they are")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Install even files that are not models (a README, a script)")
+    ] = False,
     token: Annotated[str | None, typer.Option(help="Access token for this install (never stored)")] = None,
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Start the jobs and return")] = False,
     home: HomeOption = None,
@@ -97,7 +99,7 @@ def install(
     overrides = {k: v for k, v in {"name": name, "base": base, "type": type, "variant": variant}.items() if v}
     with open_manager(home) as mm:
         jobs = [
-            mm.install.heuristic_import(s, config=overrides or None, access_token=token, inplace=inplace)
+            mm.install.heuristic_import(s, config=overrides or None, access_token=token, inplace=inplace, force=force)
             for s in sources
         ]
         if no_wait:
@@ -117,7 +119,12 @@ def install(
         for job in jobs:
             if job.complete and job.config_out is not None:
                 c = job.config_out
-                console.print(f"installed [bold]{c.name}[/bold] ({c.base}/{c.type}/{c.format}) key {c.key}")
+                if job.outcome in ("already_installed", "already_registered"):
+                    word = "registered" if job.outcome == "already_registered" else "installed"
+                    console.print(f"already {word} as [bold]{c.name}[/bold] ({c.base}/{c.type}/{c.format}) key {c.key}")
+                else:
+                    verb = "registered" if job.outcome == "registered" else "installed"
+                    console.print(f"{verb} [bold]{c.name}[/bold] ({c.base}/{c.type}/{c.format}) key {c.key}")
                 for note in job.notes:
                     console.print(f"  note: {note}", highlight=False, markup=False)
             else:
@@ -154,18 +161,24 @@ def cancel(
     job_id: Annotated[int, typer.Argument(help="Install job id (see `modeldepot jobs`)")],
     home: HomeOption = None,
 ) -> None:
-    """Cancel an install job: it will not resume, and its partial downloads are deleted."""
+    """Cancel an install job: it will not resume, and its partial downloads are deleted.
+
+    A job that has already ended is left as it is, and the command says so (exit 1).
+    """
     from modeldepot.install import cancel_persisted_job
 
     with open_manager(home) as mm:
-        cancel_persisted_job(mm.db, mm.config, job_id)
+        before = cancel_persisted_job(mm.db, mm.config, job_id)
+    ended = {"completed": "completed", "error": "failed", "cancelled": "cancelled"}
+    if before in ended:
+        raise fail(f"job {job_id} already {ended[before]}; nothing to cancel")
     console.print(f"cancelled job {job_id}")
 
 
 @app.command("download")
 def download(
     url: Annotated[str, typer.Argument(help="URL of a file")],
-    dest: Annotated[Path, typer.Argument(help="Destination file or folder")],
+    dest: Annotated[str, typer.Argument(help="Destination file, or folder (an existing one, or any path ending in /)")],
     token: Annotated[str | None, typer.Option(help="Bearer token for this download (never stored)")] = None,
     home: HomeOption = None,
 ) -> None:
@@ -208,14 +221,18 @@ def doctor(
     """Check records against the disk: missing files, interrupted jobs, staging leftovers."""
     with open_manager(home) as mm:
         report = mm.install.sync_to_config(prune_missing=fix)
+    # What is still wrong after this run: missing files are fixed (forgotten) only with --fix.
+    problems = 0 if fix else len(report["missing"])
     if as_json:
         console.print_json(json.dumps(report, default=str))
-        return
-    for item in report["missing"]:
-        action = "forgotten" if fix else "missing (use --fix to forget)"
-        console.print(f"{item['name']} ({item['key']}): {item['path']} {action}", highlight=False, markup=False)
-    console.print(
-        f"{len(report['missing'])} missing, {report['resumed']} job(s) resumed, "
-        f"{report['cleaned']} staging leftover(s) removed",
-        highlight=False,
-    )
+    else:
+        for item in report["missing"]:
+            action = "forgotten" if fix else "missing (use --fix to forget)"
+            console.print(f"{item['name']} ({item['key']}): {item['path']} {action}", highlight=False, markup=False)
+        console.print(
+            f"{len(report['missing'])} missing, {report['resumed']} job(s) resumed, "
+            f"{report['cleaned']} staging leftover(s) removed",
+            highlight=False,
+        )
+    if problems:
+        raise fail(f"{problems} problem(s) found; `modeldepot doctor --fix` fixes them")

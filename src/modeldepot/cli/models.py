@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
+from rich.cells import cell_len
+from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from modeldepot.cli._app import HomeOption, JsonOption, app, console, open_manager, parse_enum
@@ -27,24 +32,24 @@ def _human_size(n: int | None) -> str:
 
 
 def _resolve(mm: Any, key_or_name: str) -> Any:
-    """A record by key, else by unique name (any base/type)."""
-    from modeldepot.errors import DuplicateModelException, UnknownModelException
-
-    store = mm.store
-    if store.exists(key_or_name):
-        return store.get_model(key_or_name)
-    matches = store.search_by_attr(name=key_or_name)
-    if len(matches) == 1:
-        return matches[0]
-    if len(matches) > 1:
-        keys = ", ".join(f"{m.key} ({m.base}/{m.type})" for m in matches)
-        raise DuplicateModelException(f"name {key_or_name!r} matches several models: {keys}; use a key")
-    raise UnknownModelException(f"no model with key or name {key_or_name!r}", key=key_or_name)
+    """A record by key, else by unique name (any base/type), else by a unique key prefix of at
+    least 6 characters (``ModelRecordServiceBase.resolve``: an indexed lookup in every store)."""
+    return mm.store.resolve(key_or_name)
 
 
-def _dump(config: Any) -> dict[str, Any]:
+def _iso_time(timestamp: float, timespec: str = "auto") -> str:
+    """An epoch time as ISO 8601 in the local time zone, with its UTC offset."""
+    return datetime.fromtimestamp(timestamp, tz=UTC).astimezone().isoformat(timespec=timespec)
+
+
+def _dump(config: Any, timespec: str = "auto") -> dict[str, Any]:
+    """A record as JSON-able data; times (``*_at`` fields, epoch seconds in the record) become
+    ISO 8601 strings with a UTC offset, in the table and in ``--json`` alike."""
     data: dict[str, Any] = config.model_dump(mode="json")
     data["compatible_bases"] = sorted(data.get("compatible_bases") or [])
+    for field, value in data.items():
+        if field.endswith("_at") and isinstance(value, int | float) and not isinstance(value, bool):
+            data[field] = _iso_time(value, timespec)
     return data
 
 
@@ -56,10 +61,17 @@ def register(
     type: Annotated[str | None, typer.Option("--type", help="Override the identified type, e.g. main, lora")] = None,
     format: Annotated[str | None, typer.Option("--format", help="Override the identified format")] = None,
     description: Annotated[str | None, typer.Option(help="Free text description")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Register even a file that is not a model (a README, a script)")
+    ] = False,
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Register an existing model file or folder in place: identified, hashed, recorded, never moved."""
+    """Register an existing model file or folder in place: identified, hashed, recorded, never moved.
+
+    Content already registered makes no second record: the command names the existing model and
+    remembers this path as another location of it.
+    """
     from modeldepot.taxonomy import BaseModelType, ModelFormat, ModelType
 
     parse_enum(BaseModelType, base, "--base")
@@ -71,12 +83,16 @@ def register(
         if v is not None
     }
     with open_manager(home) as mm:
-        key = mm.install.register_path(path, overrides or None)
-        config = mm.store.get_model(key)
+        result = mm.install.register_path_result(path, overrides or None, force=force)
+        config = mm.store.get_model(result.key)
     if as_json:
-        console.print_json(json.dumps(_dump(config)))
+        console.print_json(json.dumps({**_dump(config), "outcome": result.outcome, "message": result.message}))
+    elif result.created:
+        console.print(
+            f"registered [bold]{config.name}[/bold] ({config.base}/{config.type}/{config.format}) key {config.key}"
+        )
     else:
-        console.print(f"registered [bold]{config.name}[/bold] ({config.base}/{config.type}/{config.format}) key {key}")
+        console.print(result.message, highlight=False, markup=False)
 
 
 @app.command("list")
@@ -88,37 +104,82 @@ def list_models(
         list[str] | None, typer.Option(help="Only models with this tag (repeatable: all must match)")
     ] = None,
     name: Annotated[str | None, typer.Option(help="Only models with this exact name")] = None,
+    wide: Annotated[
+        bool, typer.Option("--wide", help="Full keys, every column, nothing truncated (may exceed the terminal)")
+    ] = False,
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List registered models as a table (or JSON)."""
+    """List registered models as a table that fits the terminal (or JSON). Tags match in any case."""
     from modeldepot.taxonomy import BaseModelType, ModelFormat, ModelType
 
     b = parse_enum(BaseModelType, base, "--base")
     t = parse_enum(ModelType, type, "--type")
     f = parse_enum(ModelFormat, format, "--format")
     with open_manager(home) as mm:
-        models = mm.store.search_by_attr(name=name, base=b, type=t, format=f)
-        if tag:
-            wanted = set(tag)
-            models = [m for m in models if wanted.issubset(m.tags)]
+        models = mm.store.search_models(name=name, base=b, type=t, format=f, tag=tag or None)
     if as_json:
         console.print_json(json.dumps([_dump(m) for m in models]))
         return
-    table = Table(show_lines=False, header_style="bold")
-    for col in ("key", "name", "base", "type", "format", "size", "tags"):
-        table.add_column(col, overflow="fold")
-    for m in models:
-        table.add_row(
-            m.key, m.name, str(m.base), str(m.type), str(m.format), _human_size(m.file_size), ",".join(m.tags)
-        )
-    console.print(table)
+    if wide:
+        table = _list_table(models, wide=True)
+        natural = Measurement.get(console, console.options.update_width(1_000_000), table).maximum
+        # console.print never goes beyond the terminal's width: print on a console as wide as the table.
+        Console(
+            file=console.file,
+            width=max(natural, console.width),
+            color_system=console.color_system,  # type: ignore[arg-type]
+            force_terminal=console.is_terminal,
+            no_color=console.no_color,
+        ).print(table, crop=False)
+    else:
+        console.print(_list_table(models, wide=False, width=console.width))
     console.print(f"{len(models)} model(s)", style="dim")
+
+
+#: ``list`` shows this many characters of a key; any 6 or more work wherever a key does.
+SHORT_KEY = 8
+_GAP = 2  # columns apart in the list table
+
+
+def _list_table(models: list[Any], *, wide: bool, width: int | None = None) -> Table:
+    """One line per model. Narrow: short keys, and the name and tags columns share the width
+    left by the others, cut with an ellipsis; wide: everything, in full."""
+    head = ("key", "name", "base", "type", "format", "size", "tags") + (("hash", "path") if wide else ())
+    rows = [
+        (
+            m.key if wide else m.key[:SHORT_KEY],
+            m.name,
+            m.base.value,
+            m.type.value,
+            m.format.value,
+            _human_size(m.file_size),
+            ",".join(m.tags),
+            *((m.hash or "-", m.path) if wide else ()),
+        )
+        for m in models
+    ]
+    limits: dict[str, int] = {}
+    if not wide and width is not None:
+        natural = {h: max([cell_len(h), *(cell_len(r[i]) for r in rows)]) for i, h in enumerate(head)}
+        room = width - _GAP * (len(head) - 1) - sum(w for h, w in natural.items() if h not in ("name", "tags"))
+        if natural["name"] + natural["tags"] > room:
+            # Names get two thirds of the room (all they need, if less); tags get the rest.
+            name_w = min(natural["name"], room - min(natural["tags"], max(4, room // 3)))
+            limits = {"name": max(4, name_w), "tags": max(4, room - name_w)}
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold", show_edge=False, pad_edge=False, collapse_padding=True)
+    for h in head:
+        table.add_column(
+            h, no_wrap=True, overflow="ellipsis", max_width=limits.get(h), justify="right" if h == "size" else "left"
+        )
+    for row in rows:
+        table.add_row(*row)
+    return table
 
 
 @app.command("show")
 def show(
-    key_or_name: Annotated[str, typer.Argument(help="Model key or unique name")],
+    key_or_name: Annotated[str, typer.Argument(help="Model key, unique name or key prefix (6+ characters)")],
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -134,7 +195,7 @@ def show(
     table = Table(show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
-    for field, value in _dump(config).items():
+    for field, value in _dump(config, timespec="seconds").items():
         if field in ("source_api_response", "identification") or value in (None, [], {}):
             continue
         if isinstance(value, list):
@@ -146,7 +207,7 @@ def show(
 
 @app.command("rename")
 def rename(
-    key_or_name: Annotated[str, typer.Argument(help="Model key or unique name")],
+    key_or_name: Annotated[str, typer.Argument(help="Model key, unique name or key prefix (6+ characters)")],
     new_name: Annotated[str, typer.Argument(help="The new name")],
     home: HomeOption = None,
 ) -> None:
@@ -159,35 +220,36 @@ def rename(
 
 @tag_app.command("add")
 def tag_add(
-    key_or_name: Annotated[str, typer.Argument(help="Model key or unique name")],
+    key_or_name: Annotated[str, typer.Argument(help="Model key, unique name or key prefix (6+ characters)")],
     tags: Annotated[list[str], typer.Argument(help="Tags to add")],
     home: HomeOption = None,
 ) -> None:
     """Add tags to a model."""
     with open_manager(home) as mm:
         config = _resolve(mm, key_or_name)
-        new = list(config.tags) + [t for t in tags if t not in config.tags]
-        mm.store.update_model(config.key, {"tags": new})
-    console.print(f"{config.name}: tags {', '.join(new)}")
+        # The store drops tags already present in another case, keeping the first spelling.
+        new = mm.store.update_model(config.key, {"tags": [*config.tags, *tags]}).tags
+    console.print(f"{config.name}: tags {', '.join(new)}", highlight=False, markup=False)
 
 
 @tag_app.command("rm")
 def tag_rm(
-    key_or_name: Annotated[str, typer.Argument(help="Model key or unique name")],
+    key_or_name: Annotated[str, typer.Argument(help="Model key, unique name or key prefix (6+ characters)")],
     tags: Annotated[list[str], typer.Argument(help="Tags to remove")],
     home: HomeOption = None,
 ) -> None:
     """Remove tags from a model."""
     with open_manager(home) as mm:
         config = _resolve(mm, key_or_name)
-        new = [t for t in config.tags if t not in set(tags)]
+        gone = {t.casefold() for t in tags}
+        new = [t for t in config.tags if t.casefold() not in gone]
         mm.store.update_model(config.key, {"tags": new})
-    console.print(f"{config.name}: tags {', '.join(new) or '(none)'}")
+    console.print(f"{config.name}: tags {', '.join(new) or '(none)'}", highlight=False, markup=False)
 
 
 @app.command("rm")
 def rm(
-    key_or_name: Annotated[str, typer.Argument(help="Model key or unique name")],
+    key_or_name: Annotated[str, typer.Argument(help="Model key, unique name or key prefix (6+ characters)")],
     keep_files: Annotated[
         bool, typer.Option("--keep-files", help="Only forget the record; leave the model's files on disk")
     ] = False,

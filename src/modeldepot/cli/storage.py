@@ -41,16 +41,27 @@ def du(home: HomeOption = None, as_json: JsonOption = False) -> None:
 
 @app.command("verify")
 def verify(
-    key: Annotated[str | None, typer.Argument(help="Only this model (default: every blob and model)")] = None,
-    repair: Annotated[bool, typer.Option("--repair", help="Re-link damaged files from good blobs")] = False,
+    key_or_name: Annotated[
+        str | None, typer.Argument(help="Only this model, by key or name (default: every blob and model)")
+    ] = None,
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair", help="Re-link damaged files from good blobs; fetch what has no good copy from its source"
+        ),
+    ] = False,
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Re-hash blobs and materialised files; report corrupt or missing ones and the models affected."""
+    """Re-hash blobs and materialised files; report corrupt or missing ones and the models affected.
+
+    Exits non-zero while anything is damaged (with --repair: anything the repair could not heal).
+    """
+    from modeldepot.cli.models import _resolve
+
     with open_manager(home) as mm:
-        if key is not None:
-            mm.store.get_model(key)
-        report = mm.storage.verify(key=key, repair=repair)
+        key = _resolve(mm, key_or_name).key if key_or_name is not None else None
+        report = mm.install.repair_storage(key) if repair else mm.storage.verify(key=key)
     if as_json:
         console.print_json(json.dumps(plain(report)))
     else:
@@ -68,7 +79,14 @@ def verify(
             console.print(f"  model {k}: {', '.join(what)}", highlight=False)
         for item in report.repaired:
             console.print(f"  repaired {item}", highlight=False)
-    if not report.ok and not (repair and report.repaired):
+        if report.repair_attempted and not report.ok:
+            if report.remaining:
+                console.print(f"[red]still damaged after repair ({len(report.remaining)}):[/red]")
+                for item in report.remaining:
+                    console.print(f"  {item}", highlight=False)
+            else:
+                console.print("everything found was repaired")
+    if not report.healthy:
         raise typer.Exit(1)
 
 
@@ -140,4 +158,10 @@ def scan(
             highlight=False,
             markup=False,
         )
-    console.print(f"{sum(1 for e in result if e['status'] == 'registered')} registered", style="dim")
+    counts = {s: sum(1 for e in result if e["status"] == s) for s in ("registered", "present", "known", "duplicate")}
+    skipped = sum(1 for e in result if e["status"] == "skipped")
+    console.print(
+        f"{counts['registered']} registered, {counts['present'] + counts['known']} already known, "
+        f"{counts['duplicate']} duplicate(s) of registered models, {skipped} skipped",
+        style="dim",
+    )

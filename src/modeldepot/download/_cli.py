@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -23,6 +24,8 @@ def cli_download(
 ) -> Path:
     """Download ``url`` to ``dest`` (a file, or a folder to name the file in) and return the path.
 
+    ``dest`` is a folder when it exists as one or when it is written with a trailing slash
+    (``models/``): such a folder is created, and the file inside it takes the server's name.
     Ctrl-C pauses the download (the partial file and its state stay, a re-run resumes) and
     re-raises ``KeyboardInterrupt``. Errors are raised as ``DownloadError`` subclasses.
     """
@@ -35,7 +38,7 @@ def cli_download(
         TransferSpeedColumn,
     )
 
-    dest = Path(dest).expanduser()
+    dest = _destination(dest)
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -88,3 +91,16 @@ def cli_download(
     if not job.complete or job.download_path is None:
         raise DownloadError(f"{job.source}: download {job.status.value}", url=job.source)
     return job.download_path
+
+
+def _destination(dest: Path | str) -> Path:
+    """``dest`` as a path; a string ending in a separator names a folder, created here (``Path``
+    drops the trailing slash, which would make the download a file of the folder's name)."""
+    raw = os.fspath(dest)
+    path = Path(raw).expanduser()
+    separators = tuple(s for s in (os.sep, os.altsep) if s)
+    if isinstance(raw, str) and raw.endswith(separators):
+        if path.exists() and not path.is_dir():
+            raise DownloadError(f"{path} is a file, not a folder to download into", url=None)
+        path.mkdir(parents=True, exist_ok=True)
+    return path

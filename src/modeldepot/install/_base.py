@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from modeldepot.events import EventBus
     from modeldepot.hashing import HashCache
     from modeldepot.install._jobs import ModelInstallJob
+    from modeldepot.install._result import PathResult
     from modeldepot.records import ModelRecordServiceBase
     from modeldepot.storage import ContentStore
     from modeldepot.taxonomy import ModelSourceType
@@ -38,7 +39,14 @@ class InstallBase:
     def storage(self) -> ContentStore:
         raise NotImplementedError
 
-    def register_path(self, model_path: str | Path, config: dict[str, Any] | None = None) -> str:
+    def register_path(
+        self, model_path: str | Path, config: dict[str, Any] | None = None, *, force: bool = False
+    ) -> str:
+        raise NotImplementedError
+
+    def register_path_result(
+        self, model_path: str | Path, config: dict[str, Any] | None = None, *, force: bool = False
+    ) -> PathResult:
         raise NotImplementedError
 
     def install_path(
@@ -50,13 +58,45 @@ class InstallBase:
         source: str | None = None,
         source_type: ModelSourceType | None = None,
         metadata: dict[str, Any] | None = None,
+        force: bool = False,
     ) -> str:
+        raise NotImplementedError
+
+    def install_path_result(
+        self,
+        model_path: str | Path,
+        config: dict[str, Any] | None = None,
+        *,
+        move: bool = False,
+        source: str | None = None,
+        source_type: ModelSourceType | None = None,
+        metadata: dict[str, Any] | None = None,
+        force: bool = False,
+    ) -> PathResult:
         raise NotImplementedError
 
     def unregister(self, key: str) -> None:
         raise NotImplementedError
 
+    # Provided by Maintenance, used by JobRunner.
+    def _stored_copy_sound(self, record: ModelConfigBase) -> bool:
+        raise NotImplementedError
+
     # Provided by JobRunner, used by Maintenance.
+    def heuristic_import(
+        self,
+        source: str,
+        config: dict[str, Any] | None = None,
+        access_token: str | None = None,
+        inplace: bool = False,
+        *,
+        force: bool = False,
+    ) -> ModelInstallJob:
+        raise NotImplementedError
+
+    def wait_for_job(self, job: ModelInstallJob, timeout: float = 0) -> ModelInstallJob:
+        raise NotImplementedError
+
     def list_jobs(self) -> list[ModelInstallJob]:
         raise NotImplementedError
 

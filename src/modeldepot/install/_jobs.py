@@ -45,6 +45,9 @@ class ModelInstallJob(BaseModel):
     speed: float = 0.0
     parts: list[dict[str, Any]] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
+    #: What the install did once completed: "installed", "registered", "already_installed" or
+    #: "already_registered" (the content was known; ``config_out`` is the existing model).
+    outcome: str | None = None
     error_type: str | None = None
     error: str | None = None
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))

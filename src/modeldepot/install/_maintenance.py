@@ -11,13 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from modeldepot.errors import DuplicateModelException, ModelDepotError, UnknownJobIDException
+from modeldepot.errors import DuplicateModelException, ModelDepotError, UnknownJobIDException, UnknownModelException
 from modeldepot.install._base import InstallBase
+from modeldepot.install._locations import known_location, record_location
 
 if TYPE_CHECKING:
     from modeldepot._db import Database
     from modeldepot.config import DepotConfig
     from modeldepot.configs import ModelConfigBase
+    from modeldepot.storage import VerifyReport
 
 log = logging.getLogger(__name__)
 #: Files a scan treats as models (folders with a model_index.json/config.json are models too).
@@ -58,7 +60,11 @@ def find_models(folder: Path) -> list[Path]:
 
 class Maintenance(InstallBase):
     def scan_folder(self, folder: str | Path) -> list[dict[str, Any]]:
-        """What model files are under ``folder`` and whether each is registered."""
+        """What model files are under ``folder`` and whether each is registered.
+
+        ``is_installed``: a model is registered at that path; ``duplicate_of``: the path is a
+        known copy (an extra location) of that model's content.
+        """
         root = Path(folder).expanduser().resolve()
         if not root.is_dir():
             from modeldepot.errors import ModelNotFoundException
@@ -67,25 +73,105 @@ class Maintenance(InstallBase):
         out = []
         for path in find_models(root):
             hits = self.record_store.search_by_path(path)
-            out.append({"path": str(path), "is_installed": bool(hits), "key": hits[0].key if hits else None})
+            entry: dict[str, Any] = {
+                "path": str(path),
+                "is_installed": bool(hits),
+                "key": hits[0].key if hits else None,
+            }
+            if not hits and self._db is not None:
+                copy = known_location(self.db, path)
+                if copy is not None and self.record_store.exists(copy.model_key):
+                    entry["duplicate_of"] = copy.model_key
+            out.append(entry)
         return out
 
     def scan_and_register(self, folder: str | Path, inplace: bool = True) -> list[dict[str, Any]]:
-        """Register (in place) or install every model under ``folder``; one result per model."""
-        results = []
+        """Register (in place) or install every model under ``folder``; one result per model.
+
+        Statuses: ``registered`` (a new record), ``present`` (registered at that path before),
+        ``duplicate`` (the same content as a registered model; the path is remembered),
+        ``known`` (a copy remembered by an earlier scan), ``skipped`` (not a model, or unreadable).
+        """
+        results: list[dict[str, Any]] = []
         for entry in self.scan_folder(folder):
             path = Path(entry["path"])
             if entry["is_installed"]:
                 results.append({"path": str(path), "status": "present", "key": entry["key"]})
                 continue
+            if entry.get("duplicate_of"):
+                key = entry["duplicate_of"]
+                name = self.record_store.get_model(key).name
+                detail = f"a copy of {name!r} (key {key}), already known"
+                results.append({"path": str(path), "status": "known", "key": key, "detail": detail})
+                continue
             try:
-                key = self.register_path(path) if inplace else self.install_path(path)
-                results.append({"path": str(path), "status": "registered", "key": key})
+                result = self.register_path_result(path) if inplace else self.install_path_result(path)
             except DuplicateModelException as exc:
                 results.append({"path": str(path), "status": "duplicate", "key": exc.key, "detail": str(exc)})
+                continue
             except ModelDepotError as exc:
                 results.append({"path": str(path), "status": "skipped", "detail": str(exc)})
+                continue
+            if result.created:
+                results.append({"path": str(path), "status": "registered", "key": result.key})
+                continue
+            if not inplace and self._db is not None:
+                record_location(self.db, path, result.key)
+            results.append({"path": str(path), "status": "duplicate", "key": result.key, "detail": result.message})
         return results
+
+    def repair_storage(self, key: str | None = None) -> VerifyReport:
+        """Verify and repair the store; what no good copy can restore is fetched again from the
+        damaged model's recorded source (a local path that still exists, or the remote source).
+
+        ``VerifyReport.remaining`` lists what is still damaged afterwards (empty: all healed).
+        """
+        from modeldepot.storage._verify import problems
+
+        report = self.storage.verify(key=key, repair=True)
+        if report.healthy:
+            return report
+        for damaged in sorted(report.affected_models):
+            if self.storage.verify(key=damaged).ok:
+                continue  # repaired from a good copy already
+            try:
+                record = self.record_store.get_model(damaged)
+            except UnknownModelException:
+                continue
+            how = self._refetch(record)
+            if how is not None:
+                report.repaired.append(f"model {record.name} ({record.key}) {how}")
+        report.remaining = problems(self.storage.verify(key=key))
+        return report
+
+    def _stored_copy_sound(self, record: ModelConfigBase) -> bool:
+        """Whether an installed model's bytes verify (repairing from good copies where possible)."""
+        storage = self._storage()
+        if storage is None or self._db is None or record.inplace or not storage.has_model(record.key):
+            return True
+        return storage.verify(key=record.key, repair=True).healthy
+
+    def _refetch(self, record: ModelConfigBase) -> str | None:
+        """Read a damaged model's bytes again from its source; None if that was not possible."""
+        from modeldepot.taxonomy import ModelSourceType
+
+        source = record.source
+        if record.inplace or not source:
+            return None
+        if record.source_type in (None, ModelSourceType.Path):
+            path = Path(source)
+            if not path.exists():
+                log.error("cannot repair %s: its source %s is gone", record.key, path)
+                return None
+            staged = self.storage.stage(path)  # the store replaces the blobs it knows are bad
+            self.storage.discard(staged)
+            return f"re-read from {path}" if staged.healed else None
+        job = self.heuristic_import(source)  # sees the damaged copy and downloads again
+        self.wait_for_job(job)
+        if not job.complete:
+            log.error("cannot repair %s: re-downloading %s failed: %s", record.key, source, job.error)
+            return None
+        return f"downloaded again from {source}"
 
     def reidentify(self, key: str) -> ModelConfigBase:
         """Identify a model's files again and update type/base/format/variant in its record."""
@@ -126,14 +212,19 @@ class Maintenance(InstallBase):
         live = {j.id: j.status.value for j in self.list_jobs()}
         return [{**row, "status": live.get(row["id"], row["status"])} for row in persisted_jobs(self.db)]
 
-    def cancel_persisted(self, job_id: int) -> None:
-        """Cancel a job by id, whether it lives in this process or was left by an earlier one."""
+    def cancel_persisted(self, job_id: int) -> str:
+        """Cancel a job by id, whether it lives in this process or was left by an earlier one.
+
+        Returns the status the job had before: anything but "completed", "error" or "cancelled"
+        means it was cancelled now; those mean it had already ended and nothing changed.
+        """
         try:
-            self.cancel_job(self.get_job_by_id(job_id))
-            return
+            job = self.get_job_by_id(job_id)
         except UnknownJobIDException:
-            pass
-        cancel_persisted_job(self.db, self.app_config, job_id)
+            return cancel_persisted_job(self.db, self.app_config, job_id)
+        before = job.status.value
+        self.cancel_job(job)
+        return before
 
     def civitai_lookup(self, key: str, apply: bool = True) -> dict[str, Any]:
         """Look a registered file up on Civitai by its SHA256 and (optionally) fill its metadata."""
@@ -213,20 +304,29 @@ def persisted_jobs(db: Database) -> list[dict[str, Any]]:
     return [{"id": r[0], "source": r[1], "status": r[2], "inplace": bool(r[3]), "created_at": r[4]} for r in rows]
 
 
-def cancel_persisted_job(db: Database, config: DepotConfig, job_id: int) -> None:
-    """Mark a recorded job cancelled (it will not resume) and delete its partial downloads."""
+#: Statuses of jobs that have ended: cancelling them changes nothing.
+ENDED = ("completed", "error", "cancelled")
+
+
+def cancel_persisted_job(db: Database, config: DepotConfig, job_id: int) -> str:
+    """Mark a recorded job cancelled (it will not resume) and delete its partial downloads.
+
+    Returns the status the job had before; one of :data:`ENDED` means it had already ended and
+    was left as it was (a completed install is never undone by a late cancel).
+
+    Raises:
+        UnknownJobIDException: no job with that id was ever recorded.
+    """
     from modeldepot.install._runner import ensure_schema
 
     ensure_schema(db)
     with db.begin() as conn:
-        n = conn.execute(
-            sa.text(
-                "UPDATE install_jobs SET status='cancelled' WHERE id=:i"
-                " AND status NOT IN ('completed', 'error', 'cancelled')"
-            ),
-            {"i": job_id},
-        ).rowcount
-        known = n or conn.execute(sa.text("SELECT 1 FROM install_jobs WHERE id=:i"), {"i": job_id}).first()
-    if not known:
-        raise UnknownJobIDException(f"no install job with id {job_id}", job_id=job_id)
+        row = conn.execute(sa.text("SELECT status FROM install_jobs WHERE id=:i"), {"i": job_id}).first()
+        if row is None:
+            raise UnknownJobIDException(f"no install job with id {job_id}", job_id=job_id)
+        before = str(row[0])
+        if before in ENDED:
+            return before
+        conn.execute(sa.text("UPDATE install_jobs SET status='cancelled' WHERE id=:i"), {"i": job_id})
     shutil.rmtree(config.tmp_dir / "install" / str(job_id), ignore_errors=True)
+    return before

@@ -42,7 +42,16 @@ def _migrations() -> list[Any]:
         )
         conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_install_jobs_status ON install_jobs (status)")
 
-    return [v1]
+    def v2(conn: sa.Connection) -> None:
+        # Extra locations (see ``_locations.py``): copies of registered content, by path.
+        conn.exec_driver_sql(
+            "CREATE TABLE IF NOT EXISTS install_locations ("
+            " path TEXT PRIMARY KEY, model_key VARCHAR(255) NOT NULL, size BIGINT NOT NULL,"
+            " mtime_ns BIGINT NOT NULL, recorded_at FLOAT NOT NULL)"
+        )
+        conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_install_locations_key ON install_locations (model_key)")
+
+    return [v1, v2]
 
 
 def ensure_schema(db: Database) -> None:
@@ -153,11 +162,19 @@ class JobRunner(InstallBase):
         config: dict[str, Any] | None = None,
         access_token: str | None = None,
         inplace: bool = False,
+        *,
+        force: bool = False,
     ) -> ModelInstallJob:
-        """Install from a source string: a path, URL, Hugging Face repo id or Civitai reference."""
+        """Install from a source string: a path, URL, Hugging Face repo id or Civitai reference.
+
+        ``force`` installs even a file that is not a model (a README, a script); also accepted
+        as ``config["force"]``.
+        """
         from modeldepot.remote import parse_source
 
         parsed = parse_source(source, config=self.app_config, access_token=access_token)
+        if force:
+            config = {**(config or {}), "force": True}
         return self.import_model(parsed, config, inplace)
 
     def import_model(
@@ -210,16 +227,33 @@ class JobRunner(InstallBase):
         self._emit(job, "model_install_waiting")
         existing = None if isinstance(source, LocalModelSource) else self._installed_from(job.source)
         if existing is not None:
-            # Installing the same remote source again: nothing to download.
-            job.config_out = existing
-            job.notes.append(f"already installed as {existing.name!r} (key {existing.key})")
-            self._finish(job, InstallStatus.COMPLETED, "model_install_completed")
+            # Installing the same remote source again: nothing to download, unless the stored
+            # copy fails verification (checked off the caller's thread: it reads every byte).
+            threading.Thread(
+                target=self._reinstall_if_damaged, args=(job, existing), name=f"install-{job.id}", daemon=True
+            ).start()
         elif isinstance(source, LocalModelSource):
             job.local_path = Path(source.path)
             self._queue.put(job)
         else:
             threading.Thread(target=self._start_download, args=(job,), name=f"install-{job.id}", daemon=True).start()
         return job
+
+    def _reinstall_if_damaged(self, job: ModelInstallJob, existing: Any) -> None:
+        try:
+            sound = self._stored_copy_sound(existing)
+        except Exception as exc:
+            self._fail(job, exc)
+            return
+        if not sound:
+            # The fresh download replaces the damaged blobs (the verify marked them bad).
+            job.notes.append(f"re-downloading: the installed copy of {existing.name!r} failed verification")
+            self._start_download(job)
+            return
+        job.config_out = existing
+        job.outcome = "already_installed"
+        job.notes.append(f"already installed as {existing.name!r} (key {existing.key})")
+        self._finish(job, InstallStatus.COMPLETED, "model_install_completed")
 
     def _installed_from(self, source: str) -> Any:
         for record in self.record_store.search_models(q=source):
@@ -325,23 +359,28 @@ class JobRunner(InstallBase):
         self._emit(job, "model_install_running")
         assert job.local_path is not None
         config = dict(job.config_in)
+        force = bool(config.pop("force", False))
         if isinstance(job._source_obj, LocalModelSource):
             if job.inplace:
-                key = self.register_path(job.local_path, config)
+                result = self.register_path_result(job.local_path, config, force=force)
             else:
-                key = self.install_path(job.local_path, config)
+                result = self.install_path_result(job.local_path, config, force=force)
         else:
             check_looks_like_model(job.local_path)
-            key = self.install_path(
+            result = self.install_path_result(
                 job.local_path,
                 config,
                 move=True,
                 source=job.source,
                 source_type=job._source_obj.type,
                 metadata=job._metadata,
+                force=force,
             )
             shutil.rmtree(self._staging(job.id), ignore_errors=True)
-        job.config_out = self.record_store.get_model(key)
+        job.outcome = result.outcome
+        if not result.created:
+            job.notes.append(result.message)
+        job.config_out = self.record_store.get_model(result.key)
         self._finish(job, InstallStatus.COMPLETED, "model_install_completed")
 
     # Ending -------------------------------------------------------------------------------

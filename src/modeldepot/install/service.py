@@ -22,6 +22,8 @@ from modeldepot.errors import (
     ModelNotFoundException,
 )
 from modeldepot.events import EventBus
+from modeldepot.install._checks import check_is_model
+from modeldepot.install._locations import forget_model_locations, record_location
 from modeldepot.install._maintenance import Maintenance
 from modeldepot.install._records import (
     build_record,
@@ -29,6 +31,7 @@ from modeldepot.install._records import (
     identify_overrides,
     normalise_overrides,
 )
+from modeldepot.install._result import PathResult
 from modeldepot.install._runner import JobRunner
 from modeldepot.taxonomy import ModelSourceType
 
@@ -36,7 +39,7 @@ if TYPE_CHECKING:
     from modeldepot.download import DownloadQueueService
     from modeldepot.hashing import HashCache
     from modeldepot.records import ModelRecordServiceBase, ModelRecordServiceSQL
-    from modeldepot.storage import ContentStore
+    from modeldepot.storage import ContentStore, StagedModel
 
 log = logging.getLogger(__name__)
 
@@ -165,12 +168,22 @@ class ModelInstallService(JobRunner, Maintenance):
         found = self.record_store.search_by_hash(content_hash)
         return found[0] if found else None
 
-    def register_path(self, model_path: str | Path, config: dict[str, Any] | None = None) -> str:
+    def register_path(
+        self, model_path: str | Path, config: dict[str, Any] | None = None, *, force: bool = False
+    ) -> str:
         """Register a file or folder in place (never moved, copied or deleted); returns the key.
 
         ``config`` holds user overrides (name, base, type, description, tags...): they always win
-        over identification and are recorded as such.
+        over identification and are recorded as such. Content already registered returns that
+        model's key (see :meth:`register_path_result` to tell the two apart). Files that are not
+        models (a README, a script) are refused unless ``force``.
         """
+        return self.register_path_result(model_path, config, force=force).key
+
+    def register_path_result(
+        self, model_path: str | Path, config: dict[str, Any] | None = None, *, force: bool = False
+    ) -> PathResult:
+        """:meth:`register_path`, saying whether a record was made or the content was known."""
         from modeldepot.identify import identify
 
         path = Path(model_path).expanduser()
@@ -184,10 +197,21 @@ class ModelInstallService(JobRunner, Maintenance):
                 f"{path} is already registered as {existing[0].name!r} (key {existing[0].key})", key=existing[0].key
             )
         ident = identify(path, identify_overrides(overrides))
+        if not force:
+            check_is_model(path, ident)
         entries, content_hash = self._hash_inplace(path)
         dup = self._existing_by_hash(content_hash)
         if dup is not None:
-            return self._on_duplicate(dup, path)
+            self._on_duplicate(dup, path)
+            if self._db is not None:
+                record_location(self.db, path, dup.key)
+            return PathResult(
+                dup.key,
+                "already_registered",
+                dup.name,
+                f"{path.name} is already registered as {dup.name!r} (key {dup.key}); "
+                "path recorded as an extra location",
+            )
         record = build_record(
             ident,
             path=path,
@@ -201,7 +225,12 @@ class ModelInstallService(JobRunner, Maintenance):
         )
         self._commit_inplace(record, path, entries)
         log.info("registered %s in place as %s (%s)", path, record.name, record.key)
-        return record.key
+        return PathResult(
+            record.key,
+            "registered",
+            record.name,
+            f"registered {record.name} ({record.base}/{record.type}/{record.format}) key {record.key}",
+        )
 
     def install_path(
         self,
@@ -212,15 +241,33 @@ class ModelInstallService(JobRunner, Maintenance):
         source: str | None = None,
         source_type: ModelSourceType | None = None,
         metadata: dict[str, Any] | None = None,
+        force: bool = False,
     ) -> str:
         """Install a file or folder into the store (deduplicated, materialised); returns the key.
 
         ``move=True`` moves the files in when they are on the same file system (no bytes copied),
         else they are copied while hashing in one pass. Content already installed returns the
-        existing key (or raises DuplicateModelException when ``on_duplicate`` is ``error``).
+        existing key (or raises DuplicateModelException when ``on_duplicate`` is ``error``); if
+        that model's stored bytes fail verification, the bytes just read replace them. Files that
+        are not models are refused unless ``force``.
         """
+        return self.install_path_result(
+            model_path, config, move=move, source=source, source_type=source_type, metadata=metadata, force=force
+        ).key
+
+    def install_path_result(
+        self,
+        model_path: str | Path,
+        config: dict[str, Any] | None = None,
+        *,
+        move: bool = False,
+        source: str | None = None,
+        source_type: ModelSourceType | None = None,
+        metadata: dict[str, Any] | None = None,
+        force: bool = False,
+    ) -> PathResult:
+        """:meth:`install_path`, saying whether a model was installed or the content was known."""
         from modeldepot.identify import identify
-        from modeldepot.install._store import destination, record_hash, unique_name, with_fields
 
         path = Path(model_path).expanduser()
         if not path.exists():
@@ -228,6 +275,8 @@ class ModelInstallService(JobRunner, Maintenance):
         path = path.resolve()
         overrides = normalise_overrides(config)
         ident = identify(path, identify_overrides(overrides))
+        if not force:
+            check_is_model(path, ident)
         remote_base = (metadata or {}).get("base")
         if remote_base and "base" not in overrides and str(ident.base) in ("unknown", "any"):
             # The header could not tell; the remote's declared base is the next best word.
@@ -235,13 +284,39 @@ class ModelInstallService(JobRunner, Maintenance):
         # Staging hashes while it copies (one read pass); content already held costs no space
         # because identical blobs are stored once.
         staged = self.storage.stage(path, move=move)
+        try:
+            return self._install_staged(path, staged, ident, overrides, move, source, source_type, metadata)
+        except BaseException:
+            self.storage.abandon(staged)  # no-op for blobs a committed model or a duplicate holds
+            raise
+
+    def _install_staged(
+        self,
+        path: Path,
+        staged: StagedModel,
+        ident: Any,
+        overrides: dict[str, Any],
+        move: bool,
+        source: str | None,
+        source_type: ModelSourceType | None,
+        metadata: dict[str, Any] | None,
+    ) -> PathResult:
+        from modeldepot.install._store import destination, record_hash, unique_name, with_fields
+
         content_hash = record_hash(staged, self.app_config.hashing_algorithm) or self._hash(path)
         dup = self._existing_by_hash(content_hash)
         if dup is not None:
             self.storage.discard(staged)
-            if move:
-                self.storage.release_sources(staged)  # its bytes are already held by ``dup``
-            return self._on_duplicate(dup, path)
+            try:
+                self._on_duplicate(dup, path)
+                repaired = self._heal_duplicate(dup, path, staged, move=move)
+            finally:
+                if move:
+                    self.storage.release_sources(staged)  # its bytes are already held by ``dup``
+            message = f"{path.name} is already installed as {dup.name!r} (key {dup.key})"
+            if repaired:
+                message += f"; repaired its stored copy ({'; '.join(repaired)})"
+            return PathResult(dup.key, "already_installed", dup.name, message, tuple(repaired))
         name = overrides.pop("name", None) or (metadata or {}).get("name") or default_name(path)
         meta = {k: v for k, v in (metadata or {}).items() if k not in ("name", "base", "type")}
         record = build_record(
@@ -261,10 +336,47 @@ class ModelInstallService(JobRunner, Maintenance):
             dest = dest.with_name(f"{dest.stem}-{record.key[:8]}{dest.suffix}")
         record = with_fields(record, path=str(dest))
         self._commit_stored(record, staged, dest)
-        self.storage.release_sources(staged)  # move mode: the sources go once the commit is durable
-        self.storage.materialise(record.key, dest)
+        try:
+            self.storage.materialise(record.key, dest)
+        except BaseException:
+            # E.g. a full disk while copying (link mode "copy"): no record without its files,
+            # and no blob only this failed install wanted. Move-mode sources are still there.
+            self._delete(record.key, delete_files=True)
+            self.storage.abandon(staged)
+            raise
+        self.storage.release_sources(staged)  # move mode: the sources go once the model is in place
         log.info("installed %s as %s (%s) at %s", path, record.name, record.key, dest)
-        return record.key
+        return PathResult(
+            record.key,
+            "installed",
+            record.name,
+            f"installed {record.name} ({record.base}/{record.type}/{record.format}) key {record.key}",
+        )
+
+    def _heal_duplicate(self, dup: ModelConfigBase, path: Path, staged: StagedModel, *, move: bool) -> list[str]:
+        """Installing content that is already installed: make sure the stored copy is sound.
+
+        The installed model is verified (repairing from good copies where possible); blobs that
+        still fail are replaced by ingesting ``path`` again (the store now knows they are bad, so
+        it does not deduplicate onto them) and the model is rebuilt. Returns what was repaired.
+        """
+        storage = self.storage
+        repaired = [f"replaced damaged blob {d}" for d in staged.healed]
+        if dup.inplace or not storage.has_model(dup.key):
+            return repaired
+        report = storage.verify(key=dup.key, repair=True)
+        repaired += report.repaired
+        if report.healthy:
+            return repaired
+        again = storage.stage(path, move=move)  # replaces the blobs the verify marked bad
+        storage.discard(again)
+        repaired += [f"replaced damaged blob {d}" for d in again.healed]
+        left = storage.verify(key=dup.key)
+        if not left.ok:
+            from modeldepot.storage._verify import problems
+
+            log.error("model %s is still damaged after reinstalling from %s: %s", dup.key, path, problems(left))
+        return repaired
 
     def _shared_sql_store(self) -> ModelRecordServiceSQL | None:
         """The record store when it lives in our database, so a record and its manifest can be
@@ -356,6 +468,8 @@ class ModelInstallService(JobRunner, Maintenance):
             _remove_path(Path(config.path))
 
     def _delete(self, key: str, delete_files: bool) -> None:
+        if self._db is not None:
+            forget_model_locations(self.db, key)
         store = self.record_store
         storage = self._storage()
         sql = self._shared_sql_store()

@@ -17,6 +17,7 @@ import errno
 import logging
 import mmap
 import os
+import shutil
 import stat
 import sys
 import uuid
@@ -59,9 +60,26 @@ def hash_path(path: Path) -> str:
     return str(h.hexdigest())
 
 
-def _space_error(exc: OSError, what: Path) -> StorageError | InsufficientSpaceError:
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def no_space(where: Path, need: int | None, what: Path) -> InsufficientSpaceError:
+    """The one wording of "disk full": where, how much was needed, how much is free."""
+    free = _free_bytes(where)
+    needed = f"need {need} bytes" if need is not None else "need more space"
+    have = f"have {free}" if free is not None else "free space unknown"
+    return InsufficientSpaceError(f"no space left on {where}: {needed}, {have} (storing {what})")
+
+
+def _space_error(
+    exc: OSError, what: Path, where: Path | None = None, need: int | None = None
+) -> StorageError | InsufficientSpaceError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return InsufficientSpaceError(f"disk full while storing {what}: {exc.strerror}")
+        return no_space(where or what.parent, need, what)
     return StorageError(f"cannot store {what}: {exc}", path=what)
 
 
@@ -87,9 +105,16 @@ def _sync_file_range() -> Any:
 
 
 def _write_all(fd: int, data: memoryview) -> None:
-    while data:
-        n = os.write(fd, data)
-        data = data[n:]
+    rest = data
+    try:
+        while rest:
+            n = os.write(fd, rest)
+            rest = rest[n:]
+    finally:
+        # A failed write's traceback keeps this frame alive: a slice still exported from the
+        # source mmap would make closing it raise BufferError, hiding the real error (ENOSPC).
+        if rest is not data:
+            rest.release()
 
 
 def copy_hashing(src_fd: int, dst_fd: int, size: int) -> str:
@@ -167,27 +192,39 @@ class BlobStore:
         move: bool = False,
         register: Callable[[str, int], None] | None = None,
         keep_source: bool = False,
+        distrust: Callable[[str], bool] | None = None,
     ) -> BlobInfo:
         """Store the content of ``path``; with ``move`` the source is linked into place, not copied.
 
         The source disappears (move mode) only after its blob is in place and fsynced, and not at
         all with ``keep_source`` (a folder import removes its sources once every file is stored).
+        ``distrust(digest)`` names blobs known to be damaged: the fresh, verified content replaces
+        such a blob instead of being dropped as a duplicate (``BlobInfo.healed`` says so).
         """
         if move:
-            info = self._add_by_link(path, register)
+            info = self._add_by_link(path, register, distrust)
             if info is None:
-                info = self._add_by_copy(path, register)
+                info = self._add_by_copy(path, register, distrust)
             crashpoint("blob-linked")
             if not keep_source:
                 path.unlink()
             return info
-        return self._add_by_copy(path, register)
+        return self._add_by_copy(path, register, distrust)
 
-    def _add_by_copy(self, path: Path, register: Callable[[str, int], None] | None) -> BlobInfo:
+    def _add_by_copy(
+        self,
+        path: Path,
+        register: Callable[[str, int], None] | None,
+        distrust: Callable[[str], bool] | None = None,
+    ) -> BlobInfo:
         tmp = self._tmp_path()
+        size: int | None = None
         try:
             with open(path, "rb") as src:
                 size = os.fstat(src.fileno()).st_size
+                free = _free_bytes(self.tmp)
+                if free is not None and free < size:
+                    raise no_space(self.root, size, path)  # refuse before writing a byte
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 try:
                     digest = copy_hashing(src.fileno(), fd, size)
@@ -197,18 +234,23 @@ class BlobStore:
                     os.close(fd)
             if os.stat(tmp).st_size != size:
                 raise StorageError(f"{path} changed size while it was being stored", path=path)
-            self._publish(tmp, digest, size, register)
-            return BlobInfo(digest, size)
+            healed = self._publish(tmp, digest, size, register, distrust)
+            return BlobInfo(digest, size, healed)
         except OSError as exc:
-            _unlink_quiet(tmp)
+            _unlink_quiet(tmp)  # before measuring free space: the partial copy is not ours to count
             if isinstance(exc, StorageError | InsufficientSpaceError):
                 raise
-            raise _space_error(exc, path) from exc
+            raise _space_error(exc, path, where=self.root, need=size) from exc
         except BaseException:
             _unlink_quiet(tmp)
             raise
 
-    def _add_by_link(self, path: Path, register: Callable[[str, int], None] | None) -> BlobInfo | None:
+    def _add_by_link(
+        self,
+        path: Path,
+        register: Callable[[str, int], None] | None,
+        distrust: Callable[[str], bool] | None = None,
+    ) -> BlobInfo | None:
         """Hash by mmap, then hardlink the source into place. ``None`` when linking is impossible."""
         before = os.stat(path)
         digest = hash_path(path)
@@ -218,20 +260,28 @@ class BlobStore:
         except OSError as exc:
             if exc.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP, errno.EACCES):
                 return None
-            raise _space_error(exc, path) from exc
+            raise _space_error(exc, path, where=self.root, need=0) from exc
         try:
             after = os.stat(tmp)
             if (after.st_ino, after.st_size, after.st_mtime_ns) != (before.st_ino, before.st_size, before.st_mtime_ns):
                 raise StorageError(f"{path} changed while it was being stored", path=path)
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
-            self._publish(tmp, digest, before.st_size, register)
+            healed = self._publish(tmp, digest, before.st_size, register, distrust)
         except BaseException:
             _unlink_quiet(tmp)
             raise
-        return BlobInfo(digest, before.st_size)
+        return BlobInfo(digest, before.st_size, healed)
 
-    def _publish(self, tmp: Path, digest: str, size: int, register: Callable[[str, int], None] | None) -> None:
+    def _publish(
+        self,
+        tmp: Path,
+        digest: str,
+        size: int,
+        register: Callable[[str, int], None] | None,
+        distrust: Callable[[str], bool] | None = None,
+    ) -> bool:
+        """Move ``tmp`` (verified content of ``digest``) into place; True if it replaced a damaged blob."""
         final = self.path_for(digest)
         final.parent.mkdir(exist_ok=True)
         with self._lock:
@@ -239,13 +289,16 @@ class BlobStore:
                 register(digest, size)
             crashpoint("blob-registered")
             existing = _stat_or_none(final)
-            if existing is not None and existing.st_size == size:
+            damaged = existing is not None and (existing.st_size != size or (distrust is not None and distrust(digest)))
+            if existing is not None and not damaged:
                 _unlink_quiet(tmp)  # dedup: the content is already stored
-                return
-            # Absent, or a damaged blob of the wrong size: this verified content replaces it.
+                return False
+            # Absent, or a blob known to be damaged: this verified content replaces it. Files
+            # hardlinked to the old blob keep the damaged inode; the caller rebuilds them.
             os.chmod(tmp, 0o444)
             os.replace(tmp, final)
         fsync_dir(final.parent)
+        return damaged
 
     def write_bytes(self, data: bytes, register: Callable[[str, int], None] | None = None) -> BlobInfo:
         """Store small in-memory content (used for synthetic files and tests)."""
@@ -264,16 +317,18 @@ class BlobStore:
             return BlobInfo(digest, len(data))
         except OSError as exc:
             _unlink_quiet(tmp)
-            raise _space_error(exc, Path("<bytes>")) from exc
+            raise _space_error(exc, Path("<bytes>"), where=self.root, need=len(data)) from exc
         except BaseException:
             _unlink_quiet(tmp)
             raise
 
     # Read back -----------------------------------------------------------------------------
 
-    def copy_out(self, digest: str, dst_fd: int) -> int:
-        """Copy a blob into an open file, re-hashing on the way; a mismatch is ``BlobCorruptError``."""
+    def copy_out(self, digest: str, dst_fd: int, dest: Path | None = None) -> int:
+        """Copy a blob into an open file (``dest``, for messages), re-hashing on the way; a mismatch
+        is ``BlobCorruptError``."""
         blob = self.path_for(digest)
+        size: int | None = None
         try:
             with open(blob, "rb") as src:
                 size = os.fstat(src.fileno()).st_size
@@ -281,7 +336,8 @@ class BlobStore:
         except FileNotFoundError as exc:
             raise BlobCorruptError(f"blob {digest} is missing from {self.root}", path=blob) from exc
         except OSError as exc:
-            raise _space_error(exc, blob) from exc
+            target = dest if dest is not None else blob
+            raise _space_error(exc, target, where=target.parent, need=size) from exc
         if got != digest:
             raise BlobCorruptError(f"blob {digest} is corrupt on disk (content hashes to {got})", path=blob)
         return size

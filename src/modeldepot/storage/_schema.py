@@ -5,6 +5,8 @@
 - ``storage_manifest``: per model, its files (relpath, blake3 digest, size, mode).
 - ``storage_pending``: blobs written by an ingest not yet committed (protected from gc).
 - ``storage_refcounts`` (view): refcount of a blob = manifest entries of store-owned models.
+- ``storage_bad_blobs``: blobs a verify found corrupt or missing. An ingest of the same content
+  replaces such a blob instead of deduplicating onto it (the healing path of a reinstall).
 """
 
 from __future__ import annotations
@@ -54,8 +56,17 @@ def _v1(conn: Connection) -> None:
     )
 
 
+def _v2(conn: Connection) -> None:
+    conn.exec_driver_sql(
+        "CREATE TABLE storage_bad_blobs ("
+        " digest CHAR(64) PRIMARY KEY,"
+        " state VARCHAR(16) NOT NULL,"
+        " found_at DOUBLE PRECISION NOT NULL)"
+    )
+
+
 def migrate(db: Database) -> None:
-    db.migrate(COMPONENT, [_v1])
+    db.migrate(COMPONENT, [_v1, _v2])
 
 
 def q(sql: str) -> sa.TextClause:

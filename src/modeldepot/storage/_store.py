@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 from modeldepot._db import Database
 from modeldepot._fs import fsync_dir, join_inside, safe_relpath
 from modeldepot.config import DepotConfig
-from modeldepot.errors import NotAllowedError, StorageError, UnknownModelException
+from modeldepot.errors import ModelDepotError, NotAllowedError, StorageError, UnknownModelException
 from modeldepot.events import EventBus
 from modeldepot.storage import _gc, _manifests, _verify
 from modeldepot.storage._blobs import BlobStore
@@ -94,27 +94,139 @@ class ContentStore:
         _manifests.walk_source(p)  # clear errors for missing paths / folders
         if p.is_dir():
             raise StorageError(f"{p} is a folder; use stage() for folders", path=p)
-        return self.blobs.add_file(p, move=move, register=self._pending(f"add-{uuid.uuid4().hex}"))
+        info = self.blobs.add_file(
+            p, move=move, register=self._pending(f"add-{uuid.uuid4().hex}"), distrust=self.is_known_bad
+        )
+        if info.healed:
+            self._after_heal([info.digest])
+        return info
 
     def stage(self, src: str | Path, move: bool = False) -> StagedModel:
-        """Ingest every file of ``src`` into blobs; nothing is owned by a model until :meth:`commit`."""
+        """Ingest every file of ``src`` into blobs; nothing is owned by a model until :meth:`commit`.
+
+        A blob a verify found damaged is replaced by the ingested content and every model using it
+        is rebuilt (``StagedModel.healed``). If ingesting fails (a full disk), the blobs this
+        stage created and nobody else uses are removed again: nothing half-done stays behind.
+        """
         src = Path(src)
         kind, files = _manifests.walk_source(src)
         stage_id = f"stage-{uuid.uuid4().hex}"
         register = self._pending(stage_id)
         entries: list[ManifestEntry] = []
-        for rel, path in files:
-            mode = path.stat().st_mode & 0o777
-            info = self.blobs.add_file(path, move=move, register=register, keep_source=True)
-            entries.append(ManifestEntry(rel, info.digest, info.size, mode))
+        healed: list[str] = []
+        try:
+            for rel, path in files:
+                mode = path.stat().st_mode & 0o777
+                info = self.blobs.add_file(
+                    path, move=move, register=register, keep_source=True, distrust=self.is_known_bad
+                )
+                entries.append(ManifestEntry(rel, info.digest, info.size, mode))
+                if info.healed:
+                    healed.append(info.digest)
+        except BaseException:
+            self._abort_stage(stage_id)
+            raise
         crashpoint("staged")
+        if healed:
+            self._after_heal(healed)
         return StagedModel(
             stage_id=stage_id,
             kind="file" if kind == "file" else "folder",
             entries=tuple(entries),
             source=src,
             move=move,
+            healed=tuple(healed),
         )
+
+    def _abort_stage(self, stage_id: str) -> None:
+        """Drop a failed stage's pending rows and the blobs only it had (no manifest, no other stage)."""
+        with self.db.connect() as c:
+            digests = [
+                str(r[0])
+                for r in c.execute(q("SELECT digest FROM storage_pending WHERE stage_id = :s"), {"s": stage_id})
+            ]
+        self._drop_unused(stage_id, digests)
+
+    def abandon(self, staged: StagedModel) -> None:
+        """A stage whose install failed after ingest: forget it and remove the blobs no one else uses.
+
+        Unlike :meth:`discard` (the content is kept, e.g. a duplicate), nothing of it stays on disk.
+        """
+        self._drop_unused(staged.stage_id, [e.digest for e in staged.entries])
+
+    def _drop_unused(self, stage_id: str, digests: list[str]) -> None:
+        with self.blobs.locked(), self.db.begin() as conn:
+            conn.execute(q("DELETE FROM storage_pending WHERE stage_id = :s"), {"s": stage_id})
+            for digest in dict.fromkeys(digests):
+                used = conn.execute(
+                    q(
+                        "SELECT 1 FROM storage_manifest WHERE digest = :d"
+                        " UNION ALL SELECT 1 FROM storage_pending WHERE digest = :d"
+                    ),
+                    {"d": digest},
+                ).first()
+                if used is None:
+                    self.blobs.remove(digest)
+
+    # Damaged blobs ---------------------------------------------------------------------------
+
+    def is_known_bad(self, digest: str) -> bool:
+        """True if a verify found this blob corrupt or missing (and no ingest has healed it since)."""
+        with self.db.connect() as c:
+            row = c.execute(q("SELECT 1 FROM storage_bad_blobs WHERE digest = :d"), {"d": digest}).first()
+        return row is not None
+
+    def known_bad(self) -> dict[str, str]:
+        """digest -> "corrupt" | "missing", as the last verify of each blob found it."""
+        with self.db.connect() as c:
+            return {str(r[0]): str(r[1]) for r in c.execute(q("SELECT digest, state FROM storage_bad_blobs"))}
+
+    def mark_blobs(self, bad: dict[str, str], good: set[str]) -> None:
+        """Remember what a verify found, so a later ingest of the same content replaces a bad blob."""
+        with self.db.begin() as conn:
+            for digest in good:
+                conn.execute(q("DELETE FROM storage_bad_blobs WHERE digest = :d"), {"d": digest})
+            for digest, state in bad.items():
+                conn.execute(q("DELETE FROM storage_bad_blobs WHERE digest = :d"), {"d": digest})
+                conn.execute(
+                    q("INSERT INTO storage_bad_blobs (digest, state, found_at) VALUES (:d, :s, :t)"),
+                    {"d": digest, "s": state, "t": time.time()},
+                )
+
+    def models_using(self, digests: list[str] | set[str]) -> list[str]:
+        """Keys of store-owned models with a file whose content is one of ``digests``."""
+        wanted = sorted(set(digests))
+        if not wanted:
+            return []
+        keys: set[str] = set()
+        with self.db.connect() as c:
+            for digest in wanted:
+                rows = c.execute(
+                    q(
+                        "SELECT DISTINCT m.model_key FROM storage_manifest m"
+                        " JOIN storage_models s ON s.model_key = m.model_key"
+                        " WHERE m.digest = :d AND s.inplace = 0"
+                    ),
+                    {"d": digest},
+                )
+                keys.update(str(r[0]) for r in rows)
+        return sorted(keys)
+
+    def _after_heal(self, digests: list[str]) -> None:
+        """A damaged blob was replaced: forget the mark, rebuild the models whose files were linked
+        to the old (damaged) inode."""
+        self.mark_blobs({}, set(digests))
+        for key in self.models_using(digests):
+            man = self.manifest(key)
+            if man.dest is None:
+                continue
+            try:
+                self.materialise(key)
+            except ModelDepotError as exc:
+                log.error("could not rebuild model %s after healing its blobs: %s", key, exc)
+                continue
+            log.info("rebuilt model %s from its healed blobs", key)
+            self._emit("storage_healed", key=key, digests=list(digests))
 
     def commit(self, conn: Connection, key: str, staged: StagedModel, dest: str | Path | None = None) -> None:
         """Write the manifest of ``key`` inside the caller's transaction and release the pending rows."""

@@ -3,7 +3,9 @@
 Repair order: a corrupt or missing blob is restored from a materialised file whose content still
 hashes to the digest (a copy or reflink); then every damaged model folder is rebuilt from blobs.
 A blob with no good copy anywhere stays reported (never served: copy-mode materialisation
-re-hashes and fails, and the model is listed as affected).
+re-hashes and fails, and the model is listed as affected) and is remembered as bad, so the next
+ingest of the same content (a reinstall) replaces it. After a repair everything is checked again:
+``VerifyReport.remaining`` lists what is still wrong.
 """
 
 # os.* on purpose: errno-level fallthrough, fd-based I/O, and fault injection in tests.
@@ -73,9 +75,21 @@ def verify(store: ContentStore, *, key: str | None = None, repair: bool = False)
             if e.digest in bad_blobs and not man.inplace:
                 report._affect(man.key, f"{e.relpath}: blob {e.digest} is {bad_blobs[e.digest]}")
                 damaged_models.add(man.key)
+    store.mark_blobs(bad_blobs, checked - set(bad_blobs))
     if repair:
-        _repair(store, report, bad_blobs, good_copies, damaged_models)
+        report.repair_attempted = True
+        if not report.ok:
+            _repair(store, report, bad_blobs, good_copies, damaged_models)
+            report.remaining = problems(verify(store, key=key))
     return report
+
+
+def problems(report: VerifyReport) -> list[str]:
+    """One line per problem a report found."""
+    out = [f"corrupt blob {d}" for d in report.corrupt_blobs]
+    out += [f"missing blob {d}" for d in report.missing_blobs]
+    out += [f"damaged file {p}" for p in report.damaged_files]
+    return out
 
 
 def _check_file(store: ContentStore, man: ModelManifest, digest: str, path: Path, good: dict[str, Path]) -> str | None:

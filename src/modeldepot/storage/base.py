@@ -20,10 +20,14 @@ def crashpoint(name: str) -> None:
 
 @dataclass(frozen=True)
 class BlobInfo:
-    """One stored blob: its blake3 hex digest and size in bytes."""
+    """One stored blob: its blake3 hex digest and size in bytes.
+
+    ``healed``: this ingest replaced a stored blob of the same digest that was known to be damaged.
+    """
 
     digest: str
     size: int
+    healed: bool = False
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,8 @@ class StagedModel:
     entries: tuple[ManifestEntry, ...]
     source: Path
     move: bool = False
+    #: Digests whose damaged blob this stage replaced (the models using them were rebuilt).
+    healed: tuple[str, ...] = ()
 
     @property
     def size(self) -> int:
@@ -95,10 +101,19 @@ class VerifyReport:
     repaired: list[str] = field(default_factory=list)
     blobs_checked: int = 0
     files_checked: int = 0
+    #: After a repair: the problems still there (checked again), empty when everything was healed.
+    remaining: list[str] = field(default_factory=list)
+    repair_attempted: bool = False
 
     @property
     def ok(self) -> bool:
+        """Nothing was wrong when checked (before any repair)."""
         return not (self.corrupt_blobs or self.missing_blobs or self.damaged_files)
+
+    @property
+    def healthy(self) -> bool:
+        """Nothing is wrong now: all good, or a repair fixed everything found."""
+        return not self.remaining if self.repair_attempted else self.ok
 
     def _affect(self, key: str, what: str) -> None:
         items = self.affected_models.setdefault(key, [])

@@ -1,0 +1,63 @@
+"""Refusing what is not a model: a README, a script or a folder of notes never becomes a record."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from modeldepot.errors import InvalidSourceError
+from modeldepot.hashing import WEIGHT_SUFFIXES
+from modeldepot.identify import Identification
+from modeldepot.taxonomy import ModelType
+
+_FORCE_HINT = "use --force (force=True) to register it anyway"
+
+
+def _holds_weights(path: Path) -> bool:
+    """True for a weights file by name, or by its first bytes (GGUF, safetensors, pickle/zip)."""
+    if path.suffix.lower() in WEIGHT_SUFFIXES:
+        return True
+    try:
+        with path.open("rb") as f:
+            head = f.read(16)
+    except OSError:
+        return False
+    return (
+        head[:4] == b"GGUF"
+        or (len(head) > 9 and head[8:9] == b"{")  # safetensors: u64 header length, then JSON
+        or head[:4] == b"PK\x03\x04"  # torch zip checkpoint
+        or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"))  # legacy pickle
+    )
+
+
+def _folder_holds_weights(folder: Path) -> bool:
+    for _dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        if any(Path(name).suffix.lower() in WEIGHT_SUFFIXES for name in filenames):
+            return True
+    return False
+
+
+def check_is_model(path: Path, ident: Identification) -> None:
+    """Refuse ``path`` when identification found no model and it holds no weights at all.
+
+    A weights file of a type we cannot name (an unusual safetensors) is still a model file and
+    passes; overriding ``type`` does not make a text file a model (only ``force`` does).
+
+    Raises:
+        InvalidSourceError: naming the file and what it is instead.
+    """
+    if ident.type != ModelType.Unknown and "type" not in ident.overridden:
+        return
+    if path.is_dir():
+        if _folder_holds_weights(path):
+            return
+        raise InvalidSourceError(
+            f"{path.name} is not a model folder: it holds no weight files "
+            f"({', '.join(sorted(WEIGHT_SUFFIXES))}); {_FORCE_HINT}"
+        )
+    if _holds_weights(path):
+        return
+    raise InvalidSourceError(
+        f"{path.name} is not a model file: not a safetensors, .ckpt/.pt/.pth/.bin, GGUF or ONNX file; {_FORCE_HINT}"
+    )
