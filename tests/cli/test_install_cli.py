@@ -127,6 +127,7 @@ def _listed(env: dict[str, str], home: Path) -> list[dict[str, Any]]:
     return records
 
 
+@pytest.mark.slow
 def test_install_hf_repo_in_a_subprocess(env: dict[str, str], home: Path) -> None:
     r = _run(env, "install", REPO, "--home", str(home))
     assert r.returncode == 0, r.stderr
@@ -140,12 +141,14 @@ def test_install_hf_repo_in_a_subprocess(env: dict[str, str], home: Path) -> Non
     assert not any((home / "tmp" / "install").iterdir())  # the staging folder went with the install
 
 
+@pytest.mark.slow
 def test_install_prints_no_tracebacks(env: dict[str, str], home: Path) -> None:
     r = _run(env, "install", REPO, "--home", str(home))
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr and "failed on" not in r.stderr, r.stderr
 
 
+@pytest.mark.slow
 def test_ctrl_c_pauses_and_the_same_command_resumes(
     hub: FakeHub, env: dict[str, str], home: Path, tmp_path: Path, pipeline_files: dict[str, Path]
 ) -> None:
@@ -197,6 +200,7 @@ def test_ctrl_c_pauses_and_the_same_command_resumes(
     assert any(not r.range.startswith("bytes=0-") for r in resumed if r.range), resumed
 
 
+@pytest.mark.slow
 def test_no_wait_returns_at_once_with_the_job_id(hub: FakeHub, env: dict[str, str], home: Path) -> None:
     hub.faults("*", speed_limit_bps=SLOW_BPS)  # waiting would take ~20 s
     started = time.monotonic()

@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from identify_helpers import as_record, reason
 
 from modeldepot.configs import LoRALyCORISConfig
 from modeldepot.identify import identify, read_safetensors_header
 from modeldepot.taxonomy import BaseModelType as B
 from modeldepot.taxonomy import ModelFormat, ModelType
 from modeldepot.testing import factories as F
+
+from .identify_helpers import as_record, reason
 
 BASES = {"sd-1": B.StableDiffusion1, "sd-2": B.StableDiffusion2, "sdxl": B.StableDiffusionXL, "flux": B.Flux}
 

@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import pytest
-from identify_helpers import as_record, reason
 
 from modeldepot.configs import MainDiffusersConfig
 from modeldepot.errors import IdentificationError
@@ -14,6 +13,8 @@ from modeldepot.identify import identify
 from modeldepot.taxonomy import BaseModelType as B
 from modeldepot.taxonomy import ModelFormat, ModelRepoVariant, ModelType, SchedulerPredictionType, SubModelType
 from modeldepot.testing import factories as F
+
+from .identify_helpers import as_record, reason
 
 S = SubModelType
 

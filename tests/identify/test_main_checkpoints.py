@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from identify_helpers import as_record, reason
 
 from modeldepot.configs import MainCheckpointConfig
 from modeldepot.identify import identify
 from modeldepot.taxonomy import BaseModelType as B
 from modeldepot.taxonomy import ModelFormat, ModelType, SchedulerPredictionType
 from modeldepot.testing import factories as F
+
+from .identify_helpers import as_record, reason
 
 EPS, VPRED = SchedulerPredictionType.Epsilon, SchedulerPredictionType.VPrediction
 

@@ -6,13 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
-from identify_helpers import as_record, reason
 
 from modeldepot.errors import InvalidModelConfigException
 from modeldepot.identify import explain, identify
 from modeldepot.taxonomy import BaseModelType as B
 from modeldepot.taxonomy import ModelFormat, ModelType, SchedulerPredictionType
 from modeldepot.testing import factories as F
+
+from .identify_helpers import as_record, reason
 
 
 def test_base_override_on_vae(tmp_path: Path) -> None:

@@ -227,3 +227,18 @@ def test_copy_mode_install_on_a_disk_that_fills_while_materialising_leaves_nothi
         assert list(mm.storage.blobs.iter_files()) == []
         assert [p for p in Path(models).rglob("*") if p.is_file()] == []
         assert src.exists()
+
+
+def test_a_config_only_folder_is_refused_naming_the_folder(mm: ModelManager, tmp_path: Path) -> None:
+    import json
+
+    from modeldepot.errors import ModelDepotError
+
+    folder = tmp_path / "vae-config-only"
+    folder.mkdir()
+    (folder / "config.json").write_text(
+        json.dumps({"_class_name": "AutoencoderKL", "latent_channels": 4, "block_out_channels": [128, 256]})
+    )
+    with pytest.raises(ModelDepotError, match="vae-config-only"):
+        mm.install.install_path(folder)
+    assert mm.store.all_models() == []

@@ -453,6 +453,7 @@ def test_threads_adding_concurrently(store: ModelRecordServiceBase) -> None:
     assert store.count_models() == 60
 
 
+@pytest.mark.slow
 def test_two_processes_adding_concurrently_lose_nothing(location: str, store: ModelRecordServiceBase) -> None:
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(2)

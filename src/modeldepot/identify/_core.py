@@ -9,7 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from modeldepot.errors import IdentificationError, InvalidModelConfigException, ModelNotFoundException
+from modeldepot.errors import (
+    IdentificationError,
+    InvalidModelConfigException,
+    InvalidSafetensorsError,
+    ModelNotFoundException,
+)
 from modeldepot.identify._assemble import (
     DEFAULT_FILE_FORMAT,
     DEFAULT_FOLDER_FORMAT,
@@ -20,6 +25,7 @@ from modeldepot.identify._assemble import (
 )
 from modeldepot.identify._declared import read_declared
 from modeldepot.identify._folder import identify_folder
+from modeldepot.identify._json import short
 from modeldepot.identify._pickle import read_pickle_table
 from modeldepot.identify._result import Identification
 from modeldepot.identify._rules_adapters import controlnet, ip_adapter, lora, t2i_adapter, textual_inversion
@@ -55,25 +61,90 @@ FILE_RULES: tuple[Callable[[KeyView], Verdict], ...] = (
 )
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+_HEAD_BYTES = 64
+_CONTENT_NAMES = {
+    "safetensors": "a safetensors file",
+    "zip": "a PyTorch zip checkpoint",
+    "pickle": "a PyTorch pickle",
+    "gguf": "a GGUF file",
+}
+
+
+def _content(head: bytes, size: int, *, named_safetensors: bool) -> str:
+    """What the first bytes say: safetensors, zip, pickle, gguf, text, empty or other.
+
+    The content decides, not the name: a ``.bin`` can be anything, and the loaders sniff too.
+    """
+    if not head:
+        return "empty"
+    if head[8:9] == b"{" and (named_safetensors or 8 + int.from_bytes(head[:8], "little") <= size):
+        return "safetensors"  # <u64 header length>{...: checked before the magics below, which it can mimic
+    if head[:4] == b"PK\x03\x04":
+        return "zip"
+    if head[0] == 0x80 and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "pickle"  # PROTO opcode: torch.save writes protocol 2
+    if head[:4] == b"GGUF":
+        return "gguf"
+    if head[8:9] == b"{":
+        return "safetensors"  # a truncated one: the reader says so
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:  # a character cut at the end of the sample is still text
+        text = head[: exc.start].decode("utf-8") if exc.start >= len(head) - 3 else ""
+    if text and all(c.isprintable() or c in "\t\r\n" for c in text):
+        return "text"
+    return "other"
+
+
+def _not_a_model(path: Path, head: bytes, content: str) -> str:
+    """Why ``path`` is not a weights file, for an error message."""
+    if content == "empty":
+        return f"{path}: empty file (0 bytes), not a model"
+    if content == "text":
+        text = head.decode("utf-8", errors="replace")
+        if text.startswith("version https://git-lfs"):
+            return f"{path}: a Git LFS pointer file, not the weights it points to; fetch them with `git lfs pull`"
+        what = "HTML/XML" if text.lstrip().startswith("<") else "JSON" if text.lstrip()[:1] in "{[" else "plain"
+        return (
+            f"{path}: {what} text (starts with {short(text[:40])}), not a model; "
+            "an error page saved by a failed download?"
+        )
+    return (
+        f"{path}: not a model file: it starts with bytes {head[:8].hex(' ')}, which is not a PyTorch zip "
+        "archive (PK), a pickle (0x80 then protocol 2-5), safetensors (8-byte length then JSON) or GGUF"
+    )
 
 
 def _sniff(path: Path) -> str:
+    """The reader for ``path``: ``safetensors``, ``pickle``, ``gguf`` or ``other`` (not a weights file).
+
+    Raises:
+        IdentificationError: the name promises a weights file the content is not (a ``.bin``
+            holding text, a ``.safetensors`` holding a pickle...).
+    """
     name = path.name.lower()
-    if name.endswith(SAFETENSORS_SUFFIXES):
-        return "safetensors"
-    if name.endswith(PICKLE_SUFFIXES):
-        return "pickle"
+    named_safetensors = name.endswith(SAFETENSORS_SUFFIXES)
     try:
         with path.open("rb") as f:
-            head = f.read(16)
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(_HEAD_BYTES)
     except OSError as exc:
         raise IdentificationError(f"{path}: cannot read: {exc.strerror or exc}", path) from exc
-    if head[:4] == b"GGUF":
-        return "gguf"
-    if len(head) > 9 and head[8:9] == b"{":
-        return "safetensors"
-    if head[:4] == b"PK\x03\x04" or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")):
-        return "pickle"
+    content = _content(head, size, named_safetensors=named_safetensors)
+    if content in _CONTENT_NAMES:
+        if named_safetensors and content != "safetensors":
+            raise InvalidSafetensorsError(
+                f"{path}: named {path.suffix} but holds {_CONTENT_NAMES[content]}, not safetensors; "
+                "rename it to match its content",
+                path,
+            )
+        return "pickle" if content in ("zip", "pickle") else content
+    if named_safetensors:
+        if content == "text":
+            raise InvalidSafetensorsError(_not_a_model(path, head, content), path)
+        return "safetensors"  # the header reader says exactly what is wrong
+    if name.endswith(PICKLE_SUFFIXES):
+        raise IdentificationError(_not_a_model(path, head, content), path)
     return "other"
 
 

@@ -7,7 +7,6 @@ fixed depth and entry count, so a symlink loop or a huge tree costs milliseconds
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 from modeldepot.errors import IdentificationError
 from modeldepot.identify._assemble import compatible_for, finish, unknown
 from modeldepot.identify._declared import Declared
+from modeldepot.identify._json import parse_json, short
 from modeldepot.identify._result import Identification
 from modeldepot.identify._rules_adapters import ip_adapter, lora, textual_inversion
 from modeldepot.identify._view import WIDTH_TO_BASE, KeyView, Verdict
@@ -40,20 +40,43 @@ ViewLoader = Callable[[Path], KeyView]
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
-    """A JSON object from ``path``; ``None`` when absent; a clear error when malformed."""
+    """A JSON object from ``path``; ``None`` when absent; a clear error when malformed.
+
+    Nesting is bounded (:data:`MAX_JSON_DEPTH`), so no value read from it can recurse later.
+    """
     try:
         if not path.is_file():
             return None
         if path.stat().st_size > MAX_CONFIG_BYTES:
             raise IdentificationError(f"{path}: config file is larger than {MAX_CONFIG_BYTES} bytes", path)
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise IdentificationError(f"{path}: not valid JSON: {exc}", path) from exc
+        raw = path.read_bytes()
     except OSError as exc:
         raise IdentificationError(f"{path}: cannot read: {exc.strerror or exc}", path) from exc
+    doc = parse_json(raw, path, path.name)
     if not isinstance(doc, dict):
-        raise IdentificationError(f"{path}: expected a JSON object", path)
+        raise IdentificationError(f"{path}: expected a JSON object, found {type(doc).__name__}", path)
     return doc
+
+
+def _int(cfg: dict[str, Any], key: str) -> int | None:
+    """``cfg[key]`` when it is a plain integer (not a bool, not a string)."""
+    value = cfg.get(key)
+    return value if type(value) is int else None
+
+
+def _num(cfg: dict[str, Any], key: str) -> float | None:
+    value = cfg.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if abs(value) < 1e300 else None
+
+
+def _read_text_head(path: Path, limit: int = 4096) -> str:
+    try:
+        with path.open("rb") as f:
+            return f.read(limit).decode("utf-8", errors="replace")
+    except OSError as exc:
+        raise IdentificationError(f"{path}: cannot read: {exc.strerror or exc}", path) from exc
 
 
 def walk_files(root: Path, max_depth: int = 3, limit: int = 5000) -> Iterator[Path]:
@@ -92,7 +115,7 @@ def _class_of(cfg: dict[str, Any]) -> str:
     name = cfg.get("_class_name")
     if not name and isinstance(cfg.get("architectures"), list) and cfg["architectures"]:
         name = cfg["architectures"][0]
-    return str(name or "")
+    return name if isinstance(name, str) else ""
 
 
 def _repo_variant(root: Path) -> tuple[ModelRepoVariant, str]:
@@ -125,7 +148,7 @@ def _pipeline(root: Path, index: dict[str, Any]) -> Identification:
             continue
         if (root / name).exists():
             submodels[kind] = name
-            classes[name] = str(entry[1])
+            classes[name] = entry[1] if isinstance(entry[1], str) else short(entry[1])
         else:
             missing.append(name)
     v.why(f"submodels: {', '.join(sorted(s.value for s in submodels)) or 'none'} (entries of model_index.json)")
@@ -136,16 +159,17 @@ def _pipeline(root: Path, index: dict[str, Any]) -> Identification:
     transformer = read_json(root / "transformer" / "config.json")
     if unet is not None:
         cad = unet.get("cross_attention_dim")
-        v.base = WIDTH_TO_BASE.get(cad if isinstance(cad, int) else 0, B.Unknown)
-        v.why(f"base: {v.base} (unet/config.json cross_attention_dim {cad})")
+        v.base = WIDTH_TO_BASE.get(_int(unet, "cross_attention_dim") or 0, B.Unknown)
+        v.why(f"base: {v.base} (unet/config.json cross_attention_dim {short(cad)})")
         in_ch = unet.get("in_channels", 4)
-        variant = _VARIANT_BY_IN.get(in_ch if isinstance(in_ch, int) else 0, ModelVariantType.Normal)
+        variant = _VARIANT_BY_IN.get(in_ch if type(in_ch) is int else 0, ModelVariantType.Normal)
         v.variant = variant.value
-        v.why(f"variant: {variant} (unet/config.json in_channels {in_ch})")
-        if unet.get("upcast_attention"):
+        v.why(f"variant: {variant} (unet/config.json in_channels {short(in_ch)})")
+        if unet.get("upcast_attention") is True:
             v.extra["upcast_attention"] = True
-        if isinstance(unet.get("sample_size"), int):
-            v.extra["default_resolution"] = unet["sample_size"] * 8
+        sample_size = _int(unet, "sample_size")
+        if sample_size is not None and 0 < sample_size <= 65536:
+            v.extra["default_resolution"] = sample_size * 8
     elif transformer is not None:
         tcls = _class_of(transformer)
         if "Flux" in tcls:
@@ -157,7 +181,7 @@ def _pipeline(root: Path, index: dict[str, Any]) -> Identification:
                 v.variant = FluxVariantType.Dev.value
             else:
                 v.variant = FluxVariantType.Schnell.value
-            why = f"in_channels {in_ch}, guidance_embeds {transformer.get('guidance_embeds')}"
+            why = f"in_channels {short(in_ch)}, guidance_embeds {short(transformer.get('guidance_embeds'))}"
             v.why(f"variant: {v.variant} (transformer/config.json {why})")
         elif "SD3" in tcls:
             v.base, v.variant = B.StableDiffusion3, ModelVariantType.Normal.value
@@ -175,8 +199,8 @@ def _pipeline(root: Path, index: dict[str, Any]) -> Identification:
         try:
             v.prediction_type = SchedulerPredictionType(raw)
             v.why(f"prediction_type: {raw} (scheduler/scheduler_config.json prediction_type)")
-        except ValueError:
-            v.why(f"prediction_type: unknown (scheduler_config.json prediction_type {raw!r} not recognised)")
+        except (ValueError, TypeError):
+            v.why(f"prediction_type: unknown (scheduler_config.json prediction_type {short(raw)} not recognised)")
     v.compatible_bases = {v.base or B.Unknown}
     result = finish([v], Declared(), folder=True, extra={"class_name": cls, "submodel_classes": classes})
     result.submodels = submodels
@@ -193,7 +217,8 @@ def _component(root: Path, cfg: dict[str, Any], where: str) -> Identification:
     if cls in ("AutoencoderKL", "AutoencoderTiny"):
         v = Verdict(rule, True, ModelType.VAE, fmt, confidence=0.9)
         latent = cfg.get("latent_channels", 4)
-        scaling = cfg.get("scaling_factor")
+        scaling = _num(cfg, "scaling_factor")
+        latent = short(latent) if type(latent) is not int else latent
         if latent == 16:
             v.base = B.StableDiffusion3 if scaling is not None and abs(scaling - 1.5305) < 1e-3 else B.Flux
             v.why(f"base: {v.base} (16 latent channels, scaling_factor {scaling})")
@@ -208,12 +233,12 @@ def _component(root: Path, cfg: dict[str, Any], where: str) -> Identification:
         v.compatible_bases = compatible_for(ModelType.VAE, v.base)
     elif cls in ("ControlNetModel", "FluxControlNetModel", "SD3ControlNetModel"):
         v = Verdict(rule, True, ModelType.ControlNet, fmt, confidence=0.9)
-        cad = cfg.get("cross_attention_dim")
+        cad = _int(cfg, "cross_attention_dim")
         v.base = {"FluxControlNetModel": B.Flux, "SD3ControlNetModel": B.StableDiffusion3}.get(cls) or {
             768: B.StableDiffusion1,
             1024: B.StableDiffusion2,
             2048: B.StableDiffusionXL,
-        }.get(cad if isinstance(cad, int) else 0, B.Unknown)
+        }.get(cad or 0, B.Unknown)
         v.why(f"base: {v.base} ({f'class {cls}' if cls != 'ControlNetModel' else f'cross_attention_dim {cad}'})")
     elif cls == "T2IAdapter":
         v = Verdict(rule, True, ModelType.T2IAdapter, fmt, confidence=0.9)
@@ -222,20 +247,20 @@ def _component(root: Path, cfg: dict[str, Any], where: str) -> Identification:
             "full_adapter_xl": B.StableDiffusionXL,
             "full_adapter": B.StableDiffusion1,
             "light_adapter": B.StableDiffusion1,
-        }.get(str(kind), B.Unknown)
-        v.why(f"base: {v.base} (adapter_type {kind!r})")
+        }.get(kind if isinstance(kind, str) else "", B.Unknown)
+        v.why(f"base: {v.base} (adapter_type {short(kind)})")
     elif cls in ("CLIPVisionModelWithProjection", "CLIPVisionModel", "CLIPModel"):
         v = Verdict(rule, True, ModelType.CLIPVision, fmt, B.Any, compatible_bases={B.Any}, confidence=0.9)
         nested = cfg.get("vision_config")
         vc: dict[str, Any] = nested if isinstance(nested, dict) else cfg
-        width = vc.get("hidden_size")
+        width = _int(vc, "hidden_size")
         variant = {1024: ClipVariantType.L, 1280: ClipVariantType.H, 1664: ClipVariantType.G}.get(width or 0)
         v.variant = variant.value if variant else None
         v.why("base: any (an image encoder is used by adapters of every base)")
-        v.why(f"variant: {v.variant} (vision hidden_size {width}, {vc.get('num_hidden_layers')} layers)")
+        v.why(f"variant: {v.variant} (vision hidden_size {width}, {short(vc.get('num_hidden_layers'))} layers)")
     elif cls in ("CLIPTextModel", "CLIPTextModelWithProjection"):
         v = Verdict(rule, True, ModelType.CLIPEmbed, fmt, B.Any, compatible_bases={B.Any}, confidence=0.9)
-        width = cfg.get("hidden_size")
+        width = _int(cfg, "hidden_size")
         variant = {768: ClipVariantType.L, 1024: ClipVariantType.H, 1280: ClipVariantType.G}.get(width or 0)
         v.variant = variant.value if variant else None
         v.why("base: any (a text encoder serves every base that uses it)")
@@ -244,7 +269,7 @@ def _component(root: Path, cfg: dict[str, Any], where: str) -> Identification:
         v = Verdict(
             rule, True, ModelType.T5Encoder, ModelFormat.T5Encoder, B.Any, compatible_bases={B.Any}, confidence=0.9
         )
-        d = cfg.get("d_model")
+        d = _int(cfg, "d_model")
         v.extra["architecture"] = {4096: "T5-XXL", 2048: "T5-XL", 1024: "T5-large", 768: "T5-base"}.get(d or 0, "T5")
         v.why("base: any (a text encoder serves every base that uses it)")
         v.reasons.append(f"architecture: {v.extra['architecture']} (d_model {d})")
@@ -302,7 +327,7 @@ def identify_folder(root: Path, load: ViewLoader) -> Identification:
         for name in ("ip_adapter.safetensors", "ip_adapter.bin"):
             if name in top:
                 result = _weights_folder(root, root / name, ip_adapter, ModelFormat.InvokeAI, load)
-                encoder = (root / "image_encoder.txt").read_text(encoding="utf-8", errors="replace").strip()[:200]
+                encoder = _read_text_head(root / "image_encoder.txt").strip()[:200]
                 result.extra["image_encoder_model_id"] = encoder
                 return result
     weights = [p.relative_to(root).as_posix() for p in walk_files(root) if p.name.endswith(WEIGHT_SUFFIXES)]

@@ -20,16 +20,28 @@ from __future__ import annotations
 import io
 import pickle
 import pickletools
+import struct
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, ClassVar, cast
 
 from modeldepot.errors import IdentificationError, UnsafePickleError
+from modeldepot.identify._json import short
 
 #: Cap on a data.pkl we are willing to parse: real ones are a few MB even for 20 GB checkpoints.
 MAX_PICKLE_BYTES = 256 * 1024 * 1024
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+#: Keys (visited nodes) of one checkpoint's object tree; real ones have a few thousand.
+MAX_PICKLE_KEYS = 250_000
+#: Tuples in real checkpoints nest 2-3 deep (rebuild arguments holding a size tuple).
+MAX_TUPLE_DEPTH = 64
+#: Integer leaves kept as values (``global_step``...); larger ones are not settings, and could not
+#: even be printed (Python refuses int -> str past 4300 digits).
+_MAX_INT = 2**63
+#: Text lines (protocol 0-1 opcodes, GLOBAL module names) are short.
+_MAX_LINE = 64 * 1024
 
 _STORAGE_TYPES = frozenset(
     f"{kind}Storage"
@@ -162,10 +174,72 @@ def _refusal(path: Path, module: str, name: str) -> UnsafePickleError:
     )
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    def __init__(self, fp: IO[bytes], path: Path) -> None:
-        super().__init__(fp)
+class _BoundedReader:
+    """A file seen up to a byte budget: a pickle asking for more than is left is refused before any
+    buffer is allocated for it (``BINBYTES8 2**40`` would otherwise be a ``MemoryError``)."""
+
+    def __init__(self, f: IO[bytes], path: Path, left: int) -> None:
+        self._f = f
         self._path = path
+        self._left = left
+
+    def _refuse(self, n: int) -> IdentificationError:
+        return IdentificationError(
+            f"{self._path}: not a readable PyTorch pickle: it declares a {n}-byte object but only "
+            f"{self._left} bytes are left in the file (truncated, or not a pickle)",
+            self._path,
+        )
+
+    def read(self, n: int | None = -1) -> bytes:
+        if n is None or n < 0:
+            n = self._left
+        if n > self._left:
+            raise self._refuse(n)
+        data = self._f.read(n)
+        self._left -= len(data)
+        return data
+
+    def readline(self, limit: int | None = -1) -> bytes:
+        cap = min(self._left, _MAX_LINE)
+        line = self._f.readline(cap if limit is None or limit < 0 else min(limit, cap))
+        self._left -= len(line)
+        if not line.endswith(b"\n") and len(line) == _MAX_LINE:
+            raise IdentificationError(
+                f"{self._path}: not a readable PyTorch pickle: a text line longer than {_MAX_LINE} bytes", self._path
+            )
+        return line
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+
+def _bounded(f: IO[bytes], path: Path) -> _BoundedReader:
+    start = f.tell()
+    end = f.seek(0, io.SEEK_END)
+    f.seek(start)
+    return _BoundedReader(f, path, end - start)
+
+
+_Dispatch = dict[int, Callable[[Any], None]]
+
+
+class _RestrictedUnpickler(pickle._Unpickler):
+    """The pure-Python unpickler (its C twin allocates what a file declares and hashes tuples of
+    any depth recursively: a 3 MB pickle of nested tuples crashes the process), with globals
+    resolved only from the allow-list and tuple nesting bounded."""
+
+    dispatch: ClassVar[_Dispatch] = dict(pickle._Unpickler.dispatch)
+    # Set by pickle._Unpickler.load(); declared for the type checker.
+    stack: list[Any]
+    read: Callable[[int], bytes]
+    append: Callable[[Any], None]
+
+    def __init__(self, fp: IO[bytes] | _BoundedReader, path: Path) -> None:
+        reader = fp if isinstance(fp, _BoundedReader) else _bounded(fp, path)
+        super().__init__(reader)
+        self._path = path
+        self._tuple_depth: dict[int, int] = {}
+        self._deep_tuples: list[tuple[Any, ...]] = []  # keeps ids in _tuple_depth from being reused
 
     def find_class(self, module: str, name: str) -> Any:
         stub = _ALLOWED.get(module, {}).get(name)
@@ -177,6 +251,35 @@ class _RestrictedUnpickler(pickle.Unpickler):
         # ('storage', storage_type, key, location, numel[, view_metadata]): a reference into data/.
         return _Storage(pid)
 
+    def _check_tuple(self) -> None:
+        t = self.stack[-1]
+        depth = 1 + max((self._tuple_depth.get(id(x), 1) for x in t if type(x) is tuple), default=0)
+        if depth > MAX_TUPLE_DEPTH:
+            raise IdentificationError(
+                f"{self._path}: not a readable PyTorch pickle: tuples nested more than {MAX_TUPLE_DEPTH} deep",
+                self._path,
+            )
+        if depth > 1:
+            self._tuple_depth[id(t)] = depth
+            self._deep_tuples.append(t)
+
+    def _load_bytearray8(self) -> None:
+        (n,) = struct.unpack("<Q", self.read(8))
+        self.append(bytearray(self.read(n)))  # read() refuses n past the end before allocating
+
+
+def _checked(load: Callable[[Any], None]) -> Callable[[_RestrictedUnpickler], None]:
+    def run(self: _RestrictedUnpickler) -> None:
+        load(self)
+        self._check_tuple()
+
+    return run
+
+
+for _op in (pickle.TUPLE, pickle.TUPLE1, pickle.TUPLE2, pickle.TUPLE3):
+    _RestrictedUnpickler.dispatch[_op[0]] = _checked(pickle._Unpickler.dispatch[_op[0]])
+_RestrictedUnpickler.dispatch[pickle.BYTEARRAY8[0]] = _RestrictedUnpickler._load_bytearray8
+
 
 @dataclass
 class PickleTable:
@@ -185,22 +288,31 @@ class PickleTable:
     shapes: dict[str, tuple[int, ...] | None] = field(default_factory=dict)
     values: dict[str, int | float | str | bool] = field(default_factory=dict)
     layout: str = "zip"
+    path: Path = field(default_factory=Path, repr=False)
 
 
-def _flatten(obj: Any, key: str, table: PickleTable, depth: int = 0) -> None:
+def _flatten(obj: Any, key: str, table: PickleTable, budget: list[int], depth: int = 0) -> None:
     if depth > 16:
         return
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise IdentificationError(
+            f"{table.path}: pickle holds more than {MAX_PICKLE_KEYS} keys (or shares one object under "
+            "many keys): not a model checkpoint",
+            table.path,
+        )
     if isinstance(obj, dict):
         for k, v in obj.items():
-            _flatten(v, f"{key}.{k}" if key else str(k), table, depth + 1)
+            name = k if isinstance(k, str) else short(k)
+            _flatten(v, f"{key}.{name}" if key else name, table, budget, depth + 1)
     elif isinstance(obj, _TensorStub):
         table.shapes[key] = obj.shape
-    elif isinstance(obj, bool | int | float | str):
+    elif isinstance(obj, bool | float | str) or (isinstance(obj, int) and -_MAX_INT < obj < _MAX_INT):
         table.shapes[key] = None
         table.values[key] = obj
     elif isinstance(obj, list | tuple) and obj and all(isinstance(x, dict) for x in obj[:4]):
         for i, item in enumerate(obj):
-            _flatten(item, f"{key}.{i}" if key else str(i), table, depth + 1)
+            _flatten(item, f"{key}.{i}" if key else str(i), table, budget, depth + 1)
     elif key:
         table.shapes[key] = None
 
@@ -215,13 +327,24 @@ def _data_pkl_name(zf: zipfile.ZipFile, path: Path) -> str:
     return names[0]
 
 
-def _unpickle(fp: IO[bytes], path: Path) -> Any:
+def _unpickle(fp: IO[bytes] | _BoundedReader, path: Path) -> Any:
     try:
         return _RestrictedUnpickler(fp, path).load()
-    except UnsafePickleError:
+    except IdentificationError:
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
-        raise IdentificationError(f"{path}: not a readable PyTorch pickle: {exc}", path) from exc
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        OverflowError,
+        struct.error,
+    ) as exc:
+        why = "it ends before its STOP opcode (truncated?)" if isinstance(exc, EOFError) else short(str(exc))
+        raise IdentificationError(f"{path}: not a readable PyTorch pickle: {why}", path) from exc
     except RecursionError as exc:
         raise IdentificationError(f"{path}: pickle nests too deeply", path) from exc
 
@@ -240,8 +363,11 @@ def _load_object(path: Path) -> tuple[Any, str]:
     try:
         zf = _open_zip(path)
         if zf is not None:
-            with zf, zf.open(_data_pkl_name(zf, path)) as fp:
-                return _unpickle(fp, path), "zip"
+            name = _data_pkl_name(zf, path)
+            with zf, zf.open(name) as fp:
+                # In memory (its size is capped above): the unpickler reads one opcode at a time.
+                data = fp.read(MAX_PICKLE_BYTES)
+            return _unpickle(io.BytesIO(data), path), "zip"
         with path.open("rb") as f:
             first = _unpickle(f, path)
             if isinstance(first, int) and not isinstance(first, bool) and first == _LEGACY_MAGIC:
@@ -257,11 +383,11 @@ def read_pickle_table(path: str | Path) -> PickleTable:
     """Keys, shapes and scalar leaves of a pickle checkpoint (see the module docstring)."""
     path = Path(path)
     obj, layout = _load_object(path)
-    table = PickleTable(layout=layout)
+    table = PickleTable(layout=layout, path=path)
     if isinstance(obj, _TensorStub):
         table.shapes[""] = obj.shape
     else:
-        _flatten(obj, "", table)
+        _flatten(obj, "", table, [MAX_PICKLE_KEYS])
     return table
 
 
@@ -277,12 +403,12 @@ def read_pickle_keys(path: str | Path) -> dict[str, tuple[int, ...] | None]:
     return read_pickle_table(path).shapes
 
 
-def _globals_in(stream: IO[bytes], path: Path) -> list[tuple[str, str]]:
+def _globals_in(stream: IO[bytes] | _BoundedReader, path: Path) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     memo: dict[int, Any] = {}
     recent: list[Any] = []  # last pushed values, enough to resolve STACK_GLOBAL
     try:
-        for op, arg, _pos in pickletools.genops(stream):
+        for op, arg, _pos in pickletools.genops(cast(IO[bytes], stream)):
             name = op.name
             if name in ("GLOBAL", "INST"):
                 module, _, attr = str(arg).partition(" ")
@@ -306,8 +432,8 @@ def _globals_in(stream: IO[bytes], path: Path) -> list[tuple[str, str]]:
             else:
                 recent.append(None)
             del recent[:-4]
-    except ValueError as exc:
-        raise IdentificationError(f"{path}: not a readable pickle: {exc}", path) from exc
+    except (ValueError, OverflowError) as exc:
+        raise IdentificationError(f"{path}: not a readable pickle: {short(str(exc))}", path) from exc
     return found
 
 
@@ -348,7 +474,7 @@ def scan_pickle(path: str | Path) -> list[str]:
 
 def _scan_one(f: IO[bytes], path: Path) -> tuple[bool, list[tuple[str, str]]]:
     start = f.tell()
-    globs = _globals_in(f, path)
+    globs = _globals_in(_bounded(f, path), path)
     end = f.tell()
     f.seek(start)
     head = f.read(min(end - start, 64))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import os
 import struct
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from modeldepot.errors import InvalidSafetensorsError
+from modeldepot.identify._json import MAX_JSON_DEPTH, depth_of, parse_json, short
 
 #: Header length cap. Real headers of 25 GB FLUX checkpoints are a few MB; 100 MB is the
 #: limit the safetensors library itself enforces.
@@ -28,6 +28,18 @@ DTYPE_SIZES: dict[str, float] = {
     "I64": 8, "U64": 8, "F64": 8,
     "F4": 0.5, "F6_E2M3": 0.75, "F6_E3M2": 0.75, "C64": 8,
 }  # fmt: skip
+#: Bits per element: sizes are checked in integers, so no shape can overflow a float.
+DTYPE_BITS: dict[str, int] = {k: int(v * 8) for k, v in DTYPE_SIZES.items()}
+MIN_DTYPE_BITS = min(DTYPE_BITS.values())
+#: Entries per header. The largest real checkpoints (FLUX or SDXL with text encoders, big
+#: LyCORIS files) hold a few thousand; this keeps a 100 MB header of tiny entries to ~100 MB of RAM.
+MAX_TENSORS = 100_000
+#: Largest single dimension (safetensors stores shapes as usize).
+MAX_DIM = 2**63 - 1
+#: JSON values (counted as commas) per header: ~6 per tensor plus the metadata's.
+MAX_JSON_VALUES = 20 * MAX_TENSORS
+#: Dimensions per tensor (real ones have at most 5 or 6).
+MAX_NDIM = 64
 
 
 @dataclass(frozen=True)
@@ -88,40 +100,103 @@ def read_safetensors_header(path: str | Path) -> SafetensorsHeader:
         if isinstance(exc, InvalidSafetensorsError):
             raise
         raise InvalidSafetensorsError(f"{path}: cannot read: {exc.strerror or exc}", path) from exc
+    _check_counts(path, raw)
     try:
-        doc = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise InvalidSafetensorsError(f"{path}: safetensors header is not UTF-8 JSON: {exc}", path) from exc
+    del raw  # a 100 MB header: hold the bytes or the text while parsing, not both
+    # Entries are validated field by field below, so only the parser's own nesting bound is needed.
+    doc = parse_json(
+        text,
+        path,
+        "safetensors header",
+        InvalidSafetensorsError,
+        max_depth=None,
+        syntax="safetensors header is not UTF-8 JSON",
+    )
+    del text
     if not isinstance(doc, dict):
         raise InvalidSafetensorsError(f"{path}: safetensors header must be a JSON object", path)
     return _validate(path, n, size, doc)
 
 
-def _validate(path: Path, n: int, size: int, doc: dict[str, Any]) -> SafetensorsHeader:
-    metadata_raw = doc.pop("__metadata__", None) or {}
-    if not isinstance(metadata_raw, dict):
+def _check_counts(path: Path, raw: bytes) -> None:
+    """Refuse headers with more entries or values than any model has, before parsing them.
+
+    Parsing costs memory per JSON value, not per byte: a 100 MB header of tiny entries would
+    build ~700,000 dicts. Every object starts with a literal ``{`` and every further member or
+    list item with a literal ``,``, so counting those bytes (braces or commas inside strings only
+    add to the count) bounds the work from above at the speed of ``bytes.count``.
+    """
+    objects = raw.count(b"{")
+    if objects > MAX_TENSORS + 2:  # the header itself and __metadata__
+        raise InvalidSafetensorsError(
+            f"{path}: safetensors header holds {objects} JSON objects, more than the {MAX_TENSORS} tensors "
+            "this reader accepts (real checkpoints hold a few thousand)",
+            path,
+        )
+    values = raw.count(b",")
+    if values > MAX_JSON_VALUES:
+        raise InvalidSafetensorsError(
+            f"{path}: safetensors header holds {values} JSON values, more than the {MAX_JSON_VALUES} "
+            "this reader accepts (real checkpoints hold a few tens of thousands)",
+            path,
+        )
+
+
+def _metadata(path: Path, raw: Any) -> dict[str, str]:
+    if not isinstance(raw, dict):
         raise InvalidSafetensorsError(f"{path}: __metadata__ must be an object", path)
-    metadata = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in metadata_raw.items()}
+    out: dict[str, str] = {}
+    for k, v in raw.items():
+        if isinstance(v, str):
+            out[k] = v
+            continue
+        # The format says str -> str; some writers store JSON values: keep them as JSON text.
+        if depth_of(v) > MAX_JSON_DEPTH:
+            raise InvalidSafetensorsError(
+                f"{path}: __metadata__ value {short(k)} nests more than {MAX_JSON_DEPTH} levels deep", path
+            )
+        out[k] = json.dumps(v)
+    return out
+
+
+def _numel(path: Path, name: str, shape: Any, limit: int) -> tuple[tuple[int, ...], int]:
+    """Element count of ``shape``; an error once it is not a list of ints or exceeds ``limit``."""
+    if type(shape) is not list or len(shape) > MAX_NDIM:
+        raise InvalidSafetensorsError(f"{path}: tensor {short(name)} has an invalid shape {short(shape)}", path)
+    for d in shape:
+        if type(d) is not int or not 0 <= d <= MAX_DIM:
+            raise InvalidSafetensorsError(f"{path}: tensor {short(name)} has an invalid shape {short(shape)}", path)
+    if 0 in shape:
+        return tuple(shape), 0
+    numel = 1
+    for d in shape:
+        numel *= d
+        if numel > limit:
+            raise InvalidSafetensorsError(
+                f"{path}: tensor {short(name)} has shape {short(shape)}, more elements than the file can hold", path
+            )
+    return tuple(shape), numel
+
+
+def _validate(path: Path, n: int, size: int, doc: dict[str, Any]) -> SafetensorsHeader:
+    metadata = _metadata(path, doc.pop("__metadata__", None) or {})
     data_size = size - 8 - n
+    max_numel = data_size * 8 // MIN_DTYPE_BITS
     tensors: dict[str, TensorInfo] = {}
     spans: list[tuple[int, int, str]] = []
     new_info = object.__new__  # the loop below runs once per tensor (thousands): skip dataclass __init__
     for name, entry in doc.items():
         if type(entry) is not dict:
-            raise InvalidSafetensorsError(f"{path}: tensor {name!r} entry is not an object", path)
+            raise InvalidSafetensorsError(f"{path}: tensor {short(name)} entry is not an object", path)
         dtype = entry.get("dtype")
-        itemsize = DTYPE_SIZES.get(dtype) if type(dtype) is str else None
-        if itemsize is None:
-            raise InvalidSafetensorsError(f"{path}: tensor {name!r} has unknown dtype {dtype!r}", path)
+        bits = DTYPE_BITS.get(dtype) if type(dtype) is str else None
+        if bits is None:
+            raise InvalidSafetensorsError(f"{path}: tensor {short(name)} has unknown dtype {short(dtype)}", path)
         shape = entry.get("shape")
         offsets = entry.get("data_offsets")
-        numel = 1
-        if type(shape) is not list:
-            raise InvalidSafetensorsError(f"{path}: tensor {name!r} has an invalid shape {shape!r}", path)
-        for d in shape:
-            if type(d) is not int or d < 0:
-                raise InvalidSafetensorsError(f"{path}: tensor {name!r} has an invalid shape {shape!r}", path)
-            numel *= d
         if (
             type(offsets) is not list
             or len(offsets) != 2
@@ -130,25 +205,28 @@ def _validate(path: Path, n: int, size: int, doc: dict[str, Any]) -> Safetensors
             or not 0 <= offsets[0] <= offsets[1] <= data_size
         ):
             raise InvalidSafetensorsError(
-                f"{path}: tensor {name!r} has data_offsets {offsets!r} outside the data section ({data_size} bytes)",
+                f"{path}: tensor {short(name)} has data_offsets {short(offsets)} outside the data section "
+                f"({data_size} bytes)",
                 path,
             )
         begin, end = offsets
-        expected = math.ceil(numel * itemsize)
+        dims, numel = _numel(path, name, shape, max_numel)
+        expected = (numel * bits + 7) // 8
         if end - begin != expected:
             raise InvalidSafetensorsError(
-                f"{path}: tensor {name!r} spans {end - begin} bytes but {dtype}{shape} needs {expected}", path
+                f"{path}: tensor {short(name)} spans {end - begin} bytes but {dtype}{short(shape)} needs {expected}",
+                path,
             )
         info = new_info(TensorInfo)
-        object.__setattr__(info, "__dict__", {"dtype": dtype, "shape": tuple(shape), "begin": begin, "end": end})
+        object.__setattr__(info, "__dict__", {"dtype": dtype, "shape": dims, "begin": begin, "end": end})
         tensors[name] = info
         if end > begin:
             spans.append((begin, end, name))
     spans.sort()
     for (_b1, e1, k1), (b2, _e2, k2) in itertools.pairwise(spans):
         if b2 < e1:
-            raise InvalidSafetensorsError(f"{path}: tensors {k1!r} and {k2!r} overlap", path)
+            raise InvalidSafetensorsError(f"{path}: tensors {short(k1)} and {short(k2)} overlap", path)
     return SafetensorsHeader(path=path, header_len=n, tensors=tensors, metadata=metadata, file_size=size)
 
 
-__all__ = ["MAX_HEADER_BYTES", "SafetensorsHeader", "TensorInfo", "read_safetensors_header"]
+__all__ = ["MAX_HEADER_BYTES", "MAX_TENSORS", "SafetensorsHeader", "TensorInfo", "read_safetensors_header"]

@@ -18,6 +18,7 @@ from modeldepot.config import DepotConfig
 from modeldepot.configs import ModelConfigBase
 from modeldepot.errors import (
     DuplicateModelException,
+    HashingError,
     ModelDepotError,
     ModelNotFoundException,
 )
@@ -303,7 +304,12 @@ class ModelInstallService(JobRunner, Maintenance):
     ) -> PathResult:
         from modeldepot.install._store import destination, record_hash, unique_name, with_fields
 
-        content_hash = record_hash(staged, self.app_config.hashing_algorithm) or self._hash(path)
+        try:
+            content_hash = record_hash(staged, self.app_config.hashing_algorithm) or self._hash(path)
+        except HashingError as exc:
+            if exc.path is not None:
+                raise
+            raise HashingError(f"{path}: {exc}", path=path) from exc
         dup = self._existing_by_hash(content_hash)
         if dup is not None:
             self.storage.discard(staged)
