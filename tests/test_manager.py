@@ -50,3 +50,13 @@ def test_close_stops_worker_threads(tmp_path: Path) -> None:
     mm.close()
     leftover = {t.name for t in threading.enumerate() if t.is_alive()} - before
     assert not any(n.startswith("modeldepot-install") for n in leftover), leftover
+
+
+def test_load_by_key_with_an_unknown_submodel_lists_the_parts(tmp_path: Path) -> None:
+    from modeldepot.load import InvalidSubmodelError
+
+    pipe = factories.write_diffusers_pipeline(tmp_path / "tiny-sd15")
+    with ModelManager.open(home=tmp_path / "home") as mm:
+        key = mm.install.register_path(pipe)
+        with pytest.raises(InvalidSubmodelError, match="unet"):
+            mm.load_model_by_key(key, "nonsense")

@@ -156,13 +156,18 @@ class ModelManager:
     # Loading by record -------------------------------------------------------------------
 
     def load_model_by_config(
-        self, config: ModelConfigBase, submodel_type: SubModelType | str | None = None
+        self, config: ModelConfigBase, submodel_type: SubModelType | str | None = None, *, partial: bool = False
     ) -> LoadedModel:
-        sub = SubModelType(submodel_type) if submodel_type is not None else None
-        return self.load.load_model(config, sub)
+        """Load ``config`` (or one part of it) through the cache; loads are exact unless ``partial``.
 
-    def load_model_by_key(self, key: str, submodel_type: SubModelType | str | None = None) -> LoadedModel:
-        return self.load_model_by_config(self.store.get_model(key), submodel_type)
+        An unknown ``submodel_type`` is an ``InvalidSubmodelError`` listing the model's parts.
+        """
+        return self.load.load_model(config, submodel_type, partial=partial)
+
+    def load_model_by_key(
+        self, key: str, submodel_type: SubModelType | str | None = None, *, partial: bool = False
+    ) -> LoadedModel:
+        return self.load_model_by_config(self.store.get_model(key), submodel_type, partial=partial)
 
     def load_model_by_attr(
         self,
@@ -170,9 +175,11 @@ class ModelManager:
         base_model: BaseModelType | str,
         model_type: ModelType | str,
         submodel: SubModelType | str | None = None,
+        *,
+        partial: bool = False,
     ) -> LoadedModel:
         config = self.store.model_info_by_name(model_name, BaseModelType(base_model), ModelType(model_type))
-        return self.load_model_by_config(config, submodel)
+        return self.load_model_by_config(config, submodel, partial=partial)
 
     def close(self) -> None:
         with self._lock:

@@ -130,7 +130,7 @@ def test_clip_text_missing_tensor_is_a_clear_error(svc: ModelLoadService, tmp_pa
     del sd["text_model.encoder.layers.1.mlp.fc2.weight"]
     broken = tmp_path / "broken.safetensors"
     save_file(sd, str(broken))
-    with pytest.raises(ModelLoadError, match=r"missing from the file: .*layers\.1\.mlp\.fc2\.weight"):
+    with pytest.raises(ModelLoadError, match=r"missing keys: .*layers\.1\.mlp\.fc2\.weight"):
         svc.load_model(mkcfg(broken, type="clip_embed", format="checkpoint", base="any"))
 
 

@@ -132,3 +132,40 @@ def test_factories_do_not_import_torch() -> None:
 
 def test_public_names() -> None:
     assert all(callable(getattr(F, n)) for n in F.__all__ if n.startswith("write_"))
+
+
+def test_tiny_shape_table_is_what_the_libraries_build() -> None:
+    """The torch-free writers' tensor table matches diffusers / transformers exactly (names and shapes):
+    after a library upgrade renames a tensor, regenerate it with ``_tiny.write_table()``."""
+    pytest.importorskip("torch")
+    pytest.importorskip("diffusers")
+    pytest.importorskip("transformers")
+    from modeldepot.testing.factories import _tiny
+
+    assert json.loads(_tiny._TABLE.read_text()) == _tiny.generate_shapes()
+
+
+def test_clip_tokenizer_folder_tokenizes(tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    root = F.write_tokenizer(tmp_path / "tokenizer")
+    tok = transformers.CLIPTokenizer.from_pretrained(str(root))
+    ids = tok("a photo of a cat").input_ids
+    vocab = json.loads((root / "vocab.json").read_text())
+    assert ids[0] == vocab["<|startoftext|>"] and ids[-1] == vocab["<|endoftext|>"] and len(ids) > 4
+    text_config = json.loads((F.write_diffusers_clip_text(tmp_path / "te") / "config.json").read_text())
+    assert text_config["vocab_size"] == len(vocab)
+
+
+@pytest.mark.parametrize("base", ["sd-1", "sdxl"])
+def test_pipeline_weights_are_complete(tmp_path: Path, base: str) -> None:
+    """Every tensor of every part, with the deciding widths kept (cross-attention, text widths)."""
+    from modeldepot.testing.factories import _tiny
+
+    root = F.write_diffusers_pipeline(tmp_path / "p", base)
+    unet = load_file(root / "unet" / "diffusion_pytorch_model.safetensors")
+    assert {k: tuple(v.shape) for k, v in unet.items()} == _tiny.shapes(f"unet/{base}")
+    ctx = json.loads((root / "unet" / "config.json").read_text())["cross_attention_dim"]
+    to_k = next(v for k, v in unet.items() if k.endswith("attn2.to_k.weight"))
+    assert to_k.shape[1] == ctx == {"sd-1": 768, "sdxl": 2048}[base]
+    te = load_file(root / "text_encoder" / "model.safetensors")
+    assert te["text_model.final_layer_norm.weight"].shape == (768,)

@@ -17,7 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modeldepot.errors import ModelDepotError
-from modeldepot.load._errors import ModelLoadError, SubmodelRequiredError, TorchNotInstalledError
+from modeldepot.load._errors import (
+    InvalidSubmodelError,
+    ModelLoadError,
+    SubmodelRequiredError,
+    TorchNotInstalledError,
+)
 from modeldepot.load.cache import CacheRecord, ModelCache
 from modeldepot.load.convert_cache import DEFAULT_MAX_BYTES, ConvertCache
 from modeldepot.load.devices import ExecutionDevice, TorchDevice
@@ -86,6 +91,46 @@ class LoadedModel:
         return f"LoadedModel({self.config.key}{sub}, {type(self.model).__name__}, {self.size} bytes)"
 
 
+def _pipeline_parts(config: ModelConfigBase) -> list[str] | None:
+    """The submodels a main model has, from its ``model_index.json`` (or its family's shipped one)."""
+    import json
+    from importlib import resources
+
+    if config.type != ModelType.Main:
+        return None
+    custom = getattr(config, "config_path", None)
+    candidates = [Path(config.path), *([Path(custom)] if custom else [])]
+    candidates.append(Path(str(resources.files("modeldepot.load") / "configs" / config.base.value)))
+    index_path = next((c / "model_index.json" for c in candidates if (c / "model_index.json").is_file()), None)
+    if index_path is None:
+        return None
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(index, dict):
+        return None
+    return sorted(k for k, v in index.items() if isinstance(v, list) and len(v) == 2 and v[0] is not None)
+
+
+def parse_submodel(submodel: SubModelType | str | None, config: ModelConfigBase | None = None) -> SubModelType | None:
+    """``submodel`` as a :class:`SubModelType`; a name that is none raises :class:`InvalidSubmodelError`
+    listing the valid ones."""
+    if submodel is None or isinstance(submodel, SubModelType):
+        return submodel
+    try:
+        return SubModelType(submodel)
+    except ValueError:
+        parts = _pipeline_parts(config) if config is not None else None
+        valid = ", ".join(parts or [s.value for s in SubModelType])
+        whose = f" of model {config.name!r}" if config is not None else ""
+        raise InvalidSubmodelError(
+            f"{submodel!r} is not a submodel{whose}; submodels are: {valid}",
+            key=config.key if config is not None else None,
+            submodel=str(submodel),
+        ) from None
+
+
 class ModelLoadService:
     """Loads models through the registry into the cache.
 
@@ -141,19 +186,29 @@ class ModelLoadService:
             self._precision = self.device.resolve_precision(self.app_config.precision)
         return self._precision
 
-    def load_model(self, config: ModelConfigBase, submodel_type: SubModelType | str | None = None) -> LoadedModel:
+    def load_model(
+        self, config: ModelConfigBase, submodel_type: SubModelType | str | None = None, *, partial: bool = False
+    ) -> LoadedModel:
         """The model (or one part of a pipeline) for ``config``, from the cache or from disk.
+
+        Loads are exact: a file that lacks weights of the model, holds tensors the model has no place
+        for, or has other shapes raises :class:`ModelLoadError` naming the first keys. ``partial=True``
+        is the explicit opt-out for missing and extra keys (missing weights keep their random
+        initialisation, a warning is logged; shape mismatches still raise). Partial loads are cached
+        apart from exact ones.
 
         Raises:
             SubmodelRequiredError: a main model without ``submodel_type``.
+            InvalidSubmodelError: ``submodel_type`` is not a submodel name at all.
             ModelNotFoundException: the model's files are missing.
             LoaderNotFoundError: no loader for its (base, type, format).
-            ModelLoadError: the files exist but the model could not be built from them.
+            ModelLoadError: the files exist but the model could not be built exactly from them.
         """
-        if submodel_type is not None and not isinstance(submodel_type, SubModelType):
-            submodel_type = SubModelType(submodel_type)
+        submodel_type = parse_submodel(submodel_type, config)
         key = config.key
         sub = submodel_type.value if submodel_type is not None else None
+        if partial:
+            sub = f"{sub or ''}+partial"
         fp = (config.path, config.hash)
         rec = self.cache.get(key, sub, fp)
         if rec is not None:
@@ -167,7 +222,7 @@ class ModelLoadService:
         with self._key_lock((key, sub)):
             rec = self.cache.peek(key, sub)
             if rec is None or rec.fingerprint != fp:
-                rec = self._load_from_disk(config, submodel_type, fp)
+                rec = self._load_from_disk(config, submodel_type, fp, partial=partial)
         return LoadedModel(config, rec, self.cache, submodel_type)
 
     @contextmanager
@@ -187,7 +242,12 @@ class ModelLoadService:
                     self._locks[ck] = (lock, users - 1)
 
     def _load_from_disk(
-        self, config: ModelConfigBase, submodel_type: SubModelType | None, fp: tuple[str, str | None]
+        self,
+        config: ModelConfigBase,
+        submodel_type: SubModelType | None,
+        fp: tuple[str, str | None],
+        *,
+        partial: bool = False,
     ) -> CacheRecord:
         loader_cls, _ = self.registry.get_implementation(config)
         try:
@@ -212,21 +272,26 @@ class ModelLoadService:
             # parameter registration process-wide: two constructions at once could restore each
             # other's patch. Loads of different models therefore build one at a time.
             with MODEL_BUILD_LOCK:
-                model = loader.load_model(config, submodel_type)
+                model = loader.load_model(config, submodel_type, partial=partial)
         except ModelDepotError:
             raise
         except ImportError as exc:
             raise TorchNotInstalledError(
                 f"loading {config.name!r} needs the torch extra: pip install 'modeldepot[torch]' ({exc})"
             ) from exc
-        except (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError) as exc:
+        except Exception as exc:
+            # The one boundary where foreign errors become ours: diffusers, transformers and torch
+            # raise everything from ValueError to the bare Exception of the tokenizers library.
             raise ModelLoadError(
                 f"cannot load model {config.name!r} ({config.key}) from {config.path}: {type(exc).__name__}: {exc}",
                 key=config.key,
                 path=str(config.path),
             ) from exc
         sub = submodel_type.value if submodel_type else None
-        for sib_type, sib in loader.siblings.items():
+        if partial:
+            sub = f"{sub or ''}+partial"
+        # Siblings of a partial load may be incomplete too: they are not cached as exact loads.
+        for sib_type, sib in ({} if partial else loader.siblings).items():
             if sib_type != submodel_type and self.cache.peek(config.key, sib_type.value) is None:
                 self.cache.put(config.key, sib, submodel=sib_type.value, fingerprint=fp)
         rec = self.cache.put(config.key, model, submodel=sub, fingerprint=fp)
@@ -249,4 +314,4 @@ class ModelLoadService:
         return Path(config.path).exists()
 
 
-__all__ = ["LoadedModel", "ModelLoadService"]
+__all__ = ["LoadedModel", "ModelLoadService", "parse_submodel"]

@@ -57,6 +57,8 @@ class ModelLoader:
         #: Other submodels built as a side effect (a single-file checkpoint yields them all);
         #: the service admits them to the cache so later requests need no second read.
         self.siblings: dict[SubModelType, Any] = {}
+        #: Accept a file that lacks weights of the model or has extra ones (see ``load_model``).
+        self.partial = False
 
     @property
     def torch_dtype(self) -> Any:
@@ -65,8 +67,18 @@ class ModelLoader:
         return getattr(torch, self.precision)
 
     # ----- the template method -------------------------------------------------------------
-    def load_model(self, config: ModelConfigBase, submodel_type: SubModelType | None = None) -> Any:
+    def load_model(
+        self, config: ModelConfigBase, submodel_type: SubModelType | None = None, *, partial: bool = False
+    ) -> Any:
+        """Build the model of ``config`` (one ``submodel_type`` of a pipeline).
+
+        Loads are exact: weights missing from the files, extra tensors in them, or shapes that differ
+        from the model raise :class:`~modeldepot.errors.ModelLoadError` naming the keys. ``partial=True``
+        accepts missing and extra keys (missing weights keep their initialisation; shape mismatches
+        still raise), for a caller that knows it is loading an incomplete file on purpose.
+        """
         self.config = config
+        self.partial = partial
         path = Path(config.path)
         if not path.exists():
             raise ModelNotFoundException(f"files of model {config.name!r} ({config.key}) are missing: {path}", path)

@@ -10,7 +10,12 @@ from modeldepot.load.loaders import (
     state_dicts,
     upscalers,
 )
-from modeldepot.load.loaders.components import CheckpointComponentLoader, DiffusersComponentLoader, IPAdapterLoader
+from modeldepot.load.loaders.components import (
+    CheckpointComponentLoader,
+    DiffusersComponentLoader,
+    IPAdapterLoader,
+    T2IAdapterCheckpointLoader,
+)
 from modeldepot.load.loaders.diffusers_pipeline import DiffusersPipelineLoader
 from modeldepot.load.loaders.encoders import TransformersEncoderLoader
 from modeldepot.load.loaders.sdxl_refiner import SDXLRefinerCheckpointLoader
@@ -33,6 +38,7 @@ __all__ = [
     "LoRALoader",
     "SDXLRefinerCheckpointLoader",
     "SingleFileCheckpointLoader",
+    "T2IAdapterCheckpointLoader",
     "T5EncoderSingleFileLoader",
     "TextualInversionLoader",
     "TransformersEncoderLoader",

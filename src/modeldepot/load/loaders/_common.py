@@ -210,16 +210,31 @@ def _dtype_keyword(cls: Any) -> str:
     return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
 
 
-def from_pretrained(cls: Any, folder: Path, dtype: Any, variant: ModelRepoVariant | str | None = None) -> Any:
-    """``cls.from_pretrained(folder)`` offline, in ``dtype`` for torch modules, after scanning pickles."""
+def from_pretrained(
+    cls: Any, folder: Path, dtype: Any, variant: ModelRepoVariant | str | None = None, *, partial: bool = False
+) -> Any:
+    """``cls.from_pretrained(folder)`` offline, in ``dtype`` for torch modules, after scanning pickles.
+
+    Torch modules load exactly: the libraries would initialise weights the folder lacks at random
+    and drop the ones it has in excess; here either raises :class:`ModelLoadError` naming the keys,
+    unless ``partial`` (then they are logged and the random init is kept).
+    """
+    from modeldepot.load.loaders._strict import check_loading_info, library_warnings_silenced
+
     scan_pickles_in(folder)
     kwargs: dict[str, Any] = {"local_files_only": True}
-    if is_torch_class(cls):
+    torch_class = is_torch_class(cls)
+    if torch_class:
         kwargs[_dtype_keyword(cls)] = dtype
+        kwargs["output_loading_info"] = True
         v = variant_for(folder, variant)
         if v is not None:
             kwargs["variant"] = v
-    model = cls.from_pretrained(str(folder), **kwargs)
+    with library_warnings_silenced():
+        model = cls.from_pretrained(str(folder), **kwargs)
+    if torch_class:
+        model, info = model
+        check_loading_info(cls.__name__, folder, info, partial=partial)
     if hasattr(model, "eval") and is_torch_class(type(model)):
         model.eval()
         model.requires_grad_(False)

@@ -134,10 +134,19 @@ def _classes() -> tuple[Any, Any, Any]:
     return ResidualDenseBlock, RRDB, RRDBNet
 
 
-def build_rrdbnet(sd: dict[str, Any]) -> Any:
-    """An RRDBNet with ``sd``'s weights (any of the three layouts)."""
+def build_rrdbnet(sd: dict[str, Any], path: str = "state dict", *, partial: bool = False) -> Any:
+    """An RRDBNet with ``sd``'s weights (any of the three layouts), exactly unless ``partial``.
+
+    Raises ``ValueError`` when ``sd`` is not an RRDBNet at all, ``ModelLoadError`` naming the keys
+    when it is one with weights missing, extra or of other shapes.
+    """
+    from modeldepot.load.loaders._strict import check_complete
+
     sd = to_basicsr_keys(sd)
     _, _, rrdbnet = _classes()
+    for needed in ("conv_first.weight", "conv_last.weight", "body.0.rdb1.conv1.weight"):
+        if needed not in sd:
+            raise ValueError(f"not an RRDBNet state dict (no {needed})")
     first = sd["conv_first.weight"]
     in_nc, nf = int(first.shape[1]), int(first.shape[0])
     out_nc = int(sd["conv_last.weight"].shape[0])
@@ -146,7 +155,21 @@ def build_rrdbnet(sd: dict[str, Any]) -> Any:
     n_up = len({k.split(".")[0] for k in sd if k.startswith("conv_up")})
     unshuffle = 4 if in_nc == out_nc * 16 else 2 if in_nc == out_nc * 4 else 1
     model = rrdbnet(in_nc, out_nc, nf, nb, gc, n_up, unshuffle)
-    model.load_state_dict(sd, strict=True)
+    expected = model.state_dict()
+    mismatched = {
+        k: (tuple(v.shape), tuple(expected[k].shape))
+        for k, v in sd.items()
+        if k in expected and tuple(v.shape) != tuple(expected[k].shape)
+    }
+    check_complete(
+        "an ESRGAN (RRDBNet) upscaler",
+        path,
+        missing=[k for k in expected if k not in sd],
+        unexpected=[k for k in sd if k not in expected],
+        mismatched=mismatched,
+        partial=partial,
+    )
+    model.load_state_dict({k: v for k, v in sd.items() if k in expected}, strict=False)
     return model
 
 

@@ -15,7 +15,8 @@ from modeldepot.load.loaders._common import (
     read_json,
     resolve_class,
 )
-from modeldepot.load.loaders.single_file import shipped_config_dir
+from modeldepot.load.loaders._strict import assign_exact, unused_sources
+from modeldepot.load.loaders.single_file import ldm_vae, shipped_config_dir
 from modeldepot.load.registry import ModelLoader, ModelLoaderRegistry
 from modeldepot.taxonomy import BaseModelType, ModelFormat, ModelRepoVariant, ModelType, SubModelType
 
@@ -54,37 +55,149 @@ class DiffusersComponentLoader(ModelLoader):
     ) -> Any:
         assert self.config is not None
         cls, folder = _diffusers_folder(path, self._defaults[self.config.type])
-        return from_pretrained(cls, folder, self.torch_dtype, variant)
+        return from_pretrained(cls, folder, self.torch_dtype, variant, partial=self.partial)
 
 
 @ModelLoaderRegistry.register(base=_Any, type=ModelType.VAE, format=ModelFormat.Checkpoint)
 @ModelLoaderRegistry.register(base=_Any, type=ModelType.ControlNet, format=ModelFormat.Checkpoint)
 class CheckpointComponentLoader(PickleConversionMixin, ModelLoader):
-    """A single-file VAE or ControlNet (LDM or diffusers key layout) with the shipped family config."""
+    """A single-file VAE (LDM key layout; widths and depth read from its tensors) or ControlNet
+    (LDM or diffusers key layout) with the shipped family config."""
 
     def _load_model(
         self, path: Path, variant: ModelRepoVariant | None = None, submodel_type: SubModelType | None = None
     ) -> Any:
-        import diffusers
+        import diffusers as _diffusers
 
+        diffusers: Any = _diffusers  # untyped classmethods (from_config)
         cfg = self.config
         assert cfg is not None
         custom = getattr(cfg, "config_path", None)
         folder = Path(custom) if custom and Path(custom).is_dir() else shipped_config_dir(_config_family(cfg.base))
-        sub, cls = (
-            ("vae", diffusers.AutoencoderKL) if cfg.type == ModelType.VAE else ("controlnet", diffusers.ControlNetModel)
-        )
+        sub = "vae" if cfg.type == ModelType.VAE else "controlnet"
         if not (folder / sub / "config.json").is_file():
             raise ModelLoadError(f"no shipped {sub} config for base {cfg.base.value}", key=cfg.key, path=str(path))
         sd = load_weights(path)
         if not sd:
             raise ModelLoadError(f"{path}: no tensors", key=cfg.key, path=str(path))
-        model = cls.from_single_file(
-            sd, config=str(folder), subfolder=sub, local_files_only=True, torch_dtype=self.torch_dtype
+        if cfg.type == ModelType.VAE:
+            if any(k.startswith(("encoder.down.", "first_stage_model.", "vae.encoder.down.")) for k in sd):
+                return ldm_vae(sd, folder, path, self.torch_dtype, partial=self.partial)
+            # already diffusers-named: a state dict for the (family) AutoencoderKL as it is
+            config = dict(diffusers.AutoencoderKL.load_config(str(folder), subfolder="vae", local_files_only=True))
+            return assign_exact(
+                lambda: diffusers.AutoencoderKL.from_config(config),
+                sd,
+                "AutoencoderKL",
+                path,
+                dtype=self.torch_dtype,
+                partial=self.partial,
+            )
+        from diffusers.loaders import single_file_utils
+
+        # diffusers' own converter (LDM ``control_model.*`` -> diffusers names; diffusers names pass as
+        # they are), then a strict assignment: from_single_file would leave missing weights on meta.
+        convert: Any = single_file_utils.convert_controlnet_checkpoint
+        config = dict(diffusers.ControlNetModel.load_config(str(folder), subfolder=sub, local_files_only=True))
+        converted = convert(sd, config)
+        return assign_exact(
+            lambda: diffusers.ControlNetModel.from_config(config),
+            converted,
+            "ControlNetModel",
+            path,
+            dtype=self.torch_dtype,
+            partial=self.partial,
+            unexpected_sources=unused_sources(sd, converted),
         )
-        model.eval()
-        model.requires_grad_(False)
-        return model
+
+
+#: Every released full T2I-Adapter (SD-1/2 and SDXL) has four channel stages; TencentARC key names
+#: number blocks across stages, so the count cannot be read from them.
+_T2I_GROUPS = 4
+
+
+def _tencent_to_diffusers_t2i(sd: dict[str, Any], path: Path) -> dict[str, Any]:
+    """TencentARC key names (``body.<k>.block1``, ``k`` = stage * blocks + block) -> diffusers'
+    ``adapter.body.<stage>.resnets.<block>.block1``; other keys are kept (and reported if unknown)."""
+    ids = {int(k.split(".")[1]) for k in sd if k.startswith("body.") and k.split(".")[1].isdigit()}
+    if not ids or len(ids) % _T2I_GROUPS:
+        raise ModelLoadError(
+            f"{path}: {len(ids)} T2I-Adapter body blocks is not {_T2I_GROUPS} equal stages (not a full adapter)",
+            path=str(path),
+        )
+    per = len(ids) // _T2I_GROUPS
+    out: dict[str, Any] = {}
+    for k, v in sd.items():
+        parts = k.split(".")
+        if parts[0] == "body" and parts[1].isdigit():
+            stage, block = divmod(int(parts[1]), per)
+            rest = ".".join(parts[2:])
+            if parts[2] == "in_conv" and block == 0:
+                out[f"adapter.body.{stage}.{rest}"] = v
+            else:
+                out[f"adapter.body.{stage}.resnets.{block}.{rest}"] = v
+        else:
+            out[f"adapter.{k}"] = v
+    return out
+
+
+def t2i_adapter_from_state_dict(
+    sd: dict[str, Any], base: BaseModelType, path: Path, dtype: Any, *, partial: bool = False
+) -> Any:
+    """A diffusers ``T2IAdapter`` (full adapter) whose config is read from the tensors, loaded exactly."""
+    import diffusers as _diffusers
+
+    diffusers: Any = _diffusers  # untyped constructor
+
+    if not any(k.startswith("adapter.") for k in sd):
+        sd = _tencent_to_diffusers_t2i(sd, path)
+    conv_in = sd.get("adapter.conv_in.weight")
+    if conv_in is None:
+        raise ModelLoadError(f"{path}: not a T2I-Adapter (no conv_in.weight)", path=str(path))
+    stages = len({k.split(".")[2] for k in sd if k.startswith("adapter.body.")})
+    channels: list[int] = []
+    for i in range(stages):
+        w = sd.get(f"adapter.body.{i}.resnets.0.block1.weight")
+        if w is None:
+            raise ModelLoadError(f"{path}: T2I-Adapter stage {i} is missing (no block1 weight)", path=str(path))
+        channels.append(int(w.shape[0]))
+    blocks = len({k.split(".")[4] for k in sd if k.startswith("adapter.body.0.resnets.")})
+    xl = base == BaseModelType.StableDiffusionXL
+    factor = 16 if xl else 8
+    hint, rest = divmod(int(conv_in.shape[1]), factor * factor)
+    if rest or hint < 1:
+        raise ModelLoadError(
+            f"{path}: conv_in takes {int(conv_in.shape[1])} channels, not a multiple of {factor}x{factor}"
+            f" (the pixel-unshuffle of a {base.value} T2I-Adapter)",
+            path=str(path),
+        )
+    config = {
+        "in_channels": hint,
+        "channels": channels,
+        "num_res_blocks": blocks,
+        "downscale_factor": factor,
+        "adapter_type": "full_adapter_xl" if xl else "full_adapter",
+    }
+    return assign_exact(lambda: diffusers.T2IAdapter(**config), sd, "T2IAdapter", path, dtype=dtype, partial=partial)
+
+
+@ModelLoaderRegistry.register(base=_Any, type=ModelType.T2IAdapter, format=ModelFormat.Checkpoint)
+class T2IAdapterCheckpointLoader(PickleConversionMixin, ModelLoader):
+    """A single-file T2I-Adapter (TencentARC or diffusers key names) -> diffusers ``T2IAdapter``.
+
+    The architecture comes from the tensors: stage widths, blocks per stage, and the hint channels
+    (conv_in's input is hint channels x the pixel-unshuffle factor: 8x8 for SD-1/2, 16x16 for SDXL).
+    """
+
+    def _load_model(
+        self, path: Path, variant: ModelRepoVariant | None = None, submodel_type: SubModelType | None = None
+    ) -> Any:
+        cfg = self.config
+        assert cfg is not None
+        sd = load_weights(path)
+        if not sd:
+            raise ModelLoadError(f"{path}: no tensors", key=cfg.key, path=str(path))
+        return t2i_adapter_from_state_dict(sd, cfg.base, path, self.torch_dtype, partial=self.partial)
 
 
 def _ip_adapter_module(sd: dict[str, Any]) -> Any:
@@ -175,4 +288,10 @@ class IPAdapterLoader(PickleConversionMixin, ModelLoader):
         return nested
 
 
-__all__ = ["CheckpointComponentLoader", "DiffusersComponentLoader", "IPAdapterLoader"]
+__all__ = [
+    "CheckpointComponentLoader",
+    "DiffusersComponentLoader",
+    "IPAdapterLoader",
+    "T2IAdapterCheckpointLoader",
+    "t2i_adapter_from_state_dict",
+]

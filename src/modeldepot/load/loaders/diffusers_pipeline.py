@@ -41,7 +41,7 @@ class DiffusersPipelineLoader(ModelLoader):
         if not folder.is_dir():
             raise ModelNotFoundException(f"model {name!r}: submodel folder {folder} is missing", folder)
         cls = resolve_class(entry[0], entry[1], index_path)
-        return from_pretrained(cls, folder, self.torch_dtype, variant)
+        return from_pretrained(cls, folder, self.torch_dtype, variant, partial=self.partial)
 
 
 __all__ = ["DiffusersPipelineLoader"]

@@ -58,7 +58,7 @@ class TransformersEncoderLoader(ModelLoader):
             raise ModelNotFoundException(f"model {cfg.name!r}: no encoder config.json under {path}", path)
         arch = read_json(folder / "config.json").get("architectures") or [_DEFAULT_CLASS[cfg.type]]
         cls = resolve_class("transformers", str(arch[0]), folder / "config.json")
-        return from_pretrained(cls, folder, self.torch_dtype, variant)
+        return from_pretrained(cls, folder, self.torch_dtype, variant, partial=self.partial)
 
     def _tokenizer(self, path: Path, sub: SubModelType) -> Any:
         from transformers import AutoTokenizer

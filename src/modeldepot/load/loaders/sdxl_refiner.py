@@ -14,7 +14,7 @@ from typing import Any
 
 from modeldepot.load._errors import InvalidSubmodelError, ModelLoadError
 from modeldepot.load.loaders._common import load_safetensors, prefixed
-from modeldepot.load.loaders.single_file import SingleFileCheckpointLoader, write_clip_vocab
+from modeldepot.load.loaders.single_file import SingleFileCheckpointLoader, ldm_text_encoder, write_clip_vocab
 from modeldepot.load.registry import ModelLoaderRegistry
 from modeldepot.taxonomy import BaseModelType, ModelFormat, ModelType
 from modeldepot.taxonomy import SubModelType as S
@@ -28,10 +28,6 @@ REFINER_TEXT_PREFIX = "conditioner.embedders.0.model."
 class SDXLRefinerCheckpointLoader(SingleFileCheckpointLoader):
     def _text_encoder(self, path: Path, folder: Path, sub: S, class_name: str) -> Any:
         import transformers
-        from diffusers.loaders import single_file_utils
-
-        # Internal to diffusers; it recognises the refiner layout by conditioner.embedders.0.model.text_projection.
-        create_diffusers_clip_model_from_ldm: Any = single_file_utils.create_diffusers_clip_model_from_ldm
 
         cfg = self.config
         assert cfg is not None
@@ -48,17 +44,10 @@ class SDXLRefinerCheckpointLoader(SingleFileCheckpointLoader):
                 key=cfg.key,
                 path=str(path),
             )
-        model = create_diffusers_clip_model_from_ldm(
-            getattr(transformers, class_name),
-            sd,
-            subfolder=sub.value,
-            config=str(folder),
-            torch_dtype=self.torch_dtype,
-            local_files_only=True,
+        cls = getattr(transformers, class_name)
+        return ldm_text_encoder(
+            cls, folder, sub.value, sd, REFINER_TEXT_PREFIX, self.torch_dtype, path, partial=self.partial
         )
-        model.eval()
-        model.requires_grad_(False)
-        return model
 
     def _tokenizer(self, folder: Path, sub: S) -> Any:
         from transformers import CLIPTokenizer

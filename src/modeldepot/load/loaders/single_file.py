@@ -17,6 +17,7 @@ from typing import Any
 
 from modeldepot.load._errors import InvalidSubmodelError, ModelLoadError, SubmodelRequiredError
 from modeldepot.load.loaders._common import PickleConversionMixin, load_safetensors, prefixed, read_json
+from modeldepot.load.loaders._strict import AccessTracker, assign_exact, unused_sources
 from modeldepot.load.registry import ModelLoader, ModelLoaderRegistry
 from modeldepot.taxonomy import BaseModelType, ModelFormat, ModelRepoVariant, ModelType, SchedulerPredictionType
 from modeldepot.taxonomy import SubModelType as S
@@ -70,6 +71,100 @@ def write_clip_vocab(dest: Path) -> None:
     (dest / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
 
 
+#: Tensors real checkpoints carry that no diffusers/transformers module wants: CLIP's old persistent
+#: position ids, OpenCLIP's logit scale and causal mask, training leftovers of standalone VAE files.
+_BENIGN_SUFFIXES = ("position_ids", "logit_scale", "attn_mask")
+_BENIGN_PREFIXES = ("loss.", "model_ema.")
+
+
+def _benign(key: str) -> bool:
+    return key.endswith(_BENIGN_SUFFIXES) or key.startswith(_BENIGN_PREFIXES)
+
+
+def vae_config_from_shapes(config: dict[str, Any], sd: dict[str, Any]) -> dict[str, Any]:
+    """The family's VAE config with the widths, depth and latent channels the file's LDM tensors
+    show (identical for real files; exact for fine-tunes and tiny test VAEs)."""
+    p = next((pre for pre in (*VAE_PREFIXES, "vae.", "") if pre + "encoder.conv_in.weight" in sd), None)
+    if p is None:
+        return config
+    down_stem, block_stem = p + "encoder.down.", p + "encoder.down.0.block."
+    down = sorted({int(k[len(down_stem) :].split(".")[0]) for k in sd if k.startswith(down_stem)})
+    widths = [sd.get(f"{down_stem}{i}.block.0.conv1.weight") for i in down]
+    if not down or any(w is None for w in widths):
+        return config
+    blocks = {k[len(block_stem) :].split(".")[0] for k in sd if k.startswith(block_stem)}
+    out = dict(config)
+    n = len(down)
+    out.update(
+        block_out_channels=[int(w.shape[0]) for w in widths if w is not None],
+        down_block_types=["DownEncoderBlock2D"] * n,
+        up_block_types=["UpDecoderBlock2D"] * n,
+        layers_per_block=len(blocks),
+        in_channels=int(sd[p + "encoder.conv_in.weight"].shape[1]),
+    )
+    if p + "decoder.conv_in.weight" in sd:
+        out["latent_channels"] = int(sd[p + "decoder.conv_in.weight"].shape[1])
+    if p + "decoder.conv_out.weight" in sd:
+        out["out_channels"] = int(sd[p + "decoder.conv_out.weight"].shape[0])
+    out["use_quant_conv"] = p + "quant_conv.weight" in sd
+    out["use_post_quant_conv"] = p + "post_quant_conv.weight" in sd
+    return out
+
+
+def ldm_vae(sd: dict[str, Any], folder: Path, path: Path, dtype: Any, *, partial: bool = False) -> Any:
+    """An ``AutoencoderKL`` from LDM-layout VAE tensors (``first_stage_model.`` prefix or none), exactly."""
+    import diffusers
+    from diffusers.loaders import single_file_utils
+
+    # Untyped in diffusers; internal converters (no public API converts LDM key layouts).
+    AutoencoderKL: Any = diffusers.AutoencoderKL  # noqa: N806
+    convert_ldm_vae_checkpoint: Any = single_file_utils.convert_ldm_vae_checkpoint
+
+    base = dict(AutoencoderKL.load_config(str(folder), subfolder="vae", local_files_only=True))
+    sd = {k: v for k, v in sd.items() if not _benign(k)}
+    config = vae_config_from_shapes(base, sd)
+    converted = convert_ldm_vae_checkpoint(sd, config)
+    return assign_exact(
+        lambda: AutoencoderKL.from_config(config),
+        converted,
+        "AutoencoderKL",
+        path,
+        dtype=dtype,
+        partial=partial,
+        unexpected_sources=unused_sources(sd, converted),
+    )
+
+
+def ldm_text_encoder(
+    cls: Any, folder: Path, subfolder: str, sd: dict[str, Any], prefix: str, dtype: Any, path: Path, *, partial: bool
+) -> Any:
+    """A transformers CLIP text model from OpenAI-CLIP (``...transformer.``) or OpenCLIP (``...model.``)
+    tensors of an LDM checkpoint, exactly (diffusers' converters, then a strict assignment)."""
+    from accelerate import init_empty_weights
+    from diffusers.loaders import single_file_utils
+
+    sfu: Any = single_file_utils  # untyped internal converters
+
+    config = cls.config_class.from_pretrained(str(folder), subfolder=subfolder, local_files_only=True)
+    with init_empty_weights():
+        probe = cls(config)
+    ignored = set(sfu.SD_2_TEXT_ENCODER_KEYS_TO_IGNORE) if prefix == "cond_stage_model.model." else set()
+    if prefix.endswith(".model."):
+        tracked = AccessTracker(sd)
+        converted = sfu.convert_open_clip_checkpoint(probe, tracked, prefix=prefix)
+        accessed: set[str] = tracked.accessed
+    else:
+        converted = sfu.convert_ldm_clip_checkpoint(sd, prefix)
+        accessed = set()
+    if not hasattr(probe, "text_model"):  # transformers >= 5.6 flattens CLIPTextModel
+        converted = {k.removeprefix("text_model."): v for k, v in converted.items()}
+    converted = {k: v for k, v in converted.items() if not _benign(k)}
+    unused = [k for k in unused_sources(sd, converted, accessed) if k not in ignored and not _benign(k)]
+    return assign_exact(
+        lambda: cls(config), converted, cls.__name__, path, dtype=dtype, partial=partial, unexpected_sources=unused
+    )
+
+
 _SUPPORTED = (BaseModelType.StableDiffusion1, BaseModelType.StableDiffusion2, BaseModelType.StableDiffusionXL)
 
 
@@ -115,45 +210,46 @@ class SingleFileCheckpointLoader(PickleConversionMixin, ModelLoader):
         raise InvalidSubmodelError(f"cannot load {submodel_type.value!r} from a single-file checkpoint", key=cfg.key)
 
     def _unet(self, path: Path, folder: Path) -> Any:
-        from diffusers import UNet2DConditionModel
+        import diffusers
+        from diffusers.loaders import single_file_utils
+
+        UNet2DConditionModel: Any = diffusers.UNet2DConditionModel  # noqa: N806 - untyped in diffusers
+        convert_ldm_unet_checkpoint: Any = single_file_utils.convert_ldm_unet_checkpoint
 
         cfg = self.config
         assert cfg is not None
         sd = load_safetensors(path, prefixed([UNET_PREFIX]))
         if not sd:
             raise ModelLoadError(f"{path}: no UNet weights ({UNET_PREFIX}*) in this checkpoint", path=str(path))
-        kwargs: dict[str, Any] = {}
+        config = dict(UNet2DConditionModel.load_config(str(folder), subfolder="unet", local_files_only=True))
         first = sd.get(UNET_PREFIX + "input_blocks.0.0.weight")
         if first is not None:
-            kwargs["in_channels"] = int(first.shape[1])  # 9 for inpainting, 5 for depth
+            config["in_channels"] = int(first.shape[1])  # 9 for inpainting, 5 for depth
         upcast = getattr(cfg, "upcast_attention", False) or (
             cfg.base == BaseModelType.StableDiffusion2
             and getattr(cfg, "prediction_type", None) == SchedulerPredictionType.VPrediction
         )
         if upcast:
-            kwargs["upcast_attention"] = True
-        model = UNet2DConditionModel.from_single_file(
-            sd, config=str(folder), subfolder="unet", local_files_only=True, torch_dtype=self.torch_dtype, **kwargs
+            config["upcast_attention"] = True
+        converted = convert_ldm_unet_checkpoint(sd, config)
+        return assign_exact(
+            lambda: UNet2DConditionModel.from_config(config),
+            converted,
+            "UNet2DConditionModel",
+            path,
+            dtype=self.torch_dtype,
+            partial=self.partial,
+            unexpected_sources=unused_sources(sd, converted),
         )
-        return _ready(model)
 
     def _vae(self, path: Path, folder: Path) -> Any:
-        from diffusers import AutoencoderKL
-
         sd = load_safetensors(path, prefixed(VAE_PREFIXES))
         if not sd:
             raise ModelLoadError(f"{path}: no VAE weights (first_stage_model.*) in this checkpoint", path=str(path))
-        model = AutoencoderKL.from_single_file(
-            sd, config=str(folder), subfolder="vae", local_files_only=True, torch_dtype=self.torch_dtype
-        )
-        return _ready(model)
+        return ldm_vae(sd, folder, path, self.torch_dtype, partial=self.partial)
 
     def _text_encoder(self, path: Path, folder: Path, sub: S, class_name: str) -> Any:
         import transformers
-        from diffusers.loaders import single_file_utils
-
-        # Internal to diffusers (no typed public API converts LDM/OpenCLIP text encoders).
-        create_diffusers_clip_model_from_ldm: Any = single_file_utils.create_diffusers_clip_model_from_ldm
 
         cfg = self.config
         assert cfg is not None
@@ -164,15 +260,7 @@ class SingleFileCheckpointLoader(PickleConversionMixin, ModelLoader):
         if not sd:
             raise ModelLoadError(f"{path}: no {sub.value} weights ({prefixes[0]}*) in this checkpoint", path=str(path))
         cls = getattr(transformers, class_name)
-        model = create_diffusers_clip_model_from_ldm(
-            cls,
-            sd,
-            subfolder=sub.value,
-            config=str(folder),
-            torch_dtype=self.torch_dtype,
-            local_files_only=True,
-        )
-        return _ready(model)
+        return ldm_text_encoder(cls, folder, sub.value, sd, prefixes[0], self.torch_dtype, path, partial=self.partial)
 
     def _tokenizer(self, folder: Path, sub: S) -> Any:
         from transformers import CLIPTokenizer
@@ -220,4 +308,11 @@ def _ready(model: Any) -> Any:
     return model
 
 
-__all__ = ["SingleFileCheckpointLoader", "shipped_config_dir", "write_clip_vocab"]
+__all__ = [
+    "SingleFileCheckpointLoader",
+    "ldm_text_encoder",
+    "ldm_vae",
+    "shipped_config_dir",
+    "vae_config_from_shapes",
+    "write_clip_vocab",
+]

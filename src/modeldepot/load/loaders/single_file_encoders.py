@@ -26,6 +26,7 @@ from typing import Any
 
 from modeldepot.load._errors import InvalidSubmodelError, ModelLoadError
 from modeldepot.load.loaders._common import PickleConversionMixin, load_safetensors, read_json
+from modeldepot.load.loaders._strict import assign_exact
 from modeldepot.load.loaders.single_file import write_clip_vocab
 from modeldepot.load.registry import ModelLoader, ModelLoaderRegistry
 from modeldepot.taxonomy import BaseModelType, ClipVariantType, ModelFormat, ModelRepoVariant, ModelType
@@ -171,40 +172,36 @@ def t5_encoder_config(shapes: Shapes, p: str, path: Path) -> dict[str, Any]:
 
 
 # ----- building ----------------------------------------------------------------------------------
-def build_from_state_dict(cls: Any, config: Any, sd: dict[str, Any], dtype: Any, path: Path) -> Any:
-    """``cls(config)`` on the meta device, then ``sd`` assigned in ``dtype``; every weight must be set.
+def build_from_state_dict(
+    cls: Any, config: Any, sd: dict[str, Any], dtype: Any, path: Path, *, partial: bool = False
+) -> Any:
+    """``cls(config)`` on the meta device, then ``sd`` assigned in ``dtype``; every weight must be set
+    and every tensor of ``sd`` used (``partial`` relaxes both; see :func:`assign_exact`).
 
     ``sd`` holds canonical keys (``text_model.*``, ``vision_model.*``, ``encoder.*``); they are
     matched to the model's own names (transformers >= 5.6 flattens ``CLIPTextModel``: no
-    ``text_model.`` level), extras (the other tower's projection) are dropped.
+    ``text_model.`` level). Position ids (persistent in old transformers) are not weights.
     """
     from accelerate import init_empty_weights
 
-    from modeldepot.load.loaders._common import cast_all
-
-    with init_empty_weights():  # parameters on meta (no random init); buffers stay real
-        model = cls(config)
-    expected = set(model.state_dict())
+    with init_empty_weights():
+        probe = cls(config)
+    expected = set(probe.state_dict())
     aligned: dict[str, Any] = {}
-    for key, value in cast_all(sd, dtype).items():
+    for key, value in sd.items():
         head, _, rest = key.partition(".")
         for cand in (key, rest, f"{head}.{key}"):
             if cand in expected:
                 aligned[cand] = value
                 break
-    try:
-        model.load_state_dict(aligned, strict=False, assign=True)
-    except RuntimeError as exc:  # shape mismatches: the file is not what its header shapes promised
-        raise ModelLoadError(f"{path}: weights do not fit {cls.__name__}: {exc}", path=str(path)) from exc
-    if hasattr(model, "tie_weights"):
-        model.tie_weights()  # T5: encoder.embed_tokens shares shared.weight (files store one of them)
-    missing = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
-    if missing:
-        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        raise ModelLoadError(f"{path}: {cls.__name__} weights missing from the file: {shown}", path=str(path))
-    model.eval()
-    model.requires_grad_(False)
-    return model
+        else:
+            if not key.endswith("position_ids"):
+                aligned[key] = value  # reported as unexpected
+    # T5: encoder.embed_tokens is tied to shared.weight; a file stores one of them.
+    for a, b in (("encoder.embed_tokens.weight", "shared.weight"), ("shared.weight", "encoder.embed_tokens.weight")):
+        if a in expected and a not in aligned and b in aligned:
+            aligned[a] = aligned[b]
+    return assign_exact(lambda: cls(config), aligned, cls.__name__, path, dtype=dtype, partial=partial)
 
 
 def _reject_scaled_fp8(shapes: Shapes, path: Path) -> None:
@@ -275,7 +272,9 @@ class CLIPTextSingleFileLoader(_SingleFileEncoderLoader):
         config = transformers.CLIPTextConfig(**conf)
         wanted = ("text_model.", "text_projection.weight") if projected else ("text_model.",)
         sd = self._read(path, p, wanted)
-        return build_from_state_dict(getattr(transformers, cls_name), config, sd, self.torch_dtype, path)
+        return build_from_state_dict(
+            getattr(transformers, cls_name), config, sd, self.torch_dtype, path, partial=self.partial
+        )
 
     def _tokenizer(self, family: str, max_length: int) -> Any:
         from transformers import CLIPTokenizer
@@ -315,7 +314,9 @@ class CLIPVisionSingleFileLoader(_SingleFileEncoderLoader):
         config = transformers.CLIPVisionConfig(**conf)
         wanted = ("vision_model.", "visual_projection.weight") if projected else ("vision_model.",)
         sd = self._read(path, p, wanted)
-        return build_from_state_dict(getattr(transformers, cls_name), config, sd, self.torch_dtype, path)
+        return build_from_state_dict(
+            getattr(transformers, cls_name), config, sd, self.torch_dtype, path, partial=self.partial
+        )
 
 
 @ModelLoaderRegistry.register(base=_Any, type=ModelType.T5Encoder, format=ModelFormat.Checkpoint)
@@ -342,7 +343,9 @@ class T5EncoderSingleFileLoader(_SingleFileEncoderLoader):
             )
         config = transformers.T5Config(**t5_encoder_config(shapes, p, path))
         sd = self._read(path, p, ("encoder.", "shared.weight"))
-        return build_from_state_dict(transformers.T5EncoderModel, config, sd, self.torch_dtype, path)
+        return build_from_state_dict(
+            transformers.T5EncoderModel, config, sd, self.torch_dtype, path, partial=self.partial
+        )
 
 
 __all__ = [

@@ -26,8 +26,8 @@ class UpscalerLoader(PickleConversionMixin, ModelLoader):
     ) -> Any:
         sd = load_weights(path)
         try:
-            model = build_rrdbnet(sd)
-        except (ValueError, KeyError, RuntimeError) as exc:
+            model = build_rrdbnet(sd, str(path), partial=self.partial)
+        except (ValueError, KeyError) as exc:
             raise ModelLoadError(
                 f"{path}: unsupported upscaler architecture (only ESRGAN/RRDBNet is built in): {exc}", path=str(path)
             ) from exc

@@ -5,8 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from modeldepot.testing.factories._writers import Shape, write_json, write_safetensors, write_text
-from modeldepot.testing.factories.files import _clip_text_keys, _peft_lora_keys, _t5_keys
+from modeldepot.testing.factories._tiny import (
+    CLIP_VOCAB,
+    T5_PIECES,
+    T5_VOCAB,
+    clip_text_config,
+    clip_vision_config,
+    controlnet_config,
+    flux_config,
+    sd3_config,
+    t5_config,
+    unet_config,
+    vae_config,
+)
+from modeldepot.testing.factories._tiny import shapes as tiny_shapes
+from modeldepot.testing.factories._writers import write_json, write_safetensors, write_text
+from modeldepot.testing.factories.files import T2I_CHANNELS, _peft_lora_keys, t2i_adapter_keys
 
 _VERSION = "0.30.0"
 _UNET_CFG: dict[str, dict[str, Any]] = {
@@ -54,11 +68,6 @@ _UNET_CFG: dict[str, dict[str, Any]] = {
         "use_linear_projection": True,
     },
 }
-_TEXT_CFG = {  # (class, hidden, layers, projection_dim, act)
-    "L": ("CLIPTextModel", 768, 12, 768, "quick_gelu"),
-    "H": ("CLIPTextModel", 1024, 23, 512, "gelu"),
-    "G": ("CLIPTextModelWithProjection", 1280, 32, 1280, "gelu"),
-}
 _VAE_SCALING = {
     "sd-1": 0.18215,
     "sd-2": 0.18215,
@@ -74,144 +83,143 @@ def _weights_name(stem: str, fp16: bool) -> str:
 
 
 def write_unet(root: Path, base: str, *, in_channels: int = 4, fp16: bool = False, seed: int = 0) -> Path:
-    cfg = {
-        "_class_name": "UNet2DConditionModel",
-        "_diffusers_version": _VERSION,
-        "act_fn": "silu",
-        "center_input_sample": False,
-        "flip_sin_to_cos": True,
-        "freq_shift": 0,
-        "in_channels": in_channels,
-        "layers_per_block": 2,
-        "norm_eps": 1e-05,
-        "norm_num_groups": 32,
-        "out_channels": 4,
-        "upcast_attention": False,
-        **_UNET_CFG[base],
-    }
+    """A complete tiny ``UNet2DConditionModel`` of ``base``: its cross-attention width, ``text_time``
+    embedding and in-channels are real, its stages tiny (see ``_tiny``)."""
+    cfg = {"_class_name": "UNet2DConditionModel", "_diffusers_version": _VERSION, **unet_config(base, in_channels)}
     write_json(root / "config.json", cfg)
-    ch = cfg["block_out_channels"][0]
-    ctx = cfg["cross_attention_dim"]
-    xl = base.startswith("sdxl")
-    blk = (
-        "down_blocks.1.attentions.0.transformer_blocks.0." if xl else "down_blocks.0.attentions.0.transformer_blocks.0."
-    )
-    width = ch * 2 if xl else ch
-    keys: dict[str, Shape] = {
-        "conv_in.weight": (ch, in_channels, 3, 3),
-        "conv_in.bias": (ch,),
-        "time_embedding.linear_1.weight": (ch * 4, ch),
-        f"{blk}attn1.to_q.weight": (width, width),
-        f"{blk}attn2.to_k.weight": (width, ctx),
-        f"{blk}attn2.to_v.weight": (width, ctx),
-        "up_blocks.0.resnets.0.norm1.weight": (ch * 4,),
-        "conv_norm_out.weight": (ch,),
-        "conv_out.weight": (4, ch, 3, 3),
-    }
-    if xl:
-        keys["add_embedding.linear_1.weight"] = (ch * 4, cfg["projection_class_embeddings_input_dim"])
+    keys = tiny_shapes(f"unet/{base}")
+    out, _, kh, kw = keys["conv_in.weight"]
+    keys["conv_in.weight"] = (out, in_channels, kh, kw)
     return write_safetensors(root / _weights_name("diffusion_pytorch_model", fp16), keys, seed=seed)
 
 
 def write_vae_folder(root: Path, base: str = "sd-1", *, fp16: bool = False, seed: int = 1) -> Path:
+    """A complete tiny ``AutoencoderKL``: 4 latent channels (16 for flux / sd-3), the base's scaling."""
     latent = 16 if base in ("flux", "sd-3") else 4
     cfg: dict[str, Any] = {
         "_class_name": "AutoencoderKL",
         "_diffusers_version": _VERSION,
-        "act_fn": "silu",
-        "block_out_channels": [128, 256, 512, 512],
-        "down_block_types": ["DownEncoderBlock2D"] * 4,
-        "up_block_types": ["UpDecoderBlock2D"] * 4,
-        "in_channels": 3,
-        "out_channels": 3,
-        "latent_channels": latent,
-        "layers_per_block": 2,
-        "norm_num_groups": 32,
+        **vae_config(latent),
         "sample_size": 1024 if base.startswith("sdxl") else 512,
         "scaling_factor": _VAE_SCALING[base],
     }
     if base.startswith("sdxl"):
         cfg["force_upcast"] = True
     if latent == 16:
-        cfg |= {
-            "shift_factor": 0.1159 if base == "flux" else 0.0609,
-            "use_quant_conv": False,
-            "use_post_quant_conv": False,
-        }
+        cfg["shift_factor"] = 0.1159 if base == "flux" else 0.0609
     write_json(root / "config.json", cfg)
-    keys: dict[str, Shape] = {
-        "encoder.conv_in.weight": (128, 3, 3, 3),
-        "encoder.conv_out.weight": (2 * latent, 512, 3, 3),
-        "encoder.mid_block.attentions.0.to_q.weight": (512, 512),
-        "decoder.conv_in.weight": (512, latent, 3, 3),
-        "decoder.up_blocks.0.resnets.0.norm1.weight": (512,),
-        "decoder.conv_out.weight": (3, 128, 3, 3),
-    }
-    if latent == 4:
-        keys |= {"quant_conv.weight": (8, 8, 1, 1), "post_quant_conv.weight": (4, 4, 1, 1)}
-    write_safetensors(root / _weights_name("diffusion_pytorch_model", fp16), keys, seed=seed)
+    write_safetensors(root / _weights_name("diffusion_pytorch_model", fp16), tiny_shapes(f"vae/{latent}"), seed=seed)
     return root
 
 
-def write_clip_text_folder(root: Path, variant: str = "L", *, fp16: bool = False, seed: int = 2) -> Path:
-    cls, hidden, layers, proj, act = _TEXT_CFG[variant]
+def write_clip_text_folder(
+    root: Path, variant: str = "L", *, fp16: bool = False, seed: int = 2, projection: bool | None = None
+) -> Path:
+    """A complete one-layer CLIP text tower of the variant's width (L 768, H 1024, G 1280); with a
+    ``text_projection`` (``CLIPTextModelWithProjection``) for G, or when ``projection`` says so."""
+    cfg = clip_text_config(variant)
+    keys = tiny_shapes(f"clip/{variant}")
+    if projection is not None:
+        width, proj = int(cfg["hidden_size"]), int(cfg["projection_dim"])
+        keys.pop("text_projection.weight", None)
+        if projection:
+            keys["text_projection.weight"] = (proj, width)
+        cfg["architectures"] = ["CLIPTextModelWithProjection" if projection else "CLIPTextModel"]
     write_json(
         root / "config.json",
-        {
-            "architectures": [cls],
-            "model_type": "clip_text_model",
-            "hidden_size": hidden,
-            "intermediate_size": hidden * 4,
-            "num_attention_heads": hidden // 64,
-            "num_hidden_layers": layers,
-            "projection_dim": proj,
-            "max_position_embeddings": 77,
-            "vocab_size": 49408,
-            "hidden_act": act,
-            "torch_dtype": "float16" if fp16 else "float32",
-            "transformers_version": "4.44.0",
-        },
+        {**cfg, "torch_dtype": "float16" if fp16 else "float32", "transformers_version": "4.44.0"},
     )
-    keys = _clip_text_keys(hidden, layers)
-    if cls == "CLIPTextModelWithProjection":
-        keys["text_projection.weight"] = (proj, hidden)
     write_safetensors(root / _weights_name("model", fp16), keys, seed=seed)
     return root
 
 
-def write_t5_folder(root: Path, *, d_model: int = 4096, blocks: int = 24, seed: int = 3) -> Path:
+def write_t5_folder(root: Path, *, seed: int = 3) -> Path:
+    """A complete one-block T5 v1.1 encoder of T5-XXL's width (d_model 4096), tiny vocabulary."""
+    write_json(root / "config.json", {**t5_config(), "torch_dtype": "bfloat16", "transformers_version": "4.44.0"})
+    write_safetensors(root / "model.safetensors", tiny_shapes("t5"), seed=seed)
+    return root
+
+
+def _byte_vocab() -> list[str]:
+    # The GPT-2 / CLIP reversible byte -> printable character table: every text tokenizes.
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    chars = [chr(c) for c in cs]
+    return chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+
+
+def _write_t5_tokenizer(root: Path, kind: str) -> Path:
+    """A SentencePiece-style Unigram ``tokenizer.json`` over the tiny T5 vocabulary (a-z pieces)."""
+    specials = ["<pad>", "</s>", "<unk>"]
+    # Pieces that start a word score above lone letters, so segmentation prefers them.
+    vocab: list[list[str | float]] = [[t, 0.0] for t in specials]
+    vocab += [[p, -1.0 if len(p) > 1 else -3.0] for p in T5_PIECES]
+    assert len(vocab) == T5_VOCAB
+    metaspace = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always", "split": True}
+    eos = {"SpecialToken": {"id": "</s>", "type_id": 0}}
+    tokenizer = {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": [
+            {
+                "id": i,
+                "content": t,
+                "single_word": False,
+                "lstrip": False,
+                "rstrip": False,
+                "normalized": False,
+                "special": True,
+            }
+            for i, t in enumerate(specials)
+        ],
+        "normalizer": {"type": "Lowercase"},
+        "pre_tokenizer": metaspace,
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [{"Sequence": {"id": "A", "type_id": 0}}, eos],
+            "pair": [{"Sequence": {"id": "A", "type_id": 0}}, eos, {"Sequence": {"id": "B", "type_id": 0}}, eos],
+            "special_tokens": {"</s>": {"id": "</s>", "ids": [1], "tokens": ["</s>"]}},
+        },
+        "decoder": metaspace,
+        "model": {
+            "type": "Unigram",
+            "unk_id": 2,
+            "vocab": vocab,
+            "byte_fallback": False,
+        },
+    }
+    write_json(root / "tokenizer.json", tokenizer)
     write_json(
-        root / "config.json",
+        root / "tokenizer_config.json",
         {
-            "architectures": ["T5EncoderModel"],
-            "model_type": "t5",
-            "d_model": d_model,
-            "d_ff": 10240,
-            "d_kv": 64,
-            "num_layers": blocks,
-            "num_heads": 64,
-            "feed_forward_proj": "gated-gelu",
-            "vocab_size": 32128,
-            "torch_dtype": "bfloat16",
-            "transformers_version": "4.44.0",
+            "tokenizer_class": kind,
+            "model_max_length": 512,
+            "eos_token": "</s>",
+            "pad_token": "<pad>",
+            "unk_token": "<unk>",
+            "extra_ids": 0,
+            "additional_special_tokens": [],
         },
     )
-    write_safetensors(root / "model.safetensors", _t5_keys(d_model, blocks), seed=seed)
+    write_json(root / "special_tokens_map.json", {"eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"})
     return root
 
 
 def write_tokenizer(root: Path, kind: str = "CLIPTokenizer") -> Path:
     if kind.startswith("T5"):
-        write_json(
-            root / "tokenizer_config.json", {"tokenizer_class": kind, "model_max_length": 512, "eos_token": "</s>"}
-        )
-        write_json(root / "special_tokens_map.json", {"eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"})
-        write_text(root / "spiece.model", "tiny sentencepiece placeholder\n")
-        return root
-    write_json(
-        root / "vocab.json", {"!": 0, '"': 1, "a</w>": 2, "cat</w>": 3, "<|startoftext|>": 4, "<|endoftext|>": 5}
-    )
-    write_text(root / "merges.txt", "#version: 0.2\nc at</w>\n")
+        return _write_t5_tokenizer(root, kind)
+    # A byte-level vocabulary with no merges: the real tokenizer code, CLIP_VOCAB tokens, any text.
+    vocab = _byte_vocab()
+    assert len(vocab) == CLIP_VOCAB
+    write_json(root / "vocab.json", {t: i for i, t in enumerate(vocab)})
+    write_text(root / "merges.txt", "#version: 0.2\n")
     write_json(
         root / "special_tokens_map.json",
         {
@@ -259,7 +267,6 @@ _PIPELINE_CLASS = {
 
 def _dit_pipeline(root: Path, base: str, variant: str, fp16: bool, seed: int) -> dict[str, Any]:
     flux = base == "flux"
-    hidden = 3072 if flux else 1536
     index: dict[str, Any] = {
         "_class_name": ("FluxFillPipeline" if variant == "dev_fill" else "FluxPipeline")
         if flux
@@ -270,30 +277,9 @@ def _dit_pipeline(root: Path, base: str, variant: str, fp16: bool, seed: int) ->
         "transformer": ["diffusers", "FluxTransformer2DModel" if flux else "SD3Transformer2DModel"],
         "vae": ["diffusers", "AutoencoderKL"],
     }
-    tcfg: dict[str, Any] = {
-        "_class_name": index["transformer"][1],
-        "_diffusers_version": _VERSION,
-        "attention_head_dim": 64 if not flux else 128,
-        "patch_size": 1 if flux else 2,
-        "joint_attention_dim": 4096,
-    }
-    keys: dict[str, Shape] = {"transformer_blocks.0.attn.to_k.weight": (hidden, hidden)}
+    tcfg = flux_config(variant) if flux else sd3_config()
+    keys = tiny_shapes(f"flux/{variant}" if flux else "sd3")
     if flux:
-        tcfg |= {
-            "guidance_embeds": variant != "schnell",
-            "in_channels": 384 if variant == "dev_fill" else 64,
-            "num_layers": 19,
-            "num_single_layers": 38,
-            "num_attention_heads": 24,
-            "pooled_projection_dim": 768,
-        }
-        keys |= {
-            "x_embedder.weight": (3072, tcfg["in_channels"]),
-            "single_transformer_blocks.0.attn.norm_k.weight": (128,),
-            "transformer_blocks.0.attn.norm_added_k.weight": (128,),
-        }
-        if variant != "schnell":
-            keys["time_text_embed.guidance_embedder.linear_1.weight"] = (3072, 256)
         index |= {
             "text_encoder_2": ["transformers", "T5EncoderModel"],
             "tokenizer_2": ["transformers", "T5TokenizerFast"],
@@ -301,14 +287,6 @@ def _dit_pipeline(root: Path, base: str, variant: str, fp16: bool, seed: int) ->
         write_t5_folder(root / "text_encoder_2", seed=seed + 30)
         write_tokenizer(root / "tokenizer_2", "T5TokenizerFast")
     else:
-        tcfg |= {
-            "in_channels": 16,
-            "num_layers": 24,
-            "num_attention_heads": 24,
-            "pooled_projection_dim": 2048,
-            "sample_size": 128,
-        }
-        keys |= {"pos_embed.proj.weight": (1536, 16, 2, 2), "context_embedder.weight": (1536, 4096)}
         index |= {
             "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
             "tokenizer_2": ["transformers", "CLIPTokenizer"],
@@ -319,9 +297,13 @@ def _dit_pipeline(root: Path, base: str, variant: str, fp16: bool, seed: int) ->
         write_tokenizer(root / "tokenizer_2")
         write_t5_folder(root / "text_encoder_3", seed=seed + 30)
         write_tokenizer(root / "tokenizer_3", "T5TokenizerFast")
-    write_json(root / "transformer" / "config.json", tcfg)
+    write_json(
+        root / "transformer" / "config.json",
+        {"_class_name": index["transformer"][1], "_diffusers_version": _VERSION, **tcfg},
+    )
     write_safetensors(root / "transformer" / _weights_name("diffusion_pytorch_model", fp16), keys, seed=seed)
-    write_clip_text_folder(root / "text_encoder", "L", fp16=fp16, seed=seed + 10)
+    # SD-3 uses CLIP-L with its projection (pooled 768 + bigG 1280 = the transformer's 2048).
+    write_clip_text_folder(root / "text_encoder", "L", fp16=fp16, seed=seed + 10, projection=not flux)
     write_tokenizer(root / "tokenizer")
     write_vae_folder(root / "vae", base, fp16=fp16, seed=seed + 40)
     write_scheduler(root / "scheduler", "FlowMatchEulerDiscreteScheduler")
@@ -411,32 +393,31 @@ def write_diffusers_vae(root: str | Path, *, base: str = "sd-1") -> Path:
 
 
 def write_diffusers_controlnet(root: str | Path, *, base: str = "sd-1") -> Path:
+    """A complete tiny ``ControlNetModel`` for the tiny UNet of ``base`` (real cross-attention width)."""
     root = Path(root)
-    ctx = {"sd-1": 768, "sd-2": 1024, "sdxl": 2048}[base]
     write_json(
         root / "config.json",
-        {
-            "_class_name": "ControlNetModel",
-            "_diffusers_version": _VERSION,
-            "cross_attention_dim": ctx,
-            "conditioning_embedding_out_channels": [16, 32, 96, 256],
-            "in_channels": 4,
-            "block_out_channels": _UNET_CFG[base]["block_out_channels"],
-        },
+        {"_class_name": "ControlNetModel", "_diffusers_version": _VERSION, **controlnet_config(base)},
     )
-    keys: dict[str, Shape] = {
-        "controlnet_cond_embedding.conv_in.weight": (16, 3, 3, 3),
-        "conv_in.weight": (320, 4, 3, 3),
-        "controlnet_down_blocks.0.weight": (320, 320, 1, 1),
-        "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight": (640, ctx),
-    }
-    write_safetensors(root / "diffusion_pytorch_model.safetensors", keys)
+    write_safetensors(root / "diffusion_pytorch_model.safetensors", tiny_shapes(f"controlnet/{base}"))
     return root
 
 
-def write_diffusers_t2i_adapter(root: str | Path, *, base: str = "sd-1") -> Path:
+def _diffusers_t2i_name(key: str, blocks: int) -> str:
+    """TencentARC ``body.<stage * blocks + i>.X`` -> diffusers ``adapter.body.<stage>.resnets.<i>.X``
+    (``in_conv`` belongs to the stage)."""
+    if not key.startswith("body."):
+        return f"adapter.{key}"
+    _, index, rest = key.split(".", 2)
+    stage, i = divmod(int(index), blocks)
+    return f"adapter.body.{stage}.{rest}" if rest.startswith("in_conv") else f"adapter.body.{stage}.resnets.{i}.{rest}"
+
+
+def write_diffusers_t2i_adapter(root: str | Path, *, base: str = "sd-1", blocks: int = 2) -> Path:
+    """A complete tiny diffusers ``T2IAdapter`` (full adapter; ``full_adapter_xl`` for SDXL)."""
     root = Path(root)
     xl = base == "sdxl"
+    ch = T2I_CHANNELS
     write_json(
         root / "config.json",
         {
@@ -444,38 +425,21 @@ def write_diffusers_t2i_adapter(root: str | Path, *, base: str = "sd-1") -> Path
             "_diffusers_version": _VERSION,
             "adapter_type": "full_adapter_xl" if xl else "full_adapter",
             "in_channels": 3,
-            "channels": [320, 640, 1280] if xl else [320, 640, 1280, 1280],
-            "num_res_blocks": 2,
+            "channels": list(ch),
+            "num_res_blocks": blocks,
             "downscale_factor": 16 if xl else 8,
         },
     )
-    keys: dict[str, Shape] = {
-        "adapter.conv_in.weight": (320, 768 if xl else 192, 3, 3),
-        "adapter.body.0.resnets.0.block1.weight": (320, 320, 3, 3),
-    }
+    keys = {_diffusers_t2i_name(k, blocks): v for k, v in t2i_adapter_keys(base, blocks).items()}
     write_safetensors(root / "diffusion_pytorch_model.safetensors", keys)
     return root
 
 
 def write_diffusers_clip_vision(root: str | Path, *, variant: str = "H") -> Path:
+    """A complete one-layer CLIP image tower of the variant's width (ViT-L 1024, ViT-H 1280, bigG 1664)."""
     root = Path(root)
-    depth, width, proj = {"L": (24, 1024, 768), "H": (32, 1280, 1024), "G": (48, 1664, 1280)}[variant]
-    write_json(
-        root / "config.json",
-        {
-            "architectures": ["CLIPVisionModelWithProjection"],
-            "model_type": "clip_vision_model",
-            "hidden_size": width,
-            "num_hidden_layers": depth,
-            "projection_dim": proj,
-            "image_size": 224,
-            "patch_size": 14,
-            "transformers_version": "4.44.0",
-        },
-    )
-    keys: dict[str, Shape] = {f"vision_model.encoder.layers.{i}.layer_norm1.weight": (width,) for i in range(depth)}
-    keys["visual_projection.weight"] = (proj, width)
-    write_safetensors(root / "model.safetensors", keys)
+    write_json(root / "config.json", {**clip_vision_config(variant), "transformers_version": "4.44.0"})
+    write_safetensors(root / "model.safetensors", tiny_shapes(f"clip-vision/{variant}"))
     return root
 
 
@@ -484,7 +448,9 @@ def write_diffusers_clip_text(root: str | Path, *, variant: str = "L") -> Path:
 
 
 def write_diffusers_t5(root: str | Path, *, d_model: int = 4096) -> Path:
-    return write_t5_folder(Path(root), d_model=d_model)
+    if d_model != 4096:
+        raise ValueError("the tiny T5 encoder keeps T5-XXL's width: d_model must be 4096")
+    return write_t5_folder(Path(root))
 
 
 def write_diffusers_lora(root: str | Path, *, base: str = "sd-1") -> Path:

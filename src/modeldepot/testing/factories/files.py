@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from modeldepot.testing.factories._tiny import shapes as tiny_shapes
 from modeldepot.testing.factories._writers import (
     Shape,
     write_safetensors,
@@ -340,9 +341,10 @@ def write_flux_lora(path: str | Path, *, style: str = "kohya") -> Path:
 
 # -- components and adapters -----------------------------------------------------------------------------
 def write_vae(path: str | Path, *, base: str = "sd-1", with_metadata: bool = False, seed: int | None = None) -> Path:
-    """Single-file VAE: 4 latent channels for sd-1/sd-2/sdxl, 16 for flux/sd-3. Structure alone cannot tell
-    SD from SDXL VAEs: pass ``with_metadata`` (ModelSpec ``.../vae``) or put ``xl`` in the file name."""
-    keys = _vae_keys(16 if base in ("flux", "sd-3") else 4)
+    """A complete tiny single-file VAE in the original (LDM) key layout: 4 latent channels for
+    sd-1/sd-2/sdxl, 16 (and no quant convs) for flux/sd-3. Structure alone cannot tell SD from SDXL
+    VAEs: pass ``with_metadata`` (ModelSpec ``.../vae``) or put ``xl`` in the file name."""
+    keys = tiny_shapes(f"ldm-vae/{16 if base in ('flux', 'sd-3') else 4}")
     meta = _modelspec(f"{_MS_ARCH[base]}/vae", "tiny vae") if with_metadata else None
     return write_weights(path, keys, metadata=meta, seed=seed, wrap=None)
 
@@ -414,12 +416,32 @@ def write_ip_adapter_folder(root: str | Path, *, base: str = "sd-1") -> Path:
     return root
 
 
-def write_t2i_adapter(path: str | Path, *, base: str = "sd-1") -> Path:
-    """Single-file T2I-Adapter (Tencent layout); the conv_in width encodes the pixel-unshuffle factor."""
-    keys: dict[str, Shape] = {"conv_in.weight": (320, 768 if base == "sdxl" else 192, 3, 3), "conv_in.bias": (320,)}
-    for i, ch in enumerate((320, 320, 640, 640)):
-        keys |= {f"body.{i}.block1.weight": (ch, ch, 3, 3), f"body.{i}.block2.weight": (ch, ch, 1, 1)}
-    return write_weights(path, keys, wrap=None)
+T2I_CHANNELS = (32, 64, 64, 64)
+
+
+def t2i_adapter_keys(base: str = "sd-1", blocks: int = 2) -> dict[str, Shape]:
+    """TencentARC key names and shapes of a tiny full T2I-Adapter (``body.<stage * blocks + i>``)."""
+    ch = T2I_CHANNELS
+    keys: dict[str, Shape] = {"conv_in.weight": (ch[0], 768 if base == "sdxl" else 192, 3, 3), "conv_in.bias": (ch[0],)}
+    for stage, width in enumerate(ch):
+        before = ch[max(stage - 1, 0)]
+        for i in range(blocks):
+            b = f"body.{stage * blocks + i}."
+            if i == 0 and before != width:
+                keys |= {b + "in_conv.weight": (width, before, 1, 1), b + "in_conv.bias": (width,)}
+            keys |= {
+                b + "block1.weight": (width, width, 3, 3),
+                b + "block1.bias": (width,),
+                b + "block2.weight": (width, width, 1, 1),
+                b + "block2.bias": (width,),
+            }
+    return keys
+
+
+def write_t2i_adapter(path: str | Path, *, base: str = "sd-1", blocks: int = 2) -> Path:
+    """A complete tiny single-file full T2I-Adapter in TencentARC's layout; conv_in's input width
+    encodes the pixel-unshuffle factor (3 x 8 x 8 for SD-1/2, 3 x 16 x 16 for SDXL)."""
+    return write_weights(path, t2i_adapter_keys(base, blocks), wrap=None)
 
 
 def write_textual_inversion(path: str | Path, *, base: str = "sd-1", vectors: int = 2) -> Path:
@@ -472,8 +494,9 @@ _CLIP_TEXT = {"L": (768, 12), "H": (1024, 24), "G": (1280, 32)}
 
 
 def write_clip_text_encoder(path: str | Path, *, variant: str = "L") -> Path:
-    width, layers = _CLIP_TEXT[variant]
-    return write_weights(path, _clip_text_keys(width, layers), wrap=None)
+    """A complete one-layer CLIP text encoder file (HF names) of the variant's width: L 768,
+    H 1024, G 1280 (with ``text_projection``)."""
+    return write_weights(path, tiny_shapes(f"clip/{variant}"), wrap=None)
 
 
 def _t5_keys(d_model: int, blocks: int) -> dict[str, Shape]:
@@ -492,32 +515,49 @@ def write_t5_encoder(path: str | Path, *, d_model: int = 4096, blocks: int = 24)
     return write_weights(path, _t5_keys(d_model, blocks), wrap=None)
 
 
-def write_esrgan(path: str | Path, *, layout: str = "new", num_blocks: int = 3, scale: int = 4) -> Path:
-    """ESRGAN-family upscaler: ``old`` (model.N.sub...), ``new`` (Real-ESRGAN, in ``params_ema``) or
-    ``bsrgan``. A ``.pth`` path gets a torch pickle like the released files."""
+def _rdb_convs(nf: int, gc: int) -> list[Shape]:
+    """The five 3x3 convs of a residual dense block: each sees the input and all previous outputs."""
+    convs: list[Shape] = [(gc, nf + i * gc, 3, 3) for i in range(4)]
+    return [*convs, (nf, nf + 4 * gc, 3, 3)]
+
+
+def write_esrgan(
+    path: str | Path, *, layout: str = "new", num_blocks: int = 3, scale: int = 4, nf: int = 64, gc: int = 32
+) -> Path:
+    """A complete ESRGAN-family upscaler (RRDBNet, ``nf`` features, ``gc`` growth channels): ``old``
+    (model.N.sub...), ``new`` (Real-ESRGAN, in ``params_ema``) or ``bsrgan`` (RRDB_trunk). A ``.pth``
+    path gets a torch pickle like the released files."""
     keys: dict[str, Shape] = {}
-    conv = (32, 64, 3, 3)
+    sq = (nf, nf, 3, 3)
+
+    def conv(name: str, shape: Shape) -> None:
+        keys[f"{name}.weight"] = shape
+        keys[f"{name}.bias"] = (shape[0],)
+
     if layout == "old":
-        keys |= {"model.0.weight": (64, 3, 3, 3), "model.0.bias": (64,)}
+        conv("model.0", (nf, 3, 3, 3))
         for b in range(num_blocks):
             for r in (1, 2, 3):
-                keys[f"model.1.sub.{b}.RDB{r}.conv1.0.weight"] = conv
-        keys[f"model.1.sub.{num_blocks}.weight"] = (64, 64, 3, 3)
+                for c, shape in enumerate(_rdb_convs(nf, gc), 1):
+                    conv(f"model.1.sub.{b}.RDB{r}.conv{c}.0", shape)
+        conv(f"model.1.sub.{num_blocks}", sq)
         idx = 3
         for _ in range({4: 2, 2: 1, 1: 0}[scale]):
-            keys[f"model.{idx}.weight"] = (64, 64, 3, 3)
+            conv(f"model.{idx}", sq)
             idx += 3
-        keys |= {f"model.{idx - 1}.weight": (64, 64, 3, 3), f"model.{idx + 1}.weight": (3, 64, 3, 3)}
+        conv(f"model.{idx - 1}", sq)
+        conv(f"model.{idx + 1}", (3, nf, 3, 3))
     else:
-        body, rdb = ("RRDB_trunk", "RDB") if layout == "bsrgan" else ("body", "rdb")
-        keys["conv_first.weight"] = (64, {4: 3, 2: 12, 1: 48}[scale] if layout == "new" else 3, 3, 3)
+        bsr = layout == "bsrgan"
+        body, rdb = ("RRDB_trunk", "RDB") if bsr else ("body", "rdb")
+        conv("conv_first", (nf, {4: 3, 2: 12, 1: 48}[scale] if layout == "new" else 3, 3, 3))
         for b in range(num_blocks):
             for r in (1, 2, 3):
-                keys[f"{body}.{b}.{rdb}{r}.conv1.weight"] = conv
-        up = ("conv_up1", "conv_up2") if layout == "new" else ("upconv1", "upconv2")
-        keys |= {f"{up[0]}.weight": (64, 64, 3, 3), f"{up[1]}.weight": (64, 64, 3, 3)}
-        keys |= {
-            "conv_hr.weight" if layout == "new" else "HRconv.weight": (64, 64, 3, 3),
-            "conv_last.weight": (3, 64, 3, 3),
-        }
+                for c, shape in enumerate(_rdb_convs(nf, gc), 1):
+                    conv(f"{body}.{b}.{rdb}{r}.conv{c}", shape)
+        conv("trunk_conv" if bsr else "conv_body", sq)
+        conv("upconv1" if bsr else "conv_up1", sq)
+        conv("upconv2" if bsr else "conv_up2", sq)
+        conv("HRconv" if bsr else "conv_hr", sq)
+        conv("conv_last", (3, nf, 3, 3))
     return write_weights(path, keys, wrap="params_ema" if layout == "new" else None)
