@@ -17,6 +17,9 @@ from fastapi.testclient import TestClient
 from modeldepot.api.serve import make_server
 
 GATED_TOKEN = "hf_gatedSECRET_7f3a9c21d4"
+#: Generous bounds for a loaded 2-core machine: waits end as soon as their condition holds.
+STARTUP_TIMEOUT = 120.0
+JOB_TIMEOUT = 120.0
 
 
 @dataclass(frozen=True)
@@ -26,7 +29,7 @@ class Sources:
     gated_vae: str = "org/gated-vae::vae.safetensors"
 
 
-def wait_job(get: Callable[[str], Any], job_id: int, timeout: float = 30.0) -> dict[str, Any]:
+def wait_job(get: Callable[[str], Any], job_id: int, timeout: float = JOB_TIMEOUT) -> dict[str, Any]:
     """Poll a job through the API until it ends (the API has no blocking wait, a client polls)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -48,25 +51,27 @@ def install(client: TestClient, source: str, **params: Any) -> dict[str, Any]:
 class LiveServer:
     """A real uvicorn server on 127.0.0.1 in a thread (TestClient does not stream SSE)."""
 
-    def __init__(self, app: FastAPI) -> None:
-        self.server = make_server(app, "127.0.0.1", 0, log_level="warning")
+    def __init__(self, app: FastAPI, port: int = 0) -> None:
+        self.server = make_server(app, "127.0.0.1", port, log_level="warning")
         self.thread = threading.Thread(target=self.server.run, name="api-live-server", daemon=True)
         self.url = ""
+        self.port = port
 
     def start(self) -> LiveServer:
         self.thread.start()
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + STARTUP_TIMEOUT
         while not self.server.started:
             if time.monotonic() > deadline or not self.thread.is_alive():
                 raise RuntimeError("uvicorn did not start")
             threading.Event().wait(0.01)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
+        self.port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
         return self
 
     def stop(self) -> None:
         self.server.should_exit = True
-        self.thread.join(timeout=15)
+        self.thread.join(timeout=STARTUP_TIMEOUT)
+        assert not self.thread.is_alive(), "uvicorn did not stop"
 
 
 class SSEReader:
@@ -81,13 +86,13 @@ class SSEReader:
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sse-reader", daemon=True)
-        self._client = httpx.Client(timeout=httpx.Timeout(5, read=None))
+        self._client = httpx.Client(timeout=httpx.Timeout(60, read=None))
         self.status = 0
         self._sock: socket.socket | None = None
 
     def start(self) -> SSEReader:
         self._thread.start()
-        if not self._connected.wait(10):
+        if not self._connected.wait(STARTUP_TIMEOUT):
             raise RuntimeError("SSE stream did not open")
         return self
 
@@ -119,7 +124,7 @@ class SSEReader:
                         self._cond.notify_all()
                     name, data = "message", []
 
-    def wait_for(self, name: str, timeout: float = 30.0) -> tuple[str, str, float]:
+    def wait_for(self, name: str, timeout: float = JOB_TIMEOUT) -> tuple[str, str, float]:
         with self._cond:
             ok = self._cond.wait_for(lambda: any(e[0] == name for e in self.events), timeout)
             if not ok:
@@ -132,5 +137,5 @@ class SSEReader:
             # Unblocks the reader's recv() at once (closing the client from here would not).
             with contextlib.suppress(OSError):
                 self._sock.shutdown(socket.SHUT_RDWR)
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=60)
         self._client.close()

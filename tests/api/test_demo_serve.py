@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import shlex
+import socket
 from pathlib import Path
 
 import httpx
@@ -15,7 +17,7 @@ from modeldepot.api._security import RedactSecretsFilter
 from modeldepot.api.demo import start_demo
 from modeldepot.api.serve import build_app
 from modeldepot.config import DepotConfig
-from modeldepot.errors import NotAllowedError
+from modeldepot.errors import ConfigurationError, NotAllowedError
 from modeldepot.manager import ModelManager
 
 
@@ -73,3 +75,49 @@ def test_public_names() -> None:
     for name in api.__all__:
         assert getattr(api, name) is not None
     assert {"create_app", "serve", "run_demo", "check_bind"} <= set(api.__all__)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def test_demo_settings_point_a_plain_config_at_the_hub(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "modeldepot.yaml").write_text("max_parallel_downloads: 3\n")
+    port = _free_port()
+    demo = start_demo(home, hub_port=port, speed_limit_bps=50_000_000)
+    try:
+        assert demo.hub.url == f"http://127.0.0.1:{port}"
+        assert demo.settings == {
+            "MODELDEPOT_HOME": str(home.resolve()),
+            "MODELDEPOT_HF_ENDPOINT": demo.hub.url,
+            "MODELDEPOT_CIVITAI_ENDPOINT": demo.hub.url,
+            "MODELDEPOT_ALLOW_PRIVATE_URLS": "true",
+        }
+        line = demo.export_line()
+        assert line.startswith("export ") and shlex.split(line)[1:] == [f"{k}={v}" for k, v in demo.settings.items()]
+        demo.save_settings()
+        # What another terminal gets with only MODELDEPOT_HOME set: the hub, and the user's own settings.
+        plain = DepotConfig.load(home=home)
+        assert (plain.hf_endpoint, plain.civitai_endpoint, plain.allow_private_urls) == (demo.hub.url,) * 2 + (True,)
+        assert plain.max_parallel_downloads == 3
+        with ModelManager(plain) as mm:
+            job = mm.install.heuristic_import(demo.sources[1].source)
+            mm.install.wait_for_job(job, timeout=120)
+            assert job.status == "completed", job.error
+        demo.restore_settings()
+        assert (home / "modeldepot.yaml").read_text() == "max_parallel_downloads: 3\n"
+    finally:
+        demo.close()
+
+
+def test_demo_hub_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        with pytest.raises(ConfigurationError, match=r"cannot listen on 127\.0\.0\.1:\d+"):
+            start_demo(tmp_path / "home", hub_port=busy.getsockname()[1])

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import httpx
-from _api_helpers import GATED_TOKEN, LiveServer, Sources, SSEReader, wait_job
+from _api_helpers import GATED_TOKEN, STARTUP_TIMEOUT, LiveServer, Sources, SSEReader, wait_job
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
 from modeldepot.manager import ModelManager
 from modeldepot.testing.fakehub import FakeHub
@@ -43,7 +46,7 @@ def test_sse_names_filter(live: LiveServer, mm: ModelManager) -> None:
         mm.events.emit("custom_a", n=1)
         mm.events.emit("custom_b", n=2)
         mm.events.emit("model_load_started", key="k")
-        reader.wait_for("model_load_started", timeout=5)
+        reader.wait_for("model_load_started")
         assert [e[0] for e in reader.events] == ["custom_b", "model_load_started"]
         assert json.loads(reader.events[0][1]) == {
             "event": "custom_b",
@@ -98,3 +101,44 @@ def test_access_token_never_appears_in_responses_events_or_files(
     for f in mm.config.home.rglob("*"):
         if f.is_file():
             assert GATED_TOKEN.encode() not in f.read_bytes(), f
+
+
+def test_stopping_the_server_ends_open_streams_cleanly(app: FastAPI) -> None:
+    """Shutdown ends each stream with a complete response; before, uvicorn cut it mid-body."""
+    server = LiveServer(app).start()
+    outcome: dict[str, object] = {}
+    opened = threading.Event()
+
+    def read() -> None:
+        try:
+            with (
+                httpx.Client(timeout=httpx.Timeout(60, read=None)) as client,
+                client.stream("GET", f"{server.url}/api/v2/events") as r,
+            ):
+                for line in r.iter_lines():
+                    if line.startswith(": connected"):
+                        opened.set()
+            outcome["ended"] = "cleanly"
+        except httpx.HTTPError as exc:  # e.g. RemoteProtocolError: the body was cut off
+            outcome["ended"] = repr(exc)
+        finally:
+            opened.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert opened.wait(STARTUP_TIMEOUT), "the stream did not open"
+        assert "ended" not in outcome, outcome
+    finally:
+        server.stop()  # asserts the server thread ended
+    reader.join(STARTUP_TIMEOUT)
+    assert outcome.get("ended") == "cleanly", outcome
+    assert app.state.event_streams.closed
+
+
+def test_a_stream_opened_after_shutdown_ends_at_once(client: TestClient, app: FastAPI) -> None:
+    app.state.event_streams.close()
+    with client.stream("GET", "/api/v2/events") as r:
+        assert r.status_code == 200
+        body = b"".join(r.iter_bytes())  # returns: the stream ended by itself
+    assert body.startswith(b"retry:") and b": connected" in body

@@ -13,6 +13,7 @@ from modeldepot import __version__
 from modeldepot.api._security import COOKIE_NAME, SecurityMiddleware
 from modeldepot.api.errors import install_handlers
 from modeldepot.api.routers import events, install, models, storage
+from modeldepot.api.routers.events import EventStreams
 from modeldepot.manager import ModelManager
 
 STATIC = Path(__file__).parent / "static"
@@ -38,9 +39,13 @@ def create_app(
     mm = manager if manager is not None else ModelManager.open()
     close_it = own_manager if own_manager is not None else manager is None
 
+    streams = EventStreams()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        streams.reopen()
         yield
+        streams.close()
         if close_it:
             mm.close()
 
@@ -51,6 +56,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.manager = mm
+    app.state.event_streams = streams
     app.state.allowed_roots = [Path(r).expanduser().resolve() for r in allowed_roots]
     install_handlers(app)
     api_key = mm.config.api_key.get_secret_value() if mm.config.api_key is not None else None

@@ -8,7 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from modeldepot.taxonomy import BaseModelType, ModelFormat, ModelType
 
-Tag = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+#: No NUL characters in text a record stores: PostgreSQL text cannot hold them, and no name needs one.
+NO_NUL = r"^[^\x00]*$"
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL)]
 
 
 class ModelList(BaseModel):
@@ -25,19 +27,19 @@ class ModelUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=500)
-    description: str | None = Field(default=None, max_length=100_000)
+    name: str | None = Field(default=None, min_length=1, pattern=NO_NUL, max_length=500)
+    description: str | None = Field(default=None, pattern=NO_NUL, max_length=100_000)
     tags: list[Tag] | None = Field(default=None, max_length=200)
     trigger_phrases: list[Tag] | None = Field(default=None, max_length=200)
     base: BaseModelType | None = None
     type: ModelType | None = None
     format: ModelFormat | None = None
     compatible_bases: list[BaseModelType] | None = None
-    variant: str | None = Field(default=None, max_length=100)
-    prediction_type: str | None = Field(default=None, max_length=100)
-    thumbnail_url: str | None = Field(default=None, max_length=2000)
-    author: str | None = Field(default=None, max_length=500)
-    license: str | None = Field(default=None, max_length=2000)
+    variant: str | None = Field(default=None, pattern=NO_NUL, max_length=100)
+    prediction_type: str | None = Field(default=None, pattern=NO_NUL, max_length=100)
+    thumbnail_url: str | None = Field(default=None, pattern=NO_NUL, max_length=2000)
+    author: str | None = Field(default=None, pattern=NO_NUL, max_length=500)
+    license: str | None = Field(default=None, pattern=NO_NUL, max_length=2000)
 
 
 class IdentifyRequest(BaseModel):
@@ -49,12 +51,12 @@ class InstallOverrides(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=500)
-    description: str | None = Field(default=None, max_length=100_000)
+    name: str | None = Field(default=None, min_length=1, pattern=NO_NUL, max_length=500)
+    description: str | None = Field(default=None, pattern=NO_NUL, max_length=100_000)
     base: BaseModelType | None = None
     type: ModelType | None = None
     format: ModelFormat | None = None
-    variant: str | None = Field(default=None, max_length=100)
+    variant: str | None = Field(default=None, pattern=NO_NUL, max_length=100)
     tags: list[Tag] | None = Field(default=None, max_length=200)
     trigger_phrases: list[Tag] | None = Field(default=None, max_length=200)
 

@@ -45,13 +45,20 @@ def serve(
 
 @app.command("demo")
 def demo(
-    port: Annotated[int, typer.Option(help="Port of the web page")] = 9090,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the web page")] = 9090,
+    hub_port: Annotated[
+        int, typer.Option("--hub-port", min=0, max=65535, help="Port of the fake hub (default 0: any free port)")
+    ] = 0,
     home: Annotated[Path | None, typer.Option(help="Data folder (default: a fresh temporary one)")] = None,
 ) -> None:
-    """Try everything offline: a local fake hub with tiny models, and the web page pointed at it."""
+    """Try everything offline: a local fake hub with tiny models, and the web page pointed at it.
+
+    Prints (and saves in the demo home's modeldepot.yaml) the settings that point the CLI at the
+    demo hub, e.g. for `modeldepot install` from another terminal.
+    """
     from modeldepot.api.demo import run_demo
 
-    run_demo(host="127.0.0.1", port=port, home=home)
+    run_demo(host="127.0.0.1", port=port, home=home, hub_port=hub_port)
 
 
 @app.command("fakehub")
@@ -61,29 +68,47 @@ def fakehub(
     host: Annotated[str, typer.Option(help="Address to bind")] = "127.0.0.1",
 ) -> None:
     """Serve a folder the way Hugging Face, Civitai and plain file hosts do (for tests and demos)."""
+    import errno
+
+    from modeldepot.errors import ConfigurationError
     from modeldepot.testing.fakehub import serve as run
 
-    console.print(f"fakehub serving {root} at http://{host}:{port}", highlight=False)
-    run(root, host=host, port=port)
+    try:
+        run(root, host=host, port=port)  # prints where it serves once it listens
+    except OSError as exc:
+        if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+            raise
+        raise ConfigurationError(f"fakehub cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 
 
 @app.command("load")
 def load(
     key_or_name: Annotated[str, typer.Argument(help="Model key or unique name")],
     submodel: Annotated[str | None, typer.Option(help="Part of a pipeline: unet, vae, text_encoder...")] = None,
+    partial: Annotated[
+        bool, typer.Option("--partial", help="Accept missing or extra weights (missing ones stay random)")
+    ] = False,
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Load a model as a smoke test and print what came back (class, dtype, parameters, bytes, time)."""
+    """Load a model as a smoke test and print what came back (class, dtype, parameters, bytes, time).
+
+    Loads are exact: a file lacking weights of the model, or holding others, is an error naming them.
+    """
     from modeldepot.cli.models import _resolve
+    from modeldepot.load.base import parse_submodel
 
     with open_manager(home) as mm:
         config = _resolve(mm, key_or_name)
+        # Parsed here, against the record, so a wrong name lists the model's own submodels.
+        sub = parse_submodel(submodel, config)
         started = time.perf_counter()
-        loaded = mm.load_model_by_config(config, submodel)
+        loaded = mm.load.load_model(config, sub, partial=partial)
         elapsed = time.perf_counter() - started
         info = describe(loaded.model)
         info.update({"key": config.key, "name": config.name, "submodel": submodel})
+        if partial:
+            info["partial"] = True
     info["seconds"] = round(elapsed, 3)
     if as_json:
         console.print_json(json.dumps(info, default=str))
@@ -99,7 +124,17 @@ def describe(model: object) -> dict[str, object]:
     if hasattr(model, "parameters") and callable(model.parameters):
         tensors = [*model.parameters(), *getattr(model, "buffers", list)()]
     elif isinstance(model, dict):
-        tensors = [v for v in model.values() if hasattr(v, "numel")]
+        # State dicts (LoRA, embeddings) and nested ones (IP-Adapter Plus: {"image_proj": {...}, ...}).
+        stack: list[Any] = [model]
+        while stack:
+            for v in stack.pop().values():
+                if isinstance(v, dict):
+                    stack.append(v)
+                elif hasattr(v, "numel"):
+                    tensors.append(v)
+    elif isinstance(getattr(model, "vocab_size", None), int):
+        tokenizer: Any = model
+        info["vocab_size"] = len(tokenizer) if hasattr(tokenizer, "__len__") else tokenizer.vocab_size
     if tensors:
         info["dtype"] = str(getattr(tensors[0], "dtype", "?"))
         info["parameters"] = sum(int(t.numel()) for t in tensors)
