@@ -24,7 +24,7 @@ CHROMIUM = os.environ.get("MODELDEPOT_CHROMIUM", "/usr/bin/chromium")
 WAIT_MS = 120_000
 #: Where the page's install options live, as its messages name them.
 OPTIONS = "(Install \u203a Options)"
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -54,6 +54,7 @@ def fuzz_schema() -> object:
     return _state["schema"]
 
 
+@pytest.mark.slow
 @schema.parametrize()
 @settings(
     max_examples=10,

@@ -25,7 +25,8 @@ API_KEY = "k-7d2f91c0e4"
 STARTUP = 180.0
 REQUEST = 60.0
 # Each test starts several interpreters; under load that can pass the suite's 300 s default.
-pytestmark = pytest.mark.timeout(900)
+# Each test starts real server processes: slow on a loaded machine, so they run with `-m slow`.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def _cli(*args: str) -> list[str]:
