@@ -90,7 +90,7 @@ def run(script: str, path: Path, src: str | None = None) -> tuple[float, float, 
 
 
 def fmt(values: list[float], unit: str) -> str:
-    return f"{statistics.median(values):.2f} {unit} ({min(values):.2f}–{max(values):.2f})"
+    return f"{statistics.median(values):.2f} {unit} ({min(values):.2f}-{max(values):.2f})"
 
 
 def main() -> None:
@@ -115,7 +115,7 @@ def main() -> None:
             for label, (script, src) in runners.items():
                 results.setdefault((name, label), []).append(run(script, path, src))
 
-    print("\n| header | measure | time, median (min–max) | peak RSS | outcome | time / json.loads |")
+    print("\n| header | measure | time, median (min-max) | peak RSS | outcome | time / json.loads |")
     print("|---|---|---|---|---|---|")
     for name in paths:
         base = statistics.median(r[0] for r in results[(name, "json.loads")])
