@@ -180,6 +180,21 @@ def test_list_fits_80_columns_one_line_per_model(home: Path, tmp_path: Path, run
     assert str(tmp_path / "a.safetensors") in wide and "…" not in wide
 
 
+def test_list_at_80_columns_keeps_names_whole(home: Path, tmp_path: Path, run, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from modeldepot.testing import factories
+
+    factories.write_esrgan(tmp_path / "up.pth")  # a long type: spandrel_image_to_image
+    assert run("register", str(tmp_path / "up.pth"), "--name", "realesrgan-x4plus-anime").code == 0
+    _register(run, tmp_path / "a.safetensors", "dreamshaper-8-inpainting", seed=1)
+    monkeypatch.setenv("COLUMNS", "80")
+    out = run("list").out
+    assert all(len(line) <= 80 for line in out.splitlines()), "\n" + out
+    # The format column gives way so that names of this length stay whole.
+    assert "realesrgan-x4plus-anime" in out and "dreamshaper-8-inpainting" in out, "\n" + out
+    assert "format" not in out.splitlines()[0]
+    assert "format" in run("list", "--wide").out.splitlines()[0]
+
+
 def test_bad_setting_is_one_line_and_exit_1(home: Path, run, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("MODELDEPOT_REMOTE_API_TOKENS", "not json")
     r = run("list")

@@ -27,7 +27,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-console = Console()
+# soft_wrap: a long line (a key, a path) is left whole for the terminal to wrap, never split by rich
+# mid-word; tables still fit the terminal width.
+console = Console(soft_wrap=True)
 err_console = Console(stderr=True)
 
 HomeOption = Annotated[

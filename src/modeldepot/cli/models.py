@@ -142,9 +142,17 @@ SHORT_KEY = 8
 _GAP = 2  # columns apart in the list table
 
 
+#: In the narrow table a name gets at least this many characters (all it needs, if fewer) before
+#: the optional columns give way.
+_NAME_MIN = 24
+#: Columns the narrow table drops, in this order, when names would otherwise be cut short.
+_OPTIONAL = ("format", "tags")
+
+
 def _list_table(models: list[Any], *, wide: bool, width: int | None = None) -> Table:
-    """One line per model. Narrow: short keys, and the name and tags columns share the width
-    left by the others, cut with an ellipsis; wide: everything, in full."""
+    """One line per model. Narrow: short keys; the name and tags columns share the width left by
+    the others, cut with an ellipsis, and the format (then tags) column is left out when names
+    would otherwise be cut short; wide: everything, in full."""
     head = ("key", "name", "base", "type", "format", "size", "tags") + (("hash", "path") if wide else ())
     rows = [
         (
@@ -162,11 +170,25 @@ def _list_table(models: list[Any], *, wide: bool, width: int | None = None) -> T
     limits: dict[str, int] = {}
     if not wide and width is not None:
         natural = {h: max([cell_len(h), *(cell_len(r[i]) for r in rows)]) for i, h in enumerate(head)}
-        room = width - _GAP * (len(head) - 1) - sum(w for h, w in natural.items() if h not in ("name", "tags"))
-        if natural["name"] + natural["tags"] > room:
-            # Names get two thirds of the room (all they need, if less); tags get the rest.
-            name_w = min(natural["name"], room - min(natural["tags"], max(4, room // 3)))
-            limits = {"name": max(4, name_w), "tags": max(4, room - name_w)}
+        shown = list(head)
+
+        def room() -> int:
+            fixed = sum(natural[h] for h in shown if h not in ("name", "tags"))
+            return width - _GAP * (len(shown) - 1) - fixed - (min(natural["tags"], 4) if "tags" in shown else 0)
+
+        for optional in _OPTIONAL:
+            if room() >= min(natural["name"], _NAME_MIN):
+                break
+            shown.remove(optional)
+        left = width - _GAP * (len(shown) - 1) - sum(natural[h] for h in shown if h not in ("name", "tags"))
+        tags_w = natural["tags"] if "tags" in shown else 0
+        if natural["name"] + tags_w > left:
+            # Names get what they need up to the room left once tags have a few characters.
+            name_w = max(4, min(natural["name"], left - (min(tags_w, 4) if tags_w else 0)))
+            limits = {"name": name_w, "tags": max(4, left - name_w)}
+        keep = [head.index(h) for h in shown]
+        head = tuple(shown)
+        rows = [tuple(r[i] for i in keep) for r in rows]
     table = Table(box=box.SIMPLE_HEAD, header_style="bold", show_edge=False, pad_edge=False, collapse_padding=True)
     for h in head:
         table.add_column(
