@@ -124,7 +124,7 @@ def test_sdxl_refiner(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("size", "label"), [("medium", "medium"), ("large", "large")])
 def test_sd3_checkpoint(tmp_path: Path, size: str, label: str) -> None:
-    path = F.write_sd3_checkpoint(tmp_path / "sd3.safetensors", size=size)
+    path = F.write_sd3_checkpoint(tmp_path / "sd3.safetensors", size=size, complete=False)  # full width
     ident = identify(path)
     assert (ident.type, ident.format, ident.base) == (ModelType.Main, ModelFormat.Checkpoint, B.StableDiffusion3)
     assert ident.prediction_type is None and ident.extra["sd3_size"] == label

@@ -42,7 +42,7 @@ def test_two_gib_sparse_checkpoint_reads_only_the_header(tmp_path: Path) -> None
     result = identify(big)
     read = _rchar() - before
     assert (result.type, result.base) == (ModelType.Main, B.StableDiffusionXL)
-    assert read < 64 * 1024, f"read {read} bytes"
+    assert read < header.data_offset + 64 * 1024, f"read {read} bytes of a {header.data_offset}-byte header"
 
 
 def test_pickle_checkpoint_does_not_read_storages(tmp_path: Path) -> None:

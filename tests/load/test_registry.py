@@ -93,8 +93,10 @@ def test_default_registry_has_builtin_loaders(mkcfg: Any, tmp_path: Path) -> Non
         ("any", "clip_embed", "diffusers"),
         ("any", "t5_encoder", "t5_encoder"),
         ("any", "spandrel_image_to_image", "checkpoint"),
+        ("sd-3", "main", "checkpoint"),
+        ("flux", "main", "checkpoint"),
     ]:
         assert needed in triples, needed
-    flux = mkcfg(tmp_path, type="main", format="checkpoint", base="flux")
-    with pytest.raises(LoaderNotFoundError, match="base=flux"):
-        ModelLoaderRegistry.get_implementation(flux)
+    unknown = mkcfg(tmp_path, type="main", format="checkpoint", base="unknown")
+    with pytest.raises(LoaderNotFoundError, match="base=unknown"):
+        ModelLoaderRegistry.get_implementation(unknown)

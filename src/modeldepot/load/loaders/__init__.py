@@ -6,6 +6,7 @@ from modeldepot.load.loaders import (
     encoders,
     sdxl_refiner,
     single_file,
+    single_file_dit,
     single_file_encoders,
     state_dicts,
     upscalers,
@@ -20,6 +21,7 @@ from modeldepot.load.loaders.diffusers_pipeline import DiffusersPipelineLoader
 from modeldepot.load.loaders.encoders import TransformersEncoderLoader
 from modeldepot.load.loaders.sdxl_refiner import SDXLRefinerCheckpointLoader
 from modeldepot.load.loaders.single_file import SingleFileCheckpointLoader
+from modeldepot.load.loaders.single_file_dit import DiTCheckpointLoader
 from modeldepot.load.loaders.single_file_encoders import (
     CLIPTextSingleFileLoader,
     CLIPVisionSingleFileLoader,
@@ -32,6 +34,7 @@ __all__ = [
     "CLIPTextSingleFileLoader",
     "CLIPVisionSingleFileLoader",
     "CheckpointComponentLoader",
+    "DiTCheckpointLoader",
     "DiffusersComponentLoader",
     "DiffusersPipelineLoader",
     "IPAdapterLoader",
@@ -48,6 +51,7 @@ __all__ = [
     "encoders",
     "sdxl_refiner",
     "single_file",
+    "single_file_dit",
     "single_file_encoders",
     "state_dicts",
     "upscalers",

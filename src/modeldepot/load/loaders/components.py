@@ -15,6 +15,7 @@ from modeldepot.load.loaders._common import (
     read_json,
     resolve_class,
 )
+from modeldepot.load.loaders._ldm_config import unet_config_from_ldm
 from modeldepot.load.loaders._strict import assign_exact, unused_sources
 from modeldepot.load.loaders.single_file import ldm_vae, shipped_config_dir
 from modeldepot.load.registry import ModelLoader, ModelLoaderRegistry
@@ -72,6 +73,13 @@ class CheckpointComponentLoader(PickleConversionMixin, ModelLoader):
         diffusers: Any = _diffusers  # untyped classmethods (from_config)
         cfg = self.config
         assert cfg is not None
+        if cfg.type == ModelType.ControlNet and cfg.base in (BaseModelType.Flux, BaseModelType.StableDiffusion3):
+            raise ModelLoadError(
+                f"loading a single-file {cfg.base.value} ControlNet is not supported yet;"
+                " install the diffusers repo instead",
+                key=cfg.key,
+                path=str(path),
+            )
         custom = getattr(cfg, "config_path", None)
         folder = Path(custom) if custom and Path(custom).is_dir() else shipped_config_dir(_config_family(cfg.base))
         sub = "vae" if cfg.type == ModelType.VAE else "controlnet"
@@ -98,8 +106,18 @@ class CheckpointComponentLoader(PickleConversionMixin, ModelLoader):
         # diffusers' own converter (LDM ``control_model.*`` -> diffusers names; diffusers names pass as
         # they are), then a strict assignment: from_single_file would leave missing weights on meta.
         convert: Any = single_file_utils.convert_controlnet_checkpoint
-        config = dict(diffusers.ControlNetModel.load_config(str(folder), subfolder=sub, local_files_only=True))
+        family = dict(diffusers.ControlNetModel.load_config(str(folder), subfolder=sub, local_files_only=True))
+        config = controlnet_config_from_tensors(family, sd)
         converted = convert(sd, config)
+        # diffusers' converter has no rule for SDXL's text-time embedding in the LDM layout
+        for pre in ("control_model.", ""):
+            for ldm, name in (
+                ("label_emb.0.0.", "add_embedding.linear_1."),
+                ("label_emb.0.2.", "add_embedding.linear_2."),
+            ):
+                for kind in ("weight", "bias"):
+                    if pre + ldm + kind in sd and name + kind not in converted:
+                        converted[name + kind] = sd[pre + ldm + kind]
         return assign_exact(
             lambda: diffusers.ControlNetModel.from_config(config),
             converted,
@@ -109,6 +127,61 @@ class CheckpointComponentLoader(PickleConversionMixin, ModelLoader):
             partial=self.partial,
             unexpected_sources=unused_sources(sd, converted),
         )
+
+
+def controlnet_config_from_tensors(family: dict[str, Any], sd: dict[str, Any]) -> dict[str, Any]:
+    """The family ControlNet config with the architecture the file's tensors show, in either layout
+    (LDM ``control_model.*`` / bare ``input_blocks``, or diffusers names)."""
+    if any(k.startswith("control_model.") for k in sd):
+        return unet_config_from_ldm(family, sd, "control_model.")
+    if "input_blocks.0.0.weight" in sd:
+        return unet_config_from_ldm(family, sd)
+    return diffusers_controlnet_config(family, sd)
+
+
+def diffusers_controlnet_config(family: dict[str, Any], sd: dict[str, Any]) -> dict[str, Any]:
+    """The same for diffusers names (``down_blocks.<i>.resnets/attentions``, ``controlnet_cond_embedding``)."""
+    out = dict(family)
+    conv_in = sd.get("conv_in.weight")
+    levels = sorted({int(k.split(".")[1]) for k in sd if k.startswith("down_blocks.")})
+    if conv_in is None or not levels:
+        return out
+    widths = []
+    depths = []
+    for i in levels:
+        conv = sd.get(f"down_blocks.{i}.resnets.0.conv2.weight")
+        if conv is None:
+            return out
+        widths.append(int(conv.shape[0]))
+        stem = f"down_blocks.{i}.attentions.0.transformer_blocks."
+        depths.append(len({k[len(stem) :].split(".")[0] for k in sd if k.startswith(stem)}))
+    resnets = {k.split(".")[3] for k in sd if k.startswith("down_blocks.0.resnets.")}
+    out.update(
+        in_channels=int(conv_in.shape[1]),
+        layers_per_block=len(resnets),
+        down_block_types=["CrossAttnDownBlock2D" if d else "DownBlock2D" for d in depths],
+        transformer_layers_per_block=[max(d, 1) for d in depths],
+    )
+    if widths != list(family.get("block_out_channels") or []):
+        heads = family.get("attention_head_dim")
+        ok = isinstance(heads, int) and all(w % heads == 0 for w in widths)
+        out["attention_head_dim"] = heads if ok else [max(1, w // 64) for w in widths]
+    out["block_out_channels"] = widths
+    to_k = next((k for k in sd if k.startswith("down_blocks.") and k.endswith(".attn2.to_k.weight")), None)
+    if to_k is not None:
+        out["cross_attention_dim"] = int(sd[to_k].shape[1])
+    proj_in = next((k for k in sd if k.startswith("down_blocks.") and k.endswith(".proj_in.weight")), None)
+    if proj_in is not None:
+        out["use_linear_projection"] = sd[proj_in].dim() == 2
+    if "add_embedding.linear_1.weight" in sd:
+        out["projection_class_embeddings_input_dim"] = int(sd["add_embedding.linear_1.weight"].shape[1])
+    hint = sd.get("controlnet_cond_embedding.conv_in.weight")
+    if hint is not None:
+        blocks = sorted({int(k.split(".")[2]) for k in sd if k.startswith("controlnet_cond_embedding.blocks.")})
+        channels = [int(hint.shape[0])]
+        channels += [int(sd[f"controlnet_cond_embedding.blocks.{i}.weight"].shape[0]) for i in blocks[1::2]]
+        out.update(conditioning_channels=int(hint.shape[1]), conditioning_embedding_out_channels=channels)
+    return out
 
 
 #: Every released full T2I-Adapter (SD-1/2 and SDXL) has four channel stages; TencentARC key names
@@ -293,5 +366,6 @@ __all__ = [
     "DiffusersComponentLoader",
     "IPAdapterLoader",
     "T2IAdapterCheckpointLoader",
+    "controlnet_config_from_tensors",
     "t2i_adapter_from_state_dict",
 ]

@@ -17,6 +17,12 @@ from typing import Any
 
 from modeldepot.load._errors import InvalidSubmodelError, ModelLoadError, SubmodelRequiredError
 from modeldepot.load.loaders._common import PickleConversionMixin, load_safetensors, prefixed, read_json
+from modeldepot.load.loaders._ldm_config import (
+    last_openclip_block,
+    openai_clip_text_config,
+    openclip_text_config,
+    unet_config_from_ldm,
+)
 from modeldepot.load.loaders._strict import AccessTracker, assign_exact, unused_sources
 from modeldepot.load.registry import ModelLoader, ModelLoaderRegistry
 from modeldepot.taxonomy import BaseModelType, ModelFormat, ModelRepoVariant, ModelType, SchedulerPredictionType
@@ -111,8 +117,17 @@ def vae_config_from_shapes(config: dict[str, Any], sd: dict[str, Any]) -> dict[s
     return out
 
 
-def ldm_vae(sd: dict[str, Any], folder: Path, path: Path, dtype: Any, *, partial: bool = False) -> Any:
-    """An ``AutoencoderKL`` from LDM-layout VAE tensors (``first_stage_model.`` prefix or none), exactly."""
+def ldm_vae(
+    sd: dict[str, Any],
+    folder: Path,
+    path: Path,
+    dtype: Any,
+    *,
+    partial: bool = False,
+    overrides: dict[str, Any] | None = None,
+) -> Any:
+    """An ``AutoencoderKL`` from LDM-layout VAE tensors (``first_stage_model.`` / ``vae.`` prefix or none),
+    exactly; ``overrides`` sets config values no shape shows (a family's latent scale and shift)."""
     import diffusers
     from diffusers.loaders import single_file_utils
 
@@ -122,7 +137,7 @@ def ldm_vae(sd: dict[str, Any], folder: Path, path: Path, dtype: Any, *, partial
 
     base = dict(AutoencoderKL.load_config(str(folder), subfolder="vae", local_files_only=True))
     sd = {k: v for k, v in sd.items() if not _benign(k)}
-    config = vae_config_from_shapes(base, sd)
+    config = vae_config_from_shapes(base, sd) | (overrides or {})
     converted = convert_ldm_vae_checkpoint(sd, config)
     return assign_exact(
         lambda: AutoencoderKL.from_config(config),
@@ -139,17 +154,26 @@ def ldm_text_encoder(
     cls: Any, folder: Path, subfolder: str, sd: dict[str, Any], prefix: str, dtype: Any, path: Path, *, partial: bool
 ) -> Any:
     """A transformers CLIP text model from OpenAI-CLIP (``...transformer.``) or OpenCLIP (``...model.``)
-    tensors of an LDM checkpoint, exactly (diffusers' converters, then a strict assignment)."""
+    tensors of an LDM checkpoint, exactly (diffusers' converters, then a strict assignment). Widths,
+    depth, vocabulary and projection come from the tensors (the folder config gives the rest)."""
     from accelerate import init_empty_weights
     from diffusers.loaders import single_file_utils
 
     sfu: Any = single_file_utils  # untyped internal converters
 
-    config = cls.config_class.from_pretrained(str(folder), subfolder=subfolder, local_files_only=True)
+    family = cls.config_class.from_pretrained(str(folder), subfolder=subfolder, local_files_only=True).to_dict()
+    openclip = prefix.endswith(".model.")
+    # SD-2 conditions on OpenCLIP-H's penultimate layer: its encoder has one block less than the file.
+    penultimate = prefix == "cond_stage_model.model."
+    ignored: set[str] = set(last_openclip_block(sd, prefix)) if penultimate else set()
+    sd = {k: v for k, v in sd.items() if k not in ignored}
+    read = openclip_text_config if openclip else openai_clip_text_config
+    shown = read(family, sd, prefix)
+    shown.pop("model_type", None)
+    config = cls.config_class(**shown)
     with init_empty_weights():
         probe = cls(config)
-    ignored = set(sfu.SD_2_TEXT_ENCODER_KEYS_TO_IGNORE) if prefix == "cond_stage_model.model." else set()
-    if prefix.endswith(".model."):
+    if openclip:
         tracked = AccessTracker(sd)
         converted = sfu.convert_open_clip_checkpoint(probe, tracked, prefix=prefix)
         accessed: set[str] = tracked.accessed
@@ -159,7 +183,7 @@ def ldm_text_encoder(
     if not hasattr(probe, "text_model"):  # transformers >= 5.6 flattens CLIPTextModel
         converted = {k.removeprefix("text_model."): v for k, v in converted.items()}
     converted = {k: v for k, v in converted.items() if not _benign(k)}
-    unused = [k for k in unused_sources(sd, converted, accessed) if k not in ignored and not _benign(k)]
+    unused = [k for k in unused_sources(sd, converted, accessed) if not _benign(k)]
     return assign_exact(
         lambda: cls(config), converted, cls.__name__, path, dtype=dtype, partial=partial, unexpected_sources=unused
     )
@@ -221,10 +245,9 @@ class SingleFileCheckpointLoader(PickleConversionMixin, ModelLoader):
         sd = load_safetensors(path, prefixed([UNET_PREFIX]))
         if not sd:
             raise ModelLoadError(f"{path}: no UNet weights ({UNET_PREFIX}*) in this checkpoint", path=str(path))
-        config = dict(UNet2DConditionModel.load_config(str(folder), subfolder="unet", local_files_only=True))
-        first = sd.get(UNET_PREFIX + "input_blocks.0.0.weight")
-        if first is not None:
-            config["in_channels"] = int(first.shape[1])  # 9 for inpainting, 5 for depth
+        family = dict(UNet2DConditionModel.load_config(str(folder), subfolder="unet", local_files_only=True))
+        # in_channels 9 for inpainting, 5 for depth; widths and depths of pruned or tiny UNets
+        config = unet_config_from_ldm(family, sd, UNET_PREFIX)
         upcast = getattr(cfg, "upcast_attention", False) or (
             cfg.base == BaseModelType.StableDiffusion2
             and getattr(cfg, "prediction_type", None) == SchedulerPredictionType.VPrediction

@@ -1,6 +1,8 @@
 """Tiny-model factories: faithful model files and folders of every kind, written without torch.
 
-Right key names, right shapes on the keys that decide what a model is, tiny tensors elsewhere.
+Right key names, right shapes on the keys that decide what a model is, a tiny complete architecture
+elsewhere: every model a writer makes loads exactly (``tests/load/test_factory_models.py`` loads one
+of each; the few identification-only headers are documented in ``files.py``).
 ``write_sd_pipeline_family`` makes pipelines that share byte-identical components (for dedup tests).
 """
 

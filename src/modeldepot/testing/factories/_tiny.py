@@ -101,6 +101,22 @@ def unet_config(base: str, in_channels: int = 4) -> dict[str, Any]:
     return {**copy.deepcopy(UNET_COMMON), **copy.deepcopy(UNET[base]), "in_channels": in_channels}
 
 
+def checkpoint_unet_config(base: str) -> dict[str, Any]:
+    """The UNet of a tiny all-in-one (LDM-layout) checkpoint: two layers per block, so the keys
+    identification reads exist (``input_blocks.2.1`` holds SD-1/2's cross-attention, ``input_blocks.4.1``
+    SDXL's), and both SD-1/2 stages attend (``down_blocks.1.attentions`` of diffusers ControlNets).
+    Heads are what the single-file loader assumes for widths no released model has: SD-1's fixed
+    8 heads, 64-wide heads (at least one) for SD-2 and SDXL."""
+    cfg = unet_config(base)
+    cfg["layers_per_block"] = 2
+    if base in ("sd-1", "sd-2"):
+        cfg["down_block_types"] = ["CrossAttnDownBlock2D"] * 2
+        cfg["up_block_types"] = ["CrossAttnUpBlock2D"] * 2
+    if base != "sd-1":
+        cfg["attention_head_dim"] = [max(1, w // 64) for w in WIDTHS]
+    return cfg
+
+
 _CONTROLNET_KEYS = (
     "act_fn",
     "addition_embed_type",
@@ -122,9 +138,10 @@ _CONTROLNET_KEYS = (
 )
 
 
-def controlnet_config(base: str) -> dict[str, Any]:
-    """The ControlNet of the tiny UNet of ``base`` (its encoder half plus the hint embedding)."""
-    unet = unet_config(base)
+def controlnet_config(base: str, *, checkpoint: bool = False) -> dict[str, Any]:
+    """The ControlNet of the tiny UNet of ``base`` (its encoder half plus the hint embedding); with
+    ``checkpoint`` of the tiny all-in-one checkpoint's UNet (what single ControlNet files carry)."""
+    unet = checkpoint_unet_config(base) if checkpoint else unet_config(base)
     cfg = {k: unet[k] for k in _CONTROLNET_KEYS if k in unet}
     cfg["conditioning_embedding_out_channels"] = [16, 32, 96, 256]
     return cfg
@@ -242,7 +259,11 @@ def _table() -> dict[str, dict[str, list[int]]]:
 
 def shapes(name: str) -> dict[str, Shape]:
     """Tensor name -> shape of a tiny architecture: ``unet/<base>``, ``controlnet/<base>``, ``vae/<latent>``,
-    ``ldm-vae/<latent>`` (original layout), ``clip/<L|H|G>``."""
+    ``clip/<L|H|G>``, ``clip-vision/<L|H|G>``, ``t5``, ``flux/<variant>``, ``sd3``, ``controlnet-ckpt/<base>``
+    (the ControlNet of :func:`checkpoint_unet_config`) (diffusers names) and in
+    the original layouts (no prefix): ``ldm-vae/<latent>``, ``ldm-unet/<base>`` and
+    ``ldm-controlnet/<base>`` (of :func:`checkpoint_unet_config`), ``openclip/<H|G>``,
+    ``bfl-flux/<variant>``, ``sai-sd3``."""
     return {k: tuple(v) for k, v in _table()[name].items()}
 
 
@@ -256,7 +277,17 @@ def generate_shapes() -> dict[str, dict[str, list[int]]]:
     transformers: Any = importlib.import_module("transformers")
 
     from modeldepot.identify.safetensors import read_safetensors_header
-    from modeldepot.testing.factories.torch_models import vae_to_ldm
+    from modeldepot.testing.factories.torch_layouts import (
+        controlnet_to_ldm,
+        flux_to_bfl,
+        openclip_to_ldm,
+        sd3_to_sai,
+        unet_to_ldm,
+        vae_to_ldm,
+    )
+
+    def listed(sd: dict[str, Any], prefix: str = "") -> dict[str, list[int]]:
+        return {k.removeprefix(prefix): [int(d) for d in v.shape] for k, v in sorted(sd.items())}
 
     def saved(model: Any) -> dict[str, list[int]]:
         with tempfile.TemporaryDirectory() as tmp:
@@ -268,11 +299,20 @@ def generate_shapes() -> dict[str, dict[str, list[int]]]:
     out: dict[str, dict[str, list[int]]] = {}
     for base in UNET:
         out[f"unet/{base}"] = saved(diffusers.UNet2DConditionModel(**unet_config(base)))
+        unet = diffusers.UNet2DConditionModel(**checkpoint_unet_config(base))
+        out[f"ldm-unet/{base}"] = listed(unet_to_ldm(unet.state_dict(), dict(unet.config)), "model.diffusion_model.")
     for base in ("sd-1", "sd-2", "sdxl"):
         out[f"controlnet/{base}"] = saved(diffusers.ControlNetModel(**controlnet_config(base)))
+        cn = diffusers.ControlNetModel(**controlnet_config(base, checkpoint=True))
+        out[f"controlnet-ckpt/{base}"] = saved(cn)
+        out[f"ldm-controlnet/{base}"] = listed(controlnet_to_ldm(cn.state_dict(), dict(cn.config)))
     for variant in ("dev", "schnell", "dev_fill"):
-        out[f"flux/{variant}"] = saved(diffusers.FluxTransformer2DModel(**flux_config(variant)))
-    out["sd3"] = saved(diffusers.SD3Transformer2DModel(**sd3_config()))
+        flux = diffusers.FluxTransformer2DModel(**flux_config(variant))
+        out[f"flux/{variant}"] = saved(flux)
+        out[f"bfl-flux/{variant}"] = listed(flux_to_bfl(flux.state_dict()))
+    sd3 = diffusers.SD3Transformer2DModel(**sd3_config())
+    out["sd3"] = saved(sd3)
+    out["sai-sd3"] = listed(sd3_to_sai(sd3.state_dict()))
     t5 = t5_config()
     t5.pop("model_type")
     out["t5"] = saved(transformers.T5EncoderModel(transformers.T5Config(**t5)))
@@ -298,6 +338,12 @@ def generate_shapes() -> dict[str, dict[str, list[int]]]:
             (k if k.startswith(("text_model.", "text_projection.")) else f"text_model.{k}"): v
             for k, v in saved(model).items()
         }
+        if variant != "L":  # OpenCLIP towers (SD-2's ViT-H, SDXL's bigG) in their original layout
+            sd = {
+                k if k.startswith(("text_model.", "text_projection.")) else f"text_model.{k}": v
+                for k, v in model.state_dict().items()
+            }
+            out[f"openclip/{variant}"] = listed(openclip_to_ldm(sd, ""))
     return out
 
 
@@ -311,6 +357,7 @@ __all__ = [
     "CLIP_VISION",
     "CLIP_VOCAB",
     "UNET",
+    "checkpoint_unet_config",
     "clip_text_config",
     "clip_vision_config",
     "controlnet_config",

@@ -1,9 +1,13 @@
 """Tiny but faithful model files of every kind modeldepot identifies, written without torch.
 
-Each writer uses the real key names, the real shapes on the keys that decide what the file is
-(cross-attention widths, UNet in-channels, latent channels, layer counts), and small tensors
-elsewhere. A path ending ``.ckpt/.pt/.pth/.bin`` gets a PyTorch zip pickle, anything else a
-safetensors file. Writers return the path they wrote. Folders get real-looking diffusers JSON.
+Each model writer produces a complete model that the loaders load exactly: real key names, the real
+shapes on the keys that decide what the file is (cross-attention widths, ``label_emb`` widths, UNet
+in-channels, latent channels, CLIP / T5 widths), and a shrunken architecture elsewhere (see
+``_tiny.py``). The exceptions, identification-only headers that do not load, are opt-in
+(``write_sd3_checkpoint(complete=False)``, ``write_t5_encoder(complete=False)``, the ``flux`` style of
+``write_controlnet``) or, for ``write_clip_vision``, the default: identification needs its real depth.
+A path ending ``.ckpt/.pt/.pth/.bin`` gets a PyTorch zip pickle, anything else a safetensors file.
+Writers return the path they wrote.
 """
 
 from __future__ import annotations
@@ -76,43 +80,46 @@ def _clip_text_keys(width: int, layers: int, prefix: str = "") -> dict[str, Shap
 
 
 # -- main checkpoints --------------------------------------------------------------------------------
-def _ldm_unet(
-    ctx: int, in_ch: int, *, linear_proj: bool, xl: bool, p: str = "model.diffusion_model."
-) -> dict[str, Shape]:
-    ch = 384 if ctx == 1280 else 320
-    keys: dict[str, Shape] = {
-        f"{p}input_blocks.0.0.weight": (ch, in_ch, 3, 3),
-        f"{p}input_blocks.0.0.bias": (ch,),
-        f"{p}time_embed.0.weight": (ch * 4, ch),
-        f"{p}input_blocks.1.0.in_layers.0.weight": (ch,),
-        f"{p}middle_block.0.in_layers.0.weight": (1280 if ch == 320 else 1536,),
-        f"{p}output_blocks.0.0.in_layers.0.weight": (2560,),
-        f"{p}out.0.weight": (ch,),
-        f"{p}out.2.weight": (4, ch, 3, 3),
-        f"{p}out.2.bias": (4,),
-    }
-    if xl:
-        keys[f"{p}input_blocks.4.1.proj_in.weight"] = (2 * ch, 2 * ch)
-        depth = 2 if ctx == 2048 else 4
-        for b in range(depth):
-            keys[f"{p}input_blocks.4.1.transformer_blocks.{b}.attn2.to_k.weight"] = (2 * ch, ctx)
-        keys[f"{p}label_emb.0.0.weight"] = (ch * 4, 2816 if ctx == 2048 else 2560)
-    else:
-        keys[f"{p}input_blocks.1.1.proj_in.weight"] = (ch, ch) if linear_proj else (ch, ch, 1, 1)
-        for blk in (1, 2):
-            keys[f"{p}input_blocks.{blk}.1.transformer_blocks.0.attn2.to_k.weight"] = (ch, ctx)
-            keys[f"{p}input_blocks.{blk}.1.transformer_blocks.0.attn2.to_v.weight"] = (ch, ctx)
-        keys[f"{p}output_blocks.11.1.transformer_blocks.0.norm1.bias"] = (ch,)
+def _prefixed(prefix: str, keys: dict[str, Shape]) -> dict[str, Shape]:
+    return {prefix + k: v for k, v in keys.items()}
+
+
+def _tiny_ldm_unet(base: str, in_ch: int = 4) -> dict[str, Shape]:
+    """The tiny checkpoint UNet of ``base`` (two 32/64-channel stages, two layers each) in the LDM
+    layout; the keys identification reads keep their real widths (context, ``label_emb``, in_channels)."""
+    keys = _prefixed("model.diffusion_model.", tiny_shapes(f"ldm-unet/{base}"))
+    out_ch, _, kh, kw = keys["model.diffusion_model.input_blocks.0.0.weight"]
+    keys["model.diffusion_model.input_blocks.0.0.weight"] = (out_ch, in_ch, kh, kw)
     return keys
+
+
+def _tiny_ldm_vae(latent: int = 4) -> dict[str, Shape]:
+    return _prefixed("first_stage_model.", tiny_shapes(f"ldm-vae/{latent}"))
+
+
+def _tiny_openclip(variant: str, prefix: str, *, penultimate: bool = False) -> dict[str, Shape]:
+    """A tiny OpenCLIP text tower (ViT-H or bigG width) in its original layout. SD-2 checkpoints carry
+    one more residual block than the encoder uses (``penultimate``: diffusers drops the last one,
+    with the projection, as for ``resblocks.23`` of the real ViT-H)."""
+    keys = tiny_shapes(f"openclip/{variant}")
+    if penultimate:
+        last = max(int(k.split(".")[2]) for k in keys if k.startswith("transformer.resblocks."))
+        stem = f"transformer.resblocks.{last}."
+        keys |= {
+            f"transformer.resblocks.{last + 1}." + k[len(stem) :]: v for k, v in keys.items() if k.startswith(stem)
+        }
+        width = keys["ln_final.weight"][0]
+        keys["text_projection"] = (width, width)
+    return _prefixed(prefix, keys)
 
 
 def write_sd1_checkpoint(
     path: str | Path, *, inpaint: bool = False, with_metadata: bool = False, seed: int | None = None
 ) -> Path:
-    """SD-1.x all-in-one checkpoint (UNet + VAE + CLIP-L), ``.safetensors`` or ``.ckpt``."""
-    keys = _ldm_unet(768, 9 if inpaint else 4, linear_proj=False, xl=False)
-    keys |= _vae_keys(4, "first_stage_model.")
-    keys |= _clip_text_keys(768, 12, "cond_stage_model.transformer.")
+    """A complete tiny SD-1.x all-in-one checkpoint (UNet + VAE + CLIP-L), ``.safetensors`` or ``.ckpt``."""
+    keys = _tiny_ldm_unet("sd-1", 9 if inpaint else 4)
+    keys |= _tiny_ldm_vae()
+    keys |= _prefixed("cond_stage_model.transformer.", tiny_shapes("clip/L"))
     arch = "stable-diffusion-v1" + ("-inpainting" if inpaint else "")
     meta = _modelspec(arch, "tiny sd1", **{"modelspec.resolution": "512x512"}) if with_metadata else None
     return write_weights(path, keys, metadata=meta, seed=seed, top={"global_step": 840000, "epoch": 6})
@@ -126,11 +133,13 @@ def write_sd2_checkpoint(
     prediction_type: str | None = None,
     seed: int | None = None,
 ) -> Path:
-    """SD-2.x checkpoint (OpenCLIP-H text encoder). ``prediction_type`` writes it as ModelSpec metadata;
-    ``global_step`` is stored only in pickle checkpoints (220000 = the 512-px epsilon base)."""
-    keys = _ldm_unet(1024, _IN_CH[variant], linear_proj=True, xl=False)
-    keys |= _vae_keys(4, "first_stage_model.")
-    keys |= {"cond_stage_model.model.ln_final.bias": (1024,), "cond_stage_model.model.positional_embedding": (77, 1024)}
+    """A complete tiny SD-2.x checkpoint (UNet + VAE + OpenCLIP-H text encoder). ``prediction_type``
+    writes it as ModelSpec metadata; ``global_step`` is stored only in pickle checkpoints (220000 =
+    the 512-px epsilon base). The depth variant also carries a (stub) MiDaS key, as the releases do
+    a full MiDaS that no submodel reads."""
+    keys = _tiny_ldm_unet("sd-2", _IN_CH[variant])
+    keys |= _tiny_ldm_vae()
+    keys |= _tiny_openclip("H", "cond_stage_model.model.", penultimate=True)
     if variant == "depth":
         keys["depth_model.model.scratch.output_conv.0.weight"] = (128, 256, 3, 3)
     meta = None
@@ -151,14 +160,13 @@ def write_sdxl_checkpoint(
     with_metadata: bool = False,
     seed: int | None = None,
 ) -> Path:
-    """SDXL base checkpoint (UNet + VAE + CLIP-L + OpenCLIP-bigG) with optional prediction markers."""
-    keys = _ldm_unet(2048, 9 if inpaint else 4, linear_proj=True, xl=True)
-    keys |= _vae_keys(4, "first_stage_model.")
-    keys |= _clip_text_keys(768, 12, "conditioner.embedders.0.transformer.")
-    keys |= {
-        "conditioner.embedders.1.model.ln_final.weight": (1280,),
-        "conditioner.embedders.1.model.text_projection": (1280, 1280),
-    }
+    """A complete tiny SDXL base checkpoint (UNet + VAE + CLIP-L + OpenCLIP-bigG) with optional
+    prediction markers (scalars outside every submodel, as trainers leave them) and a merged LoRA's
+    leftover ``lora_*`` keys."""
+    keys = _tiny_ldm_unet("sdxl", 9 if inpaint else 4)
+    keys |= _tiny_ldm_vae()
+    keys |= _prefixed("conditioner.embedders.0.transformer.", tiny_shapes("clip/L"))
+    keys |= _tiny_openclip("G", "conditioner.embedders.1.model.")
     if v_pred:
         keys["v_pred"] = ()
     if edm_vpred:
@@ -174,17 +182,15 @@ def write_sdxl_checkpoint(
 
 
 def write_sdxl_refiner_checkpoint(path: str | Path, *, seed: int | None = None) -> Path:
-    keys = _ldm_unet(1280, 4, linear_proj=True, xl=True)
-    keys |= _vae_keys(4, "first_stage_model.")
-    keys |= {
-        "conditioner.embedders.0.model.ln_final.bias": (1280,),
-        "conditioner.embedders.0.model.text_projection": (1280, 1280),
-    }
+    """A complete tiny SDXL-refiner checkpoint: UNet (1280-wide context, 2560-wide ``label_emb``), VAE
+    and the OpenCLIP-bigG encoder at ``conditioner.embedders.0.model.``."""
+    keys = _tiny_ldm_unet("sdxl-refiner")
+    keys |= _tiny_ldm_vae()
+    keys |= _tiny_openclip("G", "conditioner.embedders.0.model.")
     return write_weights(path, keys, seed=seed)
 
 
-def write_sd3_checkpoint(path: str | Path, *, size: str = "medium", seed: int | None = None) -> Path:
-    """SD-3 MMDiT all-in-one checkpoint; ``size`` medium (depth 24) or large (depth 38)."""
+def _sd3_header_keys(size: str) -> dict[str, Shape]:
     depth = 38 if size == "large" else 24
     hidden = depth * 64
     p = "model.diffusion_model."
@@ -198,27 +204,34 @@ def write_sd3_checkpoint(path: str | Path, *, size: str = "medium", seed: int | 
         keys[f"{p}joint_blocks.{b}.x_block.attn.qkv.bias"] = (3 * hidden,)
     keys |= _vae_keys(16, "first_stage_model.")
     keys |= _clip_text_keys(768, 12, "text_encoders.clip_l.transformer.")
+    return keys
+
+
+def write_sd3_checkpoint(
+    path: str | Path, *, size: str = "medium", complete: bool = True, seed: int | None = None
+) -> Path:
+    """SD-3 all-in-one checkpoint. By default complete and tiny: a two-head, one-block MMDiT
+    (``model.diffusion_model.``, Stability AI's layout), the 16-channel VAE and CLIP-L, CLIP-bigG and
+    T5-XXL-wide encoders under ``text_encoders.{clip_l,clip_g,t5xxl}.transformer.``; its depth
+    (``x_embedder`` width / 64) is no released size. ``complete=False`` writes an identification-only
+    header of the ``size`` medium (depth 24) or large (depth 38) MMDiT: full-size deciding shapes,
+    most tensors left out (it does not load)."""
+    if not complete:
+        return write_weights(path, _sd3_header_keys(size), seed=seed)
+    keys = _prefixed("model.diffusion_model.", tiny_shapes("sai-sd3"))
+    keys |= _tiny_ldm_vae(16)
+    keys |= _prefixed("text_encoders.clip_l.transformer.", tiny_shapes("clip/L"))
+    keys |= _prefixed("text_encoders.clip_g.transformer.", tiny_shapes("clip/G"))
+    keys |= _prefixed("text_encoders.t5xxl.transformer.", tiny_shapes("t5"))
     return write_weights(path, keys, seed=seed)
 
 
 def write_flux_checkpoint(path: str | Path, *, variant: str = "dev", prefix: str = "", seed: int | None = None) -> Path:
-    """FLUX.1 transformer in BFL layout; ``variant`` dev / schnell / dev_fill; ``prefix`` e.g.
+    """A complete tiny FLUX.1 transformer in Black Forest Labs' layout (one double and one single
+    block, two 128-wide heads, the real 4096-wide T5 context and 768-wide pooled CLIP input).
+    ``variant`` dev / schnell (no ``guidance_in``) / dev_fill (384 input channels); ``prefix`` e.g.
     ``model.diffusion_model.`` for ComfyUI all-in-one files."""
-    p = prefix
-    keys: dict[str, Shape] = {
-        f"{p}img_in.weight": (3072, 384 if variant == "dev_fill" else 64),
-        f"{p}img_in.bias": (3072,),
-        f"{p}time_in.in_layer.weight": (3072, 256),
-        f"{p}final_layer.linear.weight": (64, 3072),
-    }
-    for b in (0, 18):
-        keys[f"{p}double_blocks.{b}.img_attn.norm.key_norm.scale"] = (128,)
-        keys[f"{p}double_blocks.{b}.txt_attn.norm.query_norm.scale"] = (128,)
-    keys[f"{p}single_blocks.37.norm.key_norm.scale"] = (128,)
-    if variant in ("dev", "dev_fill"):
-        keys[f"{p}guidance_in.in_layer.weight"] = (3072, 256)
-        keys[f"{p}guidance_in.in_layer.bias"] = (3072,)
-    return write_weights(path, keys, seed=seed)
+    return write_weights(path, _prefixed(prefix, tiny_shapes(f"bfl-flux/{variant}")), seed=seed)
 
 
 # -- LoRA --------------------------------------------------------------------------------------------
@@ -350,34 +363,20 @@ def write_vae(path: str | Path, *, base: str = "sd-1", with_metadata: bool = Fal
 
 
 def write_controlnet(path: str | Path, *, base: str = "sd-1", style: str = "ldm") -> Path:
-    """ControlNet: ``ldm`` (control_model.* / input_hint_block), ``diffusers`` or ``flux`` (InstantX)."""
-    ctx = _CTX.get(base, 768)
-    keys: dict[str, Shape]
+    """ControlNet: ``ldm`` (``control_model.*`` / ``input_hint_block``) or ``diffusers`` key names are
+    complete tiny ControlNets of the tiny checkpoint UNet (widths 32/64, real context width);
+    ``flux`` writes an identification-only header of an InstantX FLUX ControlNet (full-size deciding
+    shapes, most tensors left out: it does not load)."""
     if style == "flux":
-        keys = {
+        keys: dict[str, Shape] = {
             "controlnet_blocks.0.weight": (3072, 3072),
             "controlnet_x_embedder.weight": (3072, 64),
             "transformer_blocks.0.attn.norm_added_k.weight": (128,),
         }
     elif style == "diffusers":
-        blk = "down_blocks.1.attentions.0.transformer_blocks.0.attn2."
-        keys = {
-            "controlnet_cond_embedding.conv_in.weight": (16, 3, 3, 3),
-            "controlnet_down_blocks.0.weight": (320, 320, 1, 1),
-            "controlnet_mid_block.weight": (1280, 1280, 1, 1),
-            "conv_in.weight": (320, 4, 3, 3),
-            blk + "to_k.weight": (640, ctx),
-        }
+        keys = tiny_shapes(f"controlnet-ckpt/{base}")
     else:
-        p = "control_model."
-        keys = {
-            f"{p}input_blocks.0.0.weight": (320, 4, 3, 3),
-            f"{p}input_hint_block.0.weight": (16, 3, 3, 3),
-            f"{p}zero_convs.0.0.weight": (320, 320, 1, 1),
-            f"{p}middle_block_out.0.weight": (1280, 1280, 1, 1),
-        }
-        blk = "input_blocks.4.1" if base == "sdxl" else "input_blocks.2.1"
-        keys[f"{p}{blk}.transformer_blocks.0.attn2.to_k.weight"] = (640 if base == "sdxl" else 320, ctx)
+        keys = tiny_shapes(f"ldm-controlnet/{base}")
     return write_weights(path, keys, wrap=None)
 
 
@@ -476,8 +475,14 @@ def write_embedding_folder(root: str | Path, *, base: str = "sd-1") -> Path:
 _CLIP_VISION = {"L": (24, 1024, 768), "H": (32, 1280, 1024), "G": (48, 1664, 1280)}
 
 
-def write_clip_vision(path: str | Path, *, variant: str = "H") -> Path:
-    """CLIP vision tower (HF layout): ViT-L (24 layers), ViT-H (32), ViT-bigG (48)."""
+def write_clip_vision(path: str | Path, *, variant: str = "H", complete: bool = False) -> Path:
+    """CLIP vision tower (HF layout). Identification tells ViT-L / H / bigG apart by depth (24 / 32 /
+    48 layers) and width, and a complete tower that deep is 100-530 M parameters, so by default this
+    is an identification-only header (deciding shapes, most tensors left out: it does not load).
+    ``complete=True`` writes a complete tiny one-layer tower of the variant's width and projection,
+    which loads but is not identified as CLIP vision (register it with an explicit type)."""
+    if complete:
+        return write_weights(path, tiny_shapes(f"clip-vision/{variant}"), wrap=None)
     depth, width, proj = _CLIP_VISION[variant]
     keys: dict[str, Shape] = {
         "vision_model.embeddings.patch_embedding.weight": (width, 3, 14, 14),
@@ -510,9 +515,31 @@ def _t5_keys(d_model: int, blocks: int) -> dict[str, Shape]:
     return keys
 
 
-def write_t5_encoder(path: str | Path, *, d_model: int = 4096, blocks: int = 24) -> Path:
-    """T5 encoder (T5-XXL by default: d_model 4096, 24 blocks); decisive: final_layer_norm width."""
-    return write_weights(path, _t5_keys(d_model, blocks), wrap=None)
+def _tiny_t5_keys(d_model: int, blocks: int) -> dict[str, Shape]:
+    """The tiny T5 v1.1 encoder (two 64-wide heads, d_ff 64, tiny vocabulary) at width ``d_model``."""
+    table = tiny_shapes("t5")
+    keys: dict[str, Shape] = {}
+    for name, shape in table.items():
+        wide = tuple(d_model if d == 4096 else d for d in shape)
+        if name.startswith("encoder.block.0."):
+            for i in range(blocks):
+                if i and "relative_attention_bias" in name:
+                    continue  # only the first block holds the position buckets
+                keys[f"encoder.block.{i}." + name[len("encoder.block.0.") :]] = wide
+        else:
+            keys[name] = wide
+    return keys
+
+
+def write_t5_encoder(
+    path: str | Path, *, d_model: int = 4096, blocks: int | None = None, complete: bool = True
+) -> Path:
+    """T5 v1.1 encoder (T5-XXL width by default; decisive: ``final_layer_norm`` width). Complete and
+    tiny by default (``blocks`` 1: two heads, d_ff 64, a tiny vocabulary at width ``d_model``);
+    ``complete=False`` writes an identification-only header of ``blocks`` (default 24) blocks."""
+    if not complete:
+        return write_weights(path, _t5_keys(d_model, 24 if blocks is None else blocks), wrap=None)
+    return write_weights(path, _tiny_t5_keys(d_model, 1 if blocks is None else blocks), wrap=None)
 
 
 def _rdb_convs(nf: int, gc: int) -> list[Shape]:

@@ -16,6 +16,16 @@ from typing import Any
 
 import torch
 
+from modeldepot.testing.factories.torch_layouts import (
+    clip_to_ldm,
+    controlnet_to_ldm,
+    flux_to_bfl,
+    openclip_to_ldm,
+    sd3_to_sai,
+    unet_to_ldm,
+    vae_to_ldm,
+)
+
 TINY_CROSS_DIM = 16
 TINY_LATENT = 4
 
@@ -160,137 +170,6 @@ def tiny_sd_pipeline(dest: Path, seed: int = 0, *, variant: str | None = None) -
     }
     (dest / "model_index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
     return dest
-
-
-# ----- diffusers -> original LDM key layout (inverse of diffusers' single-file converter) -----------
-_RESNET = [
-    ("norm1.", "in_layers.0."),
-    ("conv1.", "in_layers.2."),
-    ("norm2.", "out_layers.0."),
-    ("conv2.", "out_layers.3."),
-    ("time_emb_proj.", "emb_layers.1."),
-    ("conv_shortcut.", "skip_connection."),
-]
-
-
-def unet_to_ldm(sd: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
-    n = len(config["block_out_channels"])
-    layers = int(config["layers_per_block"])
-    down_attn = ["CrossAttn" in t for t in config["down_block_types"]]
-    up_attn = ["CrossAttn" in t for t in config["up_block_types"]]
-    blocks: list[tuple[str, str, bool]] = []  # (diffusers prefix, ldm prefix, is_resnet)
-    for i in range(n):
-        for j in range(layers):
-            idx = (layers + 1) * i + j + 1
-            blocks.append((f"down_blocks.{i}.resnets.{j}.", f"input_blocks.{idx}.0.", True))
-            if down_attn[i]:
-                blocks.append((f"down_blocks.{i}.attentions.{j}.", f"input_blocks.{idx}.1.", False))
-        if i < n - 1:
-            blocks.append(
-                (f"down_blocks.{i}.downsamplers.0.conv.", f"input_blocks.{(layers + 1) * (i + 1)}.0.op.", False)
-            )
-        for j in range(layers + 1):
-            idx = (layers + 1) * i + j
-            blocks.append((f"up_blocks.{i}.resnets.{j}.", f"output_blocks.{idx}.0.", True))
-            if up_attn[i]:
-                blocks.append((f"up_blocks.{i}.attentions.{j}.", f"output_blocks.{idx}.1.", False))
-        if i < n - 1:
-            blocks.append(
-                (
-                    f"up_blocks.{i}.upsamplers.0.",
-                    f"output_blocks.{(layers + 1) * i + layers}.{2 if up_attn[i] else 1}.",
-                    False,
-                )
-            )
-    blocks += [
-        ("mid_block.resnets.0.", "middle_block.0.", True),
-        ("mid_block.attentions.0.", "middle_block.1.", False),
-        ("mid_block.resnets.1.", "middle_block.2.", True),
-        ("time_embedding.linear_1.", "time_embed.0.", False),
-        ("time_embedding.linear_2.", "time_embed.2.", False),
-        ("add_embedding.linear_1.", "label_emb.0.0.", False),  # SDXL's pooled-text + size embedding
-        ("add_embedding.linear_2.", "label_emb.0.2.", False),
-        ("conv_in.", "input_blocks.0.0.", False),
-        ("conv_norm_out.", "out.0.", False),
-        ("conv_out.", "out.2.", False),
-    ]
-    out: dict[str, Any] = {}
-    for key, value in sd.items():
-        for dprefix, lprefix, is_resnet in blocks:
-            if key.startswith(dprefix):
-                rest = key[len(dprefix) :]
-                if is_resnet:
-                    for a, b in _RESNET:
-                        if rest.startswith(a):
-                            rest = b + rest[len(a) :]
-                            break
-                out["model.diffusion_model." + lprefix + rest] = value
-                break
-        else:
-            raise KeyError(f"no LDM name for UNet key {key}")
-    return out
-
-
-def vae_to_ldm(sd: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
-    n = len(config["block_out_channels"])
-    rules: list[tuple[str, str]] = []
-    for part in ("encoder", "decoder"):
-        rules += [
-            (f"{part}.mid_block.resnets.0.", f"{part}.mid.block_1."),
-            (f"{part}.mid_block.resnets.1.", f"{part}.mid.block_2."),
-            (f"{part}.mid_block.attentions.0.group_norm.", f"{part}.mid.attn_1.norm."),
-            (f"{part}.mid_block.attentions.0.to_q.", f"{part}.mid.attn_1.q."),
-            (f"{part}.mid_block.attentions.0.to_k.", f"{part}.mid.attn_1.k."),
-            (f"{part}.mid_block.attentions.0.to_v.", f"{part}.mid.attn_1.v."),
-            (f"{part}.mid_block.attentions.0.to_out.0.", f"{part}.mid.attn_1.proj_out."),
-            (f"{part}.conv_norm_out.", f"{part}.norm_out."),
-        ]
-    for i in range(n):
-        rules.append((f"encoder.down_blocks.{i}.resnets.", f"encoder.down.{i}.block."))
-        rules.append((f"encoder.down_blocks.{i}.downsamplers.0.", f"encoder.down.{i}.downsample."))
-        rules.append((f"decoder.up_blocks.{i}.resnets.", f"decoder.up.{n - 1 - i}.block."))
-        rules.append((f"decoder.up_blocks.{i}.upsamplers.0.", f"decoder.up.{n - 1 - i}.upsample."))
-    out: dict[str, Any] = {}
-    for key, value in sd.items():
-        new = key
-        for a, b in rules:
-            if new.startswith(a):
-                new = b + new[len(a) :]
-                break
-        new = new.replace(".conv_shortcut.", ".nin_shortcut.")
-        if ".mid.attn_1." in new and new.endswith(".weight") and value.dim() == 2:
-            value = value[:, :, None, None]  # LDM attention projections are 1x1 convolutions
-        out["first_stage_model." + new] = value
-    return out
-
-
-def clip_to_ldm(sd: dict[str, Any], prefix: str = "cond_stage_model.transformer.") -> dict[str, Any]:
-    return {prefix + (k if k.startswith("text_model.") else "text_model." + k): v for k, v in sd.items()}
-
-
-def openclip_to_ldm(sd: dict[str, Any], prefix: str = "conditioner.embedders.1.model.") -> dict[str, Any]:
-    """A transformers CLIP text model (with projection) in OpenCLIP's layout (SD-2 / SDXL's second encoder)."""
-    sd = {k.removeprefix("text_model."): v for k, v in sd.items()}
-    out: dict[str, Any] = {
-        prefix + "token_embedding.weight": sd["embeddings.token_embedding.weight"],
-        prefix + "positional_embedding": sd["embeddings.position_embedding.weight"],
-        prefix + "ln_final.weight": sd["final_layer_norm.weight"],
-        prefix + "ln_final.bias": sd["final_layer_norm.bias"],
-    }
-    if "text_projection.weight" in sd:
-        out[prefix + "text_projection"] = sd["text_projection.weight"].T.contiguous()
-    layers = sorted({int(k.split(".")[2]) for k in sd if k.startswith("encoder.layers.")})
-    for i in layers:
-        src, dst = f"encoder.layers.{i}.", f"{prefix}transformer.resblocks.{i}."
-        for kind in ("weight", "bias"):
-            qkv = [sd[f"{src}self_attn.{p}_proj.{kind}"] for p in "qkv"]
-            out[f"{dst}attn.in_proj_{kind}"] = torch.cat(qkv, 0)
-            out[f"{dst}attn.out_proj.{kind}"] = sd[f"{src}self_attn.out_proj.{kind}"]
-            out[f"{dst}ln_1.{kind}"] = sd[f"{src}layer_norm1.{kind}"]
-            out[f"{dst}ln_2.{kind}"] = sd[f"{src}layer_norm2.{kind}"]
-            out[f"{dst}mlp.c_fc.{kind}"] = sd[f"{src}mlp.fc1.{kind}"]
-            out[f"{dst}mlp.c_proj.{kind}"] = sd[f"{src}mlp.fc2.{kind}"]
-    return out
 
 
 def tiny_sdxl_unet(seed: int = 0) -> Any:
@@ -759,6 +638,9 @@ __all__ += [
     "TINY_CLIP_TEXT_CONFIGS",
     "TINY_CLIP_VISION_CONFIG",
     "TINY_T5_CONFIG",
+    "controlnet_to_ldm",
+    "flux_to_bfl",
+    "sd3_to_sai",
     "tiny_clip_g_single_file",
     "tiny_clip_l_single_file",
     "tiny_clip_text_single_file",
