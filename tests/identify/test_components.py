@@ -48,11 +48,12 @@ def test_sixteen_channel_vae(tmp_path: Path, name: str, base: B) -> None:
     reason(ident, "base", str(base), "16 latent channels")
 
 
+@pytest.mark.parametrize("complete", [True, False], ids=["tiny-complete", "full-depth-header"])
 @pytest.mark.parametrize(
     ("variant", "value", "needle"), [("L", "large", "ViT-L"), ("H", "huge", "ViT-H"), ("G", "gigantic", "ViT-bigG")]
 )
-def test_clip_vision(tmp_path: Path, variant: str, value: str, needle: str) -> None:
-    path = F.write_clip_vision(tmp_path / "image_encoder.safetensors", variant=variant)
+def test_clip_vision(tmp_path: Path, variant: str, value: str, needle: str, complete: bool) -> None:
+    path = F.write_clip_vision(tmp_path / "image_encoder.safetensors", variant=variant, complete=complete)
     ident = identify(path)
     assert (ident.type, ident.format, ident.base, ident.variant) == (
         ModelType.CLIPVision,
@@ -119,3 +120,19 @@ def test_esrgan(tmp_path: Path, layout: str, name: str, scale: int, needle: str)
 def test_params_ema_wrapper_is_unwrapped(tmp_path: Path) -> None:
     ident = identify(F.write_esrgan(tmp_path / "x.pth", layout="new"))
     assert ident.extra["unwrapped"] == "params_ema."
+
+
+def test_short_vit_b_and_siglip_towers_are_not_clip_vision(tmp_path: Path) -> None:
+    def tower(name: str, width: int, depth: int, pre: bool) -> Path:
+        keys = {f"vision_model.encoder.layers.{i}.layer_norm1.weight": (width,) for i in range(depth)}
+        keys["vision_model.post_layernorm.weight"] = (width,)
+        if pre:
+            keys["vision_model.pre_layrnorm.weight"] = (width,)
+        return F.write_weights(tmp_path / name, keys, wrap=None)
+
+    # ViT-B/16 (width 768, 12 layers) is not a shortened ViT-L; a SigLIP tower has no pre_layrnorm.
+    for path in (tower("vit-b.safetensors", 768, 12, True), tower("siglip.safetensors", 1280, 12, False)):
+        assert identify(path).type != ModelType.CLIPVision, path.name
+    short = identify(tower("short-h.safetensors", 1280, 12, True))
+    assert (short.type, short.variant) == (ModelType.CLIPVision, "huge")
+    reason(short, "variant", "huge", "12 of its 32 layers")

@@ -136,6 +136,9 @@ FACTORY_MODELS: dict[str, Case] = {
     "ti-pt": ("write_textual_inversion", "ti.pt", {}),
     "ti-sdxl": ("write_textual_inversion", "ti-xl.safetensors", {"base": "sdxl"}),
     "ti-folder": ("write_embedding_folder", "ti-folder", {}),
+    "clip-vision-l": ("write_clip_vision", "clip_vision_l.safetensors", {"variant": "L"}),
+    "clip-vision-h": ("write_clip_vision", "clip_vision_h.safetensors", {}),
+    "clip-vision-g": ("write_clip_vision", "clip_vision_g.safetensors", {"variant": "G"}),
 }
 
 #: Writers whose output is not a model, with the reason; every other public writer needs a case above.
@@ -150,13 +153,6 @@ NOT_MODELS = {
     "write_weights": "the generic writer of given tensor shapes, not a model by itself",
     "write_torch_pickle": "the generic pickle writer of a given tree, not a model by itself",
 }
-#: Complete and loadable, but identification cannot name them (registered with an explicit record).
-UNIDENTIFIABLE = {
-    # Identification tells ViT-L/H/bigG apart by real depth (24/32/48 layers); a complete tower that
-    # deep is 100-530 M parameters, so the default write is a header and complete=True is one layer.
-    "clip-vision-h-complete": ("write_clip_vision", "clip_vision_h.safetensors", {"complete": True}),
-}
-
 #: Submodels of the single-file main checkpoints (they have no model_index.json).
 CHECKPOINT_PARTS = {
     "sd-1": ["unet", "vae", "text_encoder", "tokenizer", "scheduler"],
@@ -176,7 +172,7 @@ def _write(case: Case, root: Path) -> Path:
 
 def test_every_public_writer_is_loaded_or_listed_as_no_model() -> None:
     writers = {n for n in F.__all__ if n.startswith("write_")}
-    loaded = {w for w, _, _ in (*FACTORY_MODELS.values(), *UNIDENTIFIABLE.values())}
+    loaded = {w for w, _, _ in FACTORY_MODELS.values()}
     assert not loaded & set(NOT_MODELS)
     assert writers == loaded | set(NOT_MODELS), "a new writer needs a load case (or a reason it makes no model)"
 
@@ -190,19 +186,6 @@ def test_factory_model_registers_and_loads(tmp_path: Path, name: str) -> None:
     assert loaded and all(m is not None for m in loaded.values())
     if config.type.value == "main" and config.format.value == "checkpoint":
         assert sorted(p for p in loaded if p) == sorted(CHECKPOINT_PARTS[config.base.value])
-
-
-@pytest.mark.parametrize("name", sorted(UNIDENTIFIABLE))
-def test_unidentifiable_factory_model_loads(tmp_path: Path, name: str) -> None:
-    from modeldepot.configs import parse_config
-
-    path = _write(UNIDENTIFIABLE[name], tmp_path / "src")
-    config = parse_config(
-        {"name": "clip-vision", "type": "clip_vision", "format": "checkpoint", "base": "any", "path": str(path)}
-    )
-    with ModelManager.open(home=tmp_path / "home") as mm:
-        model = mm.load.load_model(config).model
-    assert isinstance(model, torch.nn.Module) and not any(t.is_meta for t in model.parameters())
 
 
 def test_all_in_one_checkpoint_runs(tmp_path: Path) -> None:

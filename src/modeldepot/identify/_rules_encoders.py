@@ -72,6 +72,8 @@ def vae(view: KeyView) -> Verdict:
 
 _CLIP_BY_WIDTH = {768: ClipVariantType.L, 1024: ClipVariantType.L, 1280: ClipVariantType.H, 1664: ClipVariantType.G}
 _CLIP_TEXT_BY_WIDTH = {768: ClipVariantType.L, 1024: ClipVariantType.H, 1280: ClipVariantType.G}
+_CLIP_VISION_DEPTH = {ClipVariantType.L: 24, ClipVariantType.H: 32, ClipVariantType.G: 48}
+_CLIP_TRUNCATED_BY_WIDTH = {1024: ClipVariantType.L, 1280: ClipVariantType.H, 1664: ClipVariantType.G}
 
 
 def clip_vision(view: KeyView) -> Verdict:
@@ -84,17 +86,38 @@ def clip_vision(view: KeyView) -> Verdict:
     depth = (view.max_index(p + "vision_model.encoder.layers.") or 0) + 1
     width = view.dim(p + "vision_model.encoder.layers.0.layer_norm1.weight", 0)
     variant = {24: ClipVariantType.L, 32: ClipVariantType.H, 48: ClipVariantType.G}.get(depth)
+    truncated = False
     if variant is None or _CLIP_BY_WIDTH.get(width or 0) != variant:
-        return no_match(rule, f"vision tower of depth {depth}, width {width}: not CLIP ViT-L/H/bigG (SigLIP?)")
+        # A tower cut short (exports that drop the last layers, tiny test towers) keeps the width
+        # of its family; CLIP's pre_layrnorm, which SigLIP lacks, tells it from other ViTs. ViT-B's
+        # width (768) is left out: a short tower of that width is not a cut ViT-L.
+        by_width = _CLIP_TRUNCATED_BY_WIDTH.get(width or 0)
+        if (
+            by_width is None
+            or depth >= _CLIP_VISION_DEPTH[by_width]
+            or not view.has(p + "vision_model.pre_layrnorm.weight")
+        ):
+            return no_match(rule, f"vision tower of depth {depth}, width {width}: not CLIP ViT-L/H/bigG (SigLIP?)")
+        variant, truncated = by_width, True
     v = Verdict(
-        rule, True, ModelType.CLIPVision, ModelFormat.Checkpoint, B.Any, compatible_bases={B.Any}, confidence=0.9
+        rule,
+        True,
+        ModelType.CLIPVision,
+        ModelFormat.Checkpoint,
+        B.Any,
+        compatible_bases={B.Any},
+        confidence=0.7 if truncated else 0.9,
     )
     v.variant = variant.value
     v.why(f"type: clip_vision ({p}vision_model.encoder.layers.* keys, no text tower)")
     v.why("format: checkpoint (single file)")
     v.why("base: any (an image encoder is used by adapters of every base)")
     names = {ClipVariantType.L: "ViT-L", ClipVariantType.H: "ViT-H", ClipVariantType.G: "ViT-bigG"}
-    v.why(f"variant: {variant} ({names[variant]}: {depth} layers, width {width})")
+    if truncated:
+        full = _CLIP_VISION_DEPTH[variant]
+        v.why(f"variant: {variant} ({names[variant]} width {width}; {depth} of its {full} layers: a shortened tower)")
+    else:
+        v.why(f"variant: {variant} ({names[variant]}: {depth} layers, width {width})")
     pos = view.dim(p + "vision_model.embeddings.position_embedding.weight", 0)
     if pos:
         v.extra["image_size"] = {257: 224, 577: 336}.get(pos)

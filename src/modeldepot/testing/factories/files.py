@@ -475,12 +475,13 @@ def write_embedding_folder(root: str | Path, *, base: str = "sd-1") -> Path:
 _CLIP_VISION = {"L": (24, 1024, 768), "H": (32, 1280, 1024), "G": (48, 1664, 1280)}
 
 
-def write_clip_vision(path: str | Path, *, variant: str = "H", complete: bool = False) -> Path:
-    """CLIP vision tower (HF layout). Identification tells ViT-L / H / bigG apart by depth (24 / 32 /
-    48 layers) and width, and a complete tower that deep is 100-530 M parameters, so by default this
-    is an identification-only header (deciding shapes, most tensors left out: it does not load).
-    ``complete=True`` writes a complete tiny one-layer tower of the variant's width and projection,
-    which loads but is not identified as CLIP vision (register it with an explicit type)."""
+def write_clip_vision(path: str | Path, *, variant: str = "H", complete: bool = True) -> Path:
+    """CLIP vision tower (HF layout) of ViT-L / H / bigG width (1024 / 1280 / 1664).
+
+    By default a complete tiny one-layer tower with the variant's width and projection: it loads,
+    and identification names the variant from the width (a shortened tower). ``complete=False``
+    writes an identification-only header at the family's real depth (24 / 32 / 48 layers; most
+    tensors left out, so it does not load), for the depth-and-width rule."""
     if complete:
         return write_weights(path, tiny_shapes(f"clip-vision/{variant}"), wrap=None)
     depth, width, proj = _CLIP_VISION[variant]
