@@ -140,8 +140,10 @@ def write_t5_folder(root: Path, *, seed: int = 3) -> Path:
     return root
 
 
-def _byte_vocab() -> list[str]:
-    # The GPT-2 / CLIP reversible byte -> printable character table: every text tokenizes.
+def byte_vocab() -> list[str]:
+    """The byte-level CLIP vocabulary with no merges (CLIP_VOCAB tokens): the GPT-2 / CLIP
+    reversible byte -> printable character table, each also as a word end, and the two specials;
+    every text tokenizes."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     cs = bs[:]
     n = 0
@@ -216,7 +218,7 @@ def write_tokenizer(root: Path, kind: str = "CLIPTokenizer") -> Path:
     if kind.startswith("T5"):
         return _write_t5_tokenizer(root, kind)
     # A byte-level vocabulary with no merges: the real tokenizer code, CLIP_VOCAB tokens, any text.
-    vocab = _byte_vocab()
+    vocab = byte_vocab()
     assert len(vocab) == CLIP_VOCAB
     write_json(root / "vocab.json", {t: i for i, t in enumerate(vocab)})
     write_text(root / "merges.txt", "#version: 0.2\n")

@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from modeldepot.testing.factories._folders import byte_vocab
+from modeldepot.testing.factories._tiny import CLIP_VOCAB
 from modeldepot.testing.factories.torch_layouts import (
     clip_to_ldm,
     controlnet_to_ldm,
@@ -39,23 +41,10 @@ def _seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _bytes_to_unicode() -> list[str]:
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return [chr(c) for c in cs]
-
-
 def tiny_clip_tokenizer(dest: Path) -> Path:
     """A byte-level CLIP tokenizer with no merges (514 tokens): real tokenizer code, tiny vocab."""
     dest.mkdir(parents=True, exist_ok=True)
-    chars = _bytes_to_unicode()
-    vocab = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+    vocab = byte_vocab()
     (dest / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}), encoding="utf-8")
     (dest / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
     (dest / "tokenizer_config.json").write_text(
@@ -74,7 +63,7 @@ def tiny_clip_tokenizer(dest: Path) -> Path:
     return dest
 
 
-TINY_VOCAB = 514
+TINY_VOCAB = CLIP_VOCAB
 
 
 def tiny_unet(seed: int = 0) -> Any:
