@@ -8,7 +8,7 @@ metadata decided each field, and whose ``candidates`` keep every rule's verdict 
 from __future__ import annotations
 
 from modeldepot.errors import IdentificationError, InvalidSafetensorsError, UnsafePickleError
-from modeldepot.identify._core import FILE_RULES, apply_overrides, identify, load_view
+from modeldepot.identify._core import FILE_RULES, WEIGHT_CONTENTS, apply_overrides, content_kind, identify, load_view
 from modeldepot.identify._explain import explain
 from modeldepot.identify._pickle import read_pickle_keys, read_pickle_table, scan_pickle
 from modeldepot.identify._record import record_fields
@@ -23,6 +23,7 @@ from modeldepot.identify.safetensors import (
 __all__ = [
     "FILE_RULES",
     "MAX_HEADER_BYTES",
+    "WEIGHT_CONTENTS",
     "Candidate",
     "Identification",
     "IdentificationError",
@@ -31,6 +32,7 @@ __all__ = [
     "TensorInfo",
     "UnsafePickleError",
     "apply_overrides",
+    "content_kind",
     "explain",
     "identify",
     "load_view",

@@ -96,6 +96,19 @@ def _content(head: bytes, size: int, *, named_safetensors: bool) -> str:
     return "other"
 
 
+#: What ``content_kind`` calls a weights file (whatever its name).
+WEIGHT_CONTENTS = frozenset(_CONTENT_NAMES)
+
+
+def content_kind(path: Path) -> str:
+    """What ``path``'s first bytes say it is: ``safetensors``, ``zip``, ``pickle``, ``gguf``, ``text``,
+    ``empty`` or ``other`` (the first four are :data:`WEIGHT_CONTENTS`). Raises ``OSError``."""
+    with path.open("rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(_HEAD_BYTES)
+    return _content(head, size, named_safetensors=False)
+
+
 def _not_a_model(path: Path, head: bytes, content: str) -> str:
     """Why ``path`` is not a weights file, for an error message."""
     if content == "empty":

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from modeldepot.errors import InvalidSourceError
 from modeldepot.hashing import WEIGHT_SUFFIXES
-from modeldepot.identify import Identification
+from modeldepot.identify import WEIGHT_CONTENTS, Identification, content_kind
 from modeldepot.taxonomy import ModelType
 
 _FORCE_HINT = "use --force (force=True) to register it anyway"
@@ -18,16 +18,9 @@ def _holds_weights(path: Path) -> bool:
     if path.suffix.lower() in WEIGHT_SUFFIXES:
         return True
     try:
-        with path.open("rb") as f:
-            head = f.read(16)
+        return content_kind(path) in WEIGHT_CONTENTS
     except OSError:
         return False
-    return (
-        head[:4] == b"GGUF"
-        or (len(head) > 9 and head[8:9] == b"{")  # safetensors: u64 header length, then JSON
-        or head[:4] == b"PK\x03\x04"  # torch zip checkpoint
-        or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"))  # legacy pickle
-    )
 
 
 def _folder_holds_weights(folder: Path) -> bool:
