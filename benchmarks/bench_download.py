@@ -25,10 +25,12 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from modeldepot.download import DownloadLimits, DownloadQueueService, RemoteFile
+from modeldepot.download import ConnectPolicy, DownloadLimits, DownloadQueueService, RemoteFile
 
 MiB = 1024 * 1024
 ROOT = Path("/tmp/modeldepot-bench-download")
+#: The hub listens on loopback, which the default policy refuses.
+LOOPBACK = ConnectPolicy(allow_private=True)
 
 
 # -- fakehub in a child process -----------------------------------------------------------------
@@ -103,7 +105,7 @@ def clean(path: Path) -> None:
 
 
 def timed_md(url: str, dest: Path, limits: DownloadLimits, sha: str | None = None) -> tuple[float, int]:
-    q = DownloadQueueService(1, limits=limits)
+    q = DownloadQueueService(1, limits=limits, policy=LOOPBACK)
     q.start()
     t = time.perf_counter()
     job = q.download(url, dest, expected_sha256=sha)
@@ -195,7 +197,7 @@ def bench_repo(hub: RemoteHub, total: int, rounds: int) -> list[str]:
             )
             for n in names
         ]
-        q = DownloadQueueService(5, limits=DownloadLimits())
+        q = DownloadQueueService(5, limits=DownloadLimits(), policy=LOOPBACK)
         q.start()
         t = time.perf_counter()
         job = q.multifile_download(parts, dest)
@@ -256,11 +258,12 @@ def bench_capped(hub: RemoteHub, size: int, cap: int) -> list[str]:
 
 _KILL_CHILD = """
 import sys
-from modeldepot.download import DownloadLimits, DownloadQueueService
+from modeldepot.download import ConnectPolicy, DownloadLimits, DownloadQueueService
 import os
 kw = {k: int(v) for k, v in (x.split("=") for x in os.environ.get("MD_LIMITS", "").split(",") if x)}
 n = int(sys.argv[3])
-q = DownloadQueueService(1, limits=DownloadLimits(max_connections=n, fast_stream_bps=None, **kw))
+q = DownloadQueueService(1, limits=DownloadLimits(max_connections=n, fast_stream_bps=None, **kw),
+                         policy=ConnectPolicy(allow_private=True))
 q.start()
 job = q.download(sys.argv[1], sys.argv[2], expected_sha256=sys.argv[4])
 q.wait_for_job(job)

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from modeldepot.download import DownloadQueueService, RemoteFile
+from modeldepot.download import ConnectPolicy, DownloadQueueService, RemoteFile
 from modeldepot.manager import ModelManager
 from modeldepot.testing import factories
 from modeldepot.testing.fakehub import FakeHub
@@ -84,7 +84,7 @@ def main() -> None:
                     )
                     for f in sel.files
                 ]
-            q = DownloadQueueService()
+            q = DownloadQueueService(policy=ConnectPolicy.of([hub.url]))
             q.start()
             t = time.perf_counter()
             job = q.multifile_download(parts, work / "dl")

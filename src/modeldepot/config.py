@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -40,21 +41,61 @@ def default_home(environ: Mapping[str, str] | None = None) -> Path:
 
 
 class RemoteToken(BaseModel):
-    """A bearer token sent to URLs matching ``url_regex``. Never persisted."""
+    """A bearer token sent to one host (or one domain). Never persisted.
+
+    ``host`` is ``civitai.com`` (that host only), ``civitai.com:8443`` (and that port), or
+    ``*.example.com`` (``example.com`` and all its subdomains). ``url_regex`` is kept for settings
+    written for InvokeAI; it must match the URL's whole host name (or ``host:port``), never just a
+    piece of the URL, so ``?utm_source=civitai`` or ``other-host/civitai-loras/`` get no token.
+    """
 
     model_config = ConfigDict(frozen=True)
 
-    url_regex: str
+    host: str | None = None
+    url_regex: str | None = None
     token: SecretStr
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        v = v.strip().lower().rstrip(".")
+        bare = v[2:] if v.startswith("*.") else v
+        if not bare or "/" in bare or "*" in bare or "@" in bare:
+            raise ValueError(f"host {v!r} must be a host name, host:port or *.domain")
+        return v
 
     @field_validator("url_regex")
     @classmethod
-    def _compiles(cls, v: str) -> str:
+    def _compiles(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
         try:
             re.compile(v)
         except re.error as exc:
             raise ValueError(f"url_regex {v!r} is not a valid regular expression: {exc}") from exc
         return v
+
+    @model_validator(mode="after")
+    def _one_target(self) -> RemoteToken:
+        if (self.host is None) == (self.url_regex is None):
+            raise ValueError("a remote_api_tokens entry needs exactly one of host or url_regex")
+        return self
+
+    def matches(self, host: str, port: int) -> bool:
+        """Does this token belong to ``host:port``?"""
+        host = host.lower().rstrip(".")
+        with_port = f"{host}:{port}"
+        if self.url_regex is not None:
+            return bool(re.fullmatch(self.url_regex, host, re.IGNORECASE)) or bool(
+                re.fullmatch(self.url_regex, with_port, re.IGNORECASE)
+            )
+        assert self.host is not None
+        if self.host.startswith("*."):
+            domain = self.host[2:]
+            return host == domain or host.endswith("." + domain)
+        return self.host in (host, with_port)
 
 
 class _YamlSource(PydanticBaseSettingsSource):
@@ -169,7 +210,16 @@ class DepotConfig(BaseSettings):
     hf_endpoint: str = "https://huggingface.co"
     civitai_endpoint: str = "https://civitai.com"
     remote_api_tokens: list[RemoteToken] = Field(default_factory=list, description="Never persisted")
-    allow_private_urls: bool = Field(default=False, description="Allow installs from private/loopback addresses")
+    allow_private_urls: bool = Field(
+        default=False, description="Allow downloads from any private/loopback address (tests, demos, LAN-only use)"
+    )
+    trusted_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Hosts (any port) or host:port entries downloads may reach even on a private address",
+    )
+    api_max_body_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=1024, description="Largest request body the API accepts (413 beyond)"
+    )
     api_key: SecretStr | None = Field(default=None, description="Required when serving on a non-loopback address")
     host: str = "127.0.0.1"
     port: int = Field(default=9090, ge=0, le=65535)
@@ -209,6 +259,29 @@ class DepotConfig(BaseSettings):
     def _split_modes(cls, v: Any) -> Any:
         if isinstance(v, str):
             v = [m.strip() for m in v.split(",") if m.strip()]
+        return v
+
+    @field_validator("trusted_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            text = v.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            v = [h.strip() for h in text.split(",") if h.strip()]
+        return v
+
+    @field_validator("trusted_hosts")
+    @classmethod
+    def _hosts_parse(cls, v: list[str]) -> list[str]:
+        for entry in v:
+            parts = urlsplit(entry if "://" in entry else f"//{entry.strip()}")
+            try:
+                parts.port  # noqa: B018 - raises on a bad port
+            except ValueError as exc:
+                raise ValueError(f"trusted_hosts entry {entry!r} has a bad port") from exc
+            if not parts.hostname or parts.path not in ("", "/"):
+                raise ValueError(f"trusted_hosts entry {entry!r} must be a host or host:port")
         return v
 
     @field_validator("link_modes")
@@ -282,9 +355,17 @@ class DepotConfig(BaseSettings):
         return self.db
 
     def token_for(self, url: str) -> str | None:
-        """The first configured token whose regex matches ``url``."""
+        """The first configured token that belongs to ``url``'s host (see ``RemoteToken``)."""
+        try:
+            parts = urlsplit(url)
+            host, port = parts.hostname, parts.port
+        except ValueError:
+            return None
+        if not host:
+            return None
+        port = port or (443 if parts.scheme.lower() == "https" else 80)
         for entry in self.remote_api_tokens:
-            if re.search(entry.url_regex, url):
+            if entry.matches(host, port):
                 return entry.token.get_secret_value()
         return None
 

@@ -23,6 +23,7 @@ Exception tree::
     │   ├── RemoteNotFoundError (FileNotFoundError) 404/410
     │   │   └── NoLoadableFilesError               a repo with no weights for the asked variant
     │   ├── IntegrityError                         sha256 mismatch after download
+    │   ├── BlockedAddressError                    a hop resolves to a private address (403 in the API)
     │   └── InsufficientSpaceError (OSError)
     ├── UnknownJobIDException (KeyError)
     ├── InvalidSourceError (ValueError)            a source string that matches nothing
@@ -145,6 +146,13 @@ class IntegrityError(DownloadError):
     """Downloaded bytes do not match the expected hash."""
 
 
+class BlockedAddressError(DownloadError):
+    """A URL (or a redirect hop) resolves to a private address and its host is not trusted.
+
+    Not a ``PermissionError``/``OSError`` on purpose: connection errors are retried, this never is.
+    """
+
+
 class InsufficientSpaceError(DownloadError, OSError):
     """Not enough free disk space for the download or install."""
 
@@ -222,6 +230,7 @@ class NotAllowedError(ModelDepotError, PermissionError):
 
 __all__ = [
     "BlobCorruptError",
+    "BlockedAddressError",
     "ConfigurationError",
     "DatabaseError",
     "DeviceOutOfMemoryError",

@@ -116,17 +116,20 @@ def test_foreign_host_and_cross_origin_writes_refused(mm: ModelManager) -> None:
 
 
 def test_private_sources_refused_unless_allowed(tmp_path: Path, hub: FakeHub, model_files: dict[str, Path]) -> None:
-    url = hub.add_file("files/lora.safetensors", model_files["lora"])
     with (
-        ModelManager.open(home=tmp_path / "strict", hf_endpoint=hub.url, civitai_endpoint=hub.url) as m,
+        FakeHub(host="127.0.0.2") as other,
+        ModelManager.open(home=tmp_path / "strict") as m,
         TestClient(create_app(m)) as c,
     ):
-        for source in (url, "org/tiny-lora", "civitai:1", "http://localhost:1/x.safetensors"):
+        url = other.add_file("files/lora.safetensors", model_files["lora"])
+        for source in (url, "http://localhost:1/x.safetensors", "http://[::1]:1/x.safetensors"):
             r = c.post("/api/v2/models/install", params={"source": source})
             assert r.status_code == 403, (source, r.text)
-            assert r.json()["error"] == "NotAllowedError" and "private" in r.json()["detail"]
+            assert r.json()["error"] == "BlockedAddressError" and "refused: private address" in r.json()["detail"]
         assert c.get("/api/v2/models/install").json() == []
+        assert other.stats.max_concurrent_connections == 0
     # The fixture's manager allows them (as the demo does).
+    url = hub.add_file("files/lora.safetensors", model_files["lora"])
     with ModelManager.open(home=tmp_path / "lax", allow_private_urls=True) as m, TestClient(create_app(m)) as c:
         job = c.post("/api/v2/models/install", params={"source": url}).json()
         assert wait_job(c.get, job["id"])["status"] == "completed"

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from modeldepot.download import DownloadLimits, DownloadQueueService
+from modeldepot.download import ConnectPolicy, DownloadLimits, DownloadQueueService
 from modeldepot.testing.fakehub import FakeHub
 
 MiB = 1024 * 1024
@@ -40,6 +40,10 @@ SINGLE_LIMITS = DownloadLimits(
 )
 
 
+#: fakehub listens on 127.0.0.1; a queue without a config would refuse it (private address).
+LOCAL = ConnectPolicy(allow_private=True)
+
+
 def payload(size: int, seed: int = 0) -> bytes:
     return random.Random(seed).randbytes(size) if seed else os.urandom(size)
 
@@ -52,7 +56,7 @@ def hub() -> Iterator[FakeHub]:
 
 @pytest.fixture
 def queue() -> Iterator[DownloadQueueService]:
-    q = DownloadQueueService(max_parallel_dl=3, limits=FAST_LIMITS)
+    q = DownloadQueueService(max_parallel_dl=3, limits=FAST_LIMITS, policy=LOCAL)
     q.start()
     yield q
     q.stop()
@@ -60,7 +64,7 @@ def queue() -> Iterator[DownloadQueueService]:
 
 @pytest.fixture
 def single_queue() -> Iterator[DownloadQueueService]:
-    q = DownloadQueueService(max_parallel_dl=2, limits=SINGLE_LIMITS)
+    q = DownloadQueueService(max_parallel_dl=2, limits=SINGLE_LIMITS, policy=LOCAL)
     q.start()
     yield q
     q.stop()

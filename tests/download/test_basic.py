@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import modeldepot.download as dl
+from modeldepot.config import DepotConfig
 from modeldepot.download import (
     DownloadJob,
     DownloadJobStatus,
@@ -22,7 +23,7 @@ from modeldepot.errors import InsufficientSpaceError, UnknownJobIDException, Uns
 from modeldepot.events import EventBus, EventRecorder
 from modeldepot.testing.fakehub import FakeHub
 
-from .conftest import FAST_LIMITS, MiB, payload
+from .conftest import FAST_LIMITS, LOCAL, MiB, payload
 
 
 def _files(root: Path) -> list[str]:
@@ -88,7 +89,9 @@ def test_content_disposition_traversal_is_neutralised(
 def test_priority_order(hub: FakeHub, tmp_path: Path) -> None:
     url = hub.add_file("p.bin", b"x" * 1000)
     order: list[int] = []
-    q = DownloadQueueService(max_parallel_dl=1, limits=FAST_LIMITS, on_start=lambda j: order.append(j.priority))
+    q = DownloadQueueService(
+        max_parallel_dl=1, limits=FAST_LIMITS, on_start=lambda j: order.append(j.priority), policy=LOCAL
+    )
     jobs = [q.download(url, tmp_path / f"f{p}.bin", priority=p) for p in (30, 5, 20, 10)]
     assert all(j.status == DownloadJobStatus.ENQUEUED and j.waiting for j in jobs)
     q.start()
@@ -143,7 +146,7 @@ def test_events_order_and_payloads(hub: FakeHub, tmp_path: Path) -> None:
     bus = EventBus()
     rec = EventRecorder(bus)
     seen: list[tuple[str, str]] = []
-    q = DownloadQueueService(1, event_bus=bus, limits=FAST_LIMITS)
+    q = DownloadQueueService(1, event_bus=bus, limits=FAST_LIMITS, policy=LOCAL)
     q.start()
     job = q.download(
         url,
@@ -212,7 +215,7 @@ def test_multifile_download_with_total(hub: FakeHub, queue: DownloadQueueService
     ]
     bus = EventBus()
     rec = EventRecorder(bus)
-    q = DownloadQueueService(3, event_bus=bus, limits=FAST_LIMITS)
+    q = DownloadQueueService(3, event_bus=bus, limits=FAST_LIMITS, policy=LOCAL)
     q.start()
     mf = q.multifile_download(parts, tmp_path / "repo")
     q.wait_for_job(mf, timeout=60)
@@ -267,12 +270,15 @@ def test_wait_for_job_timeout(hub: FakeHub, queue: DownloadQueueService, tmp_pat
 def test_cli_download(hub: FakeHub, tmp_path: Path) -> None:
     data = payload(2 * MiB)
     url = hub.add_file("cli/m.bin", data, content_disposition="named.bin")
-    path = cli_download(url, tmp_path, None, limits=FAST_LIMITS, show_progress=False)
-    assert path == tmp_path / "named.bin" and path.read_bytes() == data
-    from modeldepot.errors import RemoteNotFoundError
+    from modeldepot.errors import BlockedAddressError, RemoteNotFoundError
 
+    with pytest.raises(BlockedAddressError, match=r"refused: private address 127\.0\.0\.1"):
+        cli_download(url, tmp_path, None, limits=FAST_LIMITS, show_progress=False)
+    mirror = DepotConfig(home=tmp_path / "home", trusted_hosts=[f"127.0.0.1:{hub.port}"])
+    path = cli_download(url, tmp_path, mirror, limits=FAST_LIMITS, show_progress=False)
+    assert path == tmp_path / "named.bin" and path.read_bytes() == data
     with pytest.raises(RemoteNotFoundError):
-        cli_download(hub.url + "/cli/missing.bin", tmp_path, None, limits=FAST_LIMITS, show_progress=False)
+        cli_download(hub.url + "/cli/missing.bin", tmp_path, mirror, limits=FAST_LIMITS, show_progress=False)
 
 
 def test_adaptive_connection_count(hub: FakeHub, tmp_path: Path) -> None:
@@ -284,13 +290,13 @@ def test_adaptive_connection_count(hub: FakeHub, tmp_path: Path) -> None:
     hub.faults("/capped.bin", speed_limit_bps=4 * MiB)
     probe = replace(FAST_LIMITS, ramp_probe_seconds=0.05)
     # One stream already "fast enough": no extra connections.
-    q = DownloadQueueService(1, limits=replace(probe, fast_stream_bps=1))
+    q = DownloadQueueService(1, limits=replace(probe, fast_stream_bps=1), policy=LOCAL)
     q.start()
     j1 = q.download(fast, tmp_path / "a.bin")
     q.wait_for_job(j1, timeout=60)
     q.stop()
     # A capped stream is slower than the threshold: connections are added.
-    q = DownloadQueueService(1, limits=replace(probe, fast_stream_bps=400 * MiB))
+    q = DownloadQueueService(1, limits=replace(probe, fast_stream_bps=400 * MiB), policy=LOCAL)
     q.start()
     j2 = q.download(capped, tmp_path / "b.bin")
     q.wait_for_job(j2, timeout=60)

@@ -20,7 +20,7 @@ from modeldepot.download import DownloadJobBase, DownloadQueueService
 from modeldepot.errors import DownloadError, IntegrityError, RemoteAccessError, RemoteNotFoundError
 from modeldepot.testing.fakehub import FakeHub
 
-from .conftest import FAST_LIMITS, MiB, payload
+from .conftest import FAST_LIMITS, LOCAL, MiB, payload
 
 
 def _pause_after(queue: DownloadQueueService, nbytes: int) -> tuple[threading.Event, object]:
@@ -89,7 +89,7 @@ def test_cancel_deletes_partial_unless_preserved(hub: FakeHub, tmp_path: Path, p
     url = hub.add_file("cancel.bin", data)
     hub.faults("/cancel.bin", speed_limit_bps=2 * MiB)
     cancelled: list[int] = []
-    config = DepotConfig(home=tmp_path / "home", preserve_partial_downloads=preserve)
+    config = DepotConfig(home=tmp_path / "home", preserve_partial_downloads=preserve, allow_private_urls=True)
     q = DownloadQueueService(1, config=config, limits=FAST_LIMITS, on_cancelled=lambda j: cancelled.append(j.id))
     q.start()
     started = threading.Event()
@@ -115,7 +115,7 @@ def test_no_token_in_state_events_reprs_or_errors(hub: FakeHub, tmp_path: Path) 
     url = hub.url + "/tok/model.bin?token=QUERYSECRET123&x=1"
     bus = EventBus()
     rec = EventRecorder(bus)
-    q = DownloadQueueService(1, event_bus=bus, limits=FAST_LIMITS)
+    q = DownloadQueueService(1, event_bus=bus, limits=FAST_LIMITS, policy=LOCAL)
     q.start()
     hub.faults("/tok/*", speed_limit_bps=4 * MiB)
     _paused, on_progress = _pause_after(q, MiB)
@@ -145,10 +145,10 @@ def test_no_token_in_state_events_reprs_or_errors(hub: FakeHub, tmp_path: Path) 
 
 _KILL_SCRIPT = """
 import sys
-from modeldepot.download import DownloadLimits, DownloadQueueService
+from modeldepot.download import ConnectPolicy, DownloadLimits, DownloadQueueService
 limits = DownloadLimits(multi_connection_threshold=1 << 20, part_size=512 << 10, max_connections=4,
                         buffer_size=64 << 10, state_interval=64 << 10)
-q = DownloadQueueService(1, limits=limits)
+q = DownloadQueueService(1, limits=limits, policy=ConnectPolicy(allow_private=True))
 q.start()
 job = q.download(sys.argv[1], sys.argv[2])
 q.wait_for_job(job)
@@ -258,7 +258,9 @@ def test_401_and_404_are_final(hub: FakeHub, queue: DownloadQueueService, tmp_pa
 
 def test_token_from_config(hub: FakeHub, tmp_path: Path) -> None:
     hub.add_hf_repo("org/gated2", {"m.bin": b"w" * 100}, gated_token="hf_cfg")
-    config = DepotConfig(home=tmp_path / "h", remote_api_tokens=[{"url_regex": r"127\.0\.0\.1", "token": "hf_cfg"}])
+    config = DepotConfig(
+        home=tmp_path / "h", hf_endpoint=hub.url, remote_api_tokens=[{"url_regex": r"127\.0\.0\.1", "token": "hf_cfg"}]
+    )
     q = DownloadQueueService(1, config=config, limits=FAST_LIMITS)
     q.start()
     job = q.download(f"{hub.url}/org/gated2/resolve/main/m.bin", tmp_path)
@@ -293,7 +295,7 @@ def test_stop_pauses_and_a_new_queue_resumes(hub: FakeHub, tmp_path: Path) -> No
     data = payload(4 * MiB)
     url = hub.add_file("stop/model.bin", data)
     hub.faults("/stop/*", speed_limit_bps=2 * MiB)
-    q1 = DownloadQueueService(1, limits=FAST_LIMITS)
+    q1 = DownloadQueueService(1, limits=FAST_LIMITS, policy=LOCAL)
     q1.start()
     halfway = threading.Event()
     job = q1.download(url, tmp_path / "m.bin", on_progress=lambda j: j.bytes >= MiB and halfway.set())  # type: ignore[func-returns-value]
@@ -301,7 +303,7 @@ def test_stop_pauses_and_a_new_queue_resumes(hub: FakeHub, tmp_path: Path) -> No
     q1.stop()
     assert job.paused and (tmp_path / "m.bin.part.json").exists()
     hub.clear_faults()
-    q2 = DownloadQueueService(1, limits=FAST_LIMITS)
+    q2 = DownloadQueueService(1, limits=FAST_LIMITS, policy=LOCAL)
     q2.start()
     again = q2.download(url, tmp_path / "m.bin")
     q2.wait_for_job(again, timeout=60)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from modeldepot.errors import InvalidSourceError, NotAllowedError
+from modeldepot.errors import BlockedAddressError, InvalidSourceError
 from modeldepot.events import EventRecorder
 from modeldepot.manager import ModelManager
 from modeldepot.taxonomy import BaseModelType, ModelType
@@ -152,13 +152,19 @@ def test_bad_sources(mm: ModelManager) -> None:
         mm.install.heuristic_import("acme/repo::../../etc/passwd")
 
 
-def test_private_urls_refused_unless_allowed(tmp_path: Path, hub: FakeHub) -> None:
-    url = hub.add_file("files/a/m.safetensors", b"x" * 10)
-    with ModelManager.open(home=tmp_path / "d2", hf_endpoint=hub.url) as mm2:
-        with pytest.raises(NotAllowedError, match="private"):
+def test_private_urls_refused_unless_trusted(tmp_path: Path, hub: FakeHub) -> None:
+    publish_pipeline(hub, tmp_path)
+    with FakeHub(host="127.0.0.2") as other, ModelManager.open(home=tmp_path / "d2", hf_endpoint=hub.url) as mm2:
+        url = other.add_file("files/a/m.safetensors", b"x" * 10)
+        with pytest.raises(BlockedAddressError, match=r"refused: private address 127\.0\.0\.2"):
             mm2.install.heuristic_import(url)
-        with pytest.raises(NotAllowedError):
-            mm2.install.heuristic_import("acme/tiny-sd")
+        with pytest.raises(BlockedAddressError, match="private address"):
+            mm2.install.heuristic_import("http://localhost:1/x.safetensors")
+        assert other.stats.max_concurrent_connections == 0  # refused before any connection
+        assert mm2.install.list_jobs() == []
+        # The configured hf_endpoint is the user's choice: trusted although it is on loopback.
+        job = mm2.install.wait_for_job(mm2.install.heuristic_import("acme/tiny-sd"), timeout=120)
+        assert job.complete, job.error
 
 
 def test_repo_with_one_weight_file_installs_that_file(mm: ModelManager, hub: FakeHub, tmp_path: Path) -> None:

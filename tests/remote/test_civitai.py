@@ -205,7 +205,7 @@ def test_gated_version_needs_a_token(client: CivitaiClient, hub: FakeHub) -> Non
         client.check_access(v)
     msg = str(info.value)
     assert "model version 21" in msg and "needs a logged-in account" in msg
-    assert "Civitai API token" in msg and "--token" in msg and "url_regex 'civitai'" in msg
+    assert "Civitai API token" in msg and "--token" in msg and "host 'civitai.com'" in msg
     with CivitaiClient(hub.url, token="wrong") as wrong, pytest.raises(RemoteAccessError, match="refused the token"):
         wrong.check_access(f)
     cfg = DepotConfig(remote_api_tokens=[{"url_regex": "127\\.0\\.0\\.1", "token": TOKEN}], civitai_endpoint=hub.url)

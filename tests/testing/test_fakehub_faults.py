@@ -272,6 +272,36 @@ def test_faults_on_chunked_and_json_bodies(hub: FakeHub) -> None:
     assert HTTP.get(hub.url + "/api/models/org/x").status_code == 200
 
 
+def _read_whole(hub: FakeHub, path: str) -> bytes:
+    """The body as ``http.client`` reads it, raising on whatever broke it."""
+    conn = http.client.HTTPConnection("127.0.0.1", hub.port, timeout=60)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().read()
+    finally:
+        conn.close()
+
+
+def test_drop_with_reset_breaks_a_close_delimited_body(hub: FakeHub) -> None:
+    hub.add_file("/nolen", DATA, send_content_length=False)
+    hub.faults("/nolen", drop_after_bytes=5000, times=1)
+    assert _read_whole(hub, "/nolen") == DATA[:5000]  # a plain drop reads like the end of the body
+    hub.faults("/nolen", drop_after_bytes=5000, drop_with_reset=True, times=1)
+    with pytest.raises(ConnectionResetError):
+        _read_whole(hub, "/nolen")
+    assert _read_whole(hub, "/nolen") == DATA  # both rules used up
+    assert [r.status for r in hub.stats.requests_for("/nolen")] == [200, 200, 200]
+
+
+def test_omit_last_chunk_sends_all_data_but_not_the_end(hub: FakeHub) -> None:
+    hub.add_file("/chunked", DATA, send_content_length=False, chunked=True)
+    hub.faults("/chunked", omit_last_chunk=True, times=1)
+    with pytest.raises(http.client.IncompleteRead) as info:
+        _read_whole(hub, "/chunked")
+    assert info.value.partial == DATA  # every data byte came; only the zero-size last chunk is missing
+    assert _read_whole(hub, "/chunked") == DATA
+
+
 def test_invalid_faults() -> None:
     for bad in ({"drop_after_bytes": -1}, {"status": 1000}, {"speed_limit_bps": 0}, {"max_connections": 0}):
         with pytest.raises(ConfigurationError):

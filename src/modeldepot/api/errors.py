@@ -31,6 +31,7 @@ STATUS_FOR: tuple[tuple[type[e.ModelDepotError], int], ...] = (
     (e.InvalidModelConfigException, 422),
     (e.IdentificationError, 422),
     (e.NotAllowedError, 403),
+    (e.BlockedAddressError, 403),
     (e.UnsafePathError, 400),
     (e.RemoteAccessError, 400),
     (e.InvalidSourceError, 400),

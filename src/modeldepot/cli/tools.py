@@ -44,7 +44,7 @@ def config_show(home: HomeOption = None, as_json: JsonOption = False) -> None:
 
     cfg = DepotConfig.load(**({"home": home} if home else {}))
     data = cfg.public_dict()
-    data["remote_api_tokens"] = [f"{t.url_regex} -> ***" for t in cfg.remote_api_tokens]
+    data["remote_api_tokens"] = [f"{t.host or t.url_regex} -> ***" for t in cfg.remote_api_tokens]
     data["api_key"] = "***" if cfg.api_key else None
     if as_json:
         console.print_json(json.dumps(data))

@@ -1,12 +1,13 @@
 """Download queue: fast (ranged, multi-connection, ``pwrite``), resumable and verified downloads.
 
 Public API (DESIGN.md §2): ``DownloadQueueService``, ``DownloadJob``, ``DownloadJobStatus``,
-``MultiFileDownloadJob``, ``RemoteFile``, ``DownloadLimits`` and ``cli_download``.
+``MultiFileDownloadJob``, ``RemoteFile``, ``DownloadLimits``, ``ConnectPolicy`` and ``cli_download``.
 """
 
 from __future__ import annotations
 
 from modeldepot.download._cli import cli_download
+from modeldepot.download._policy import ConnectPolicy
 from modeldepot.download._queue import DownloadQueueService
 from modeldepot.download._redact import redact_url
 from modeldepot.download.base import (
@@ -24,6 +25,7 @@ from modeldepot.download.base import (
 
 __all__ = [
     "AnyDownloadJob",
+    "ConnectPolicy",
     "DownloadEventHandler",
     "DownloadExceptionHandler",
     "DownloadJob",

@@ -6,10 +6,14 @@ first request asks for the first part with ``Range``; its answer tells everythin
 - ``206`` + ``Content-Range``: ranges work. A ``.part`` file of the full size is preallocated and
   the remaining holes are fetched by up to ``max_connections`` threads (files under the
   threshold: one thread, open-ended ranges), each writing in place with ``os.pwrite``.
-- ``200``: the server ignores Range (or the remote changed under ``If-Range``): one stream.
+- ``200``: the server ignores Range (or the remote changed under ``If-Range``): one stream. A cut
+  one starts over (the retry's Range is answered 200 again); without Content-Length only a clean
+  end of the body completes it, a cut is an error.
+- anything else is an error (``_open``), also for every later request.
 
 Written ranges are persisted in ``<name>.part.json`` (see ``_parts``), so a pause, a crash or a new
-process resumes with ``If-Range``. The final file appears only by rename after verification.
+process resumes with ``If-Range``; after an error the part is kept only if it can resume that way
+(ranged, with a validator). The final file appears only by rename after verification.
 """
 
 from __future__ import annotations
@@ -73,7 +77,7 @@ class FileFetcher(Transfer):
                     remove_partial(self._final)
                 if restarts > self.limits.max_restarts:
                     raise DownloadError(
-                        f"{self._shown}: the remote file changed {restarts} times during the download ({exc})",
+                        f"{self._shown}: gave up after starting over {restarts} times (last: {exc})",
                         url=self._shown,
                     ) from exc
                 log.info("%s: %s; restarting from zero", self._shown, exc)
@@ -93,8 +97,10 @@ class FileFetcher(Transfer):
         self._ranged = True
         self._skip = False
         self._state, self._final, self._written, self._unsaved = None, None, 0, 0
+        self._total = None
         self._prefix, self._prefix_at = None, 0
         final: Path | None = None if job.dest.is_dir() else job.dest
+        self._final = final  # known before the first answer, so a ``_Restart`` there clears the right part
         state = PartState.load(final, self._shown) if final is not None else None
         if final is not None and state is not None and state.complete:
             self._final, self._state, self._written = final, state, state.size
@@ -113,18 +119,19 @@ class FileFetcher(Transfer):
             first = _Item(0, lim.part_size)
         resp = self._open(first.start, first.end, validator=state.if_range() if state else None, probe=True)
         try:
-            if final is None:
-                name = sanitize_filename(resp.filename) or name_from_url(job.url) or "download"
-                final = join_inside(job.dest, name)
-                state = PartState.load(final, self._shown)
-            self._final = final
-            job.download_path = final
-            job.content_type = resp.content_type
-            total = self._plan(resp, first, final, state)
-        except BaseException:
-            resp.close()
-            raise
-        try:
+            try:
+                if final is None:
+                    name = sanitize_filename(resp.filename) or name_from_url(job.url) or "download"
+                    final = join_inside(job.dest, name)
+                    state = PartState.load(final, self._shown)
+                self._final = final
+                job.download_path = final
+                job.content_type = resp.content_type
+                total = self._plan(resp, first, final, state)
+            except BaseException:
+                resp.close()
+                raise
+            self._total = total
             job.total_bytes = total or 0
             job.bytes = self._written
             self._on_started()
@@ -140,14 +147,35 @@ class FileFetcher(Transfer):
             if self._state is not None:
                 self._save_state(durable=True)
             raise
+        except (_Restart, IntegrityError):
+            raise  # ``run`` starts over; ``_finish`` already removed a corrupt part
+        except Exception:
+            if self._fd >= 0 and final is not None:
+                if not self._resumable():
+                    remove_partial(final)  # opened by this attempt, and useless for a later one
+                else:
+                    with contextlib.suppress(OSError):  # a full disk may refuse this too: keep the last save
+                        self._save_state()
+            raise
         finally:
             for item in self._items:
                 if item.resp is not None:
                     item.resp.close()
             self._close_part()
 
+    def _resumable(self) -> bool:
+        """Whether the part file can be continued later: ranges work and a validator names the version.
+
+        Anything else (a stream without ranges, a remote without ETag or Last-Modified) would be
+        fetched from zero anyway, or could mix two versions of the file; it is not worth keeping.
+        """
+        return self._ranged and self._state is not None and self._state.if_range() is not None
+
     def _plan(self, resp: Response, first: _Item, final: Path, state: PartState | None) -> int | None:
-        """Reconcile the first answer with saved state; queue the work items. Returns the size."""
+        """Reconcile the first answer (200 or 206, see ``_open``) with saved state; queue the work items.
+
+        Returns the size, or None when the server does not say (no Content-Length).
+        """
         lim = self.limits
         if resp.status == 206:
             cr = resp.content_range

@@ -3,8 +3,8 @@
 Why not httpx or requests: their streaming APIs hand out many small ``bytes`` objects, which caps a
 single loopback stream well below curl. Here the body is read with ``BufferedReader.readinto1``
 straight into the caller's large buffer (one ``recv_into`` per call, no copies). Redirects are
-followed here, not by a library, so the Authorization header can be dropped when a hop leaves the
-original host (scheme, host and port).
+followed here, not by a library, so each hop goes through the connection policy (``_policy``) and
+the Authorization header is dropped when a hop leaves the original host (scheme, host and port).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from urllib.parse import unquote, urljoin, urlsplit
 
+from modeldepot.download._policy import Address, ConnectPolicy, connect_pinned, default_port
 from modeldepot.download._redact import host_key, redact_url
 from modeldepot.errors import DownloadError, RemoteAccessError, RemoteNotFoundError
 
@@ -173,25 +174,38 @@ def open_url(
     on_socket: Callable[[socket.socket], None] | None = None,
     method: str = "GET",
     rcvbuf: int | None = None,
+    policy: ConnectPolicy | None = None,
 ) -> Response:
-    """GET ``url`` following up to 10 redirects; Authorization goes only to the original host.
+    """GET ``url`` following up to 10 redirects, each hop checked by ``policy`` and pinned.
 
-    Returns the first non-redirect response, whatever its status (the caller checks it).
+    Every hop's host is resolved once by the policy (private addresses refused unless trusted) and
+    the socket connects to exactly those addresses; TLS SNI and ``Host`` keep the name.
+    Authorization goes only to the original host (scheme, host and port). ``policy`` None is the
+    strict default. Returns the first non-redirect response, whatever its status (the caller
+    checks it).
+
+    Raises:
+        BlockedAddressError: a hop resolves to a refused address (never retried).
+        OSError: the lookup or the connection failed (retryable).
     """
+    policy = policy or _STRICT
     origin = host_key(url)
     current = url
     for _hop in range(MAX_REDIRECTS + 1):
         parts = urlsplit(current)
         scheme = parts.scheme.lower()
+        shown = redact_url(current)
         if scheme not in ("http", "https") or not parts.hostname:
-            raise DownloadError(f"{redact_url(current)}: only http(s) URLs can be downloaded", url=redact_url(current))
+            raise DownloadError(f"{shown}: only http(s) URLs can be downloaded", url=shown)
+        port = parts.port or default_port(scheme)
+        addrs = policy.resolve(parts.hostname, port, shown)
         conn: http.client.HTTPConnection
         if scheme == "https":
-            conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout)
+            conn = http.client.HTTPSConnection(parts.hostname, port, timeout=timeout)
         else:
-            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-        if rcvbuf:
-            conn._create_connection = _connector(rcvbuf)  # type: ignore[attr-defined]
+            conn = http.client.HTTPConnection(parts.hostname, port, timeout=timeout)
+        # http.client connects through this hook (HTTPS wraps the socket afterwards with the name).
+        conn._create_connection = _pinned(addrs, rcvbuf)  # type: ignore[attr-defined]
         target = parts.path or "/"
         if parts.query:
             target += "?" + parts.query
@@ -217,34 +231,16 @@ def open_url(
     raise DownloadError(f"{redact_url(url)}: more than {MAX_REDIRECTS} redirects", url=redact_url(url))
 
 
-def _connector(rcvbuf: int) -> Callable[..., socket.socket]:
-    """``socket.create_connection`` with a fixed receive buffer, set before the handshake.
+_STRICT = ConnectPolicy()
 
-    Why: on a fast link where the writer is the bottleneck, kernel autotuning grows the receive
-    buffer to ``tcp_rmem`` max (often 32 MiB per connection). Those bytes are lost on kill -9 or
-    pause; a fixed buffer bounds the loss per connection while still allowing rcvbuf/RTT per
-    connection (2 MiB at 20 ms RTT = 100 MiB/s, times the connection count).
-    """
+
+def _pinned(addrs: list[Address], rcvbuf: int | None) -> Callable[..., socket.socket]:
+    """A ``socket.create_connection`` stand-in that ignores the name and uses the checked addresses."""
 
     def connect(
-        address: tuple[str, int], timeout: float | None = None, source_address: tuple[str, int] | None = None
+        _address: tuple[str, int], timeout: float | None = None, source_address: tuple[str, int] | None = None
     ) -> socket.socket:
-        host, port = address
-        err: OSError | None = None
-        for family, kind, proto, _name, addr in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
-            sock = socket.socket(family, kind, proto)
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-                if timeout is not None:
-                    sock.settimeout(timeout)
-                if source_address:
-                    sock.bind(source_address)
-                sock.connect(addr)
-                return sock
-            except OSError as exc:
-                err = exc
-                sock.close()
-        raise err or OSError(f"cannot resolve {host}")
+        return connect_pinned(addrs, timeout, rcvbuf)
 
     return connect
 

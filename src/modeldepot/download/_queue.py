@@ -20,6 +20,7 @@ from modeldepot._fs import join_inside
 from modeldepot.config import DepotConfig
 from modeldepot.download._fetch import FileFetcher, Stopped
 from modeldepot.download._parts import remove_partial
+from modeldepot.download._policy import ConnectPolicy
 from modeldepot.download._redact import redact_text
 from modeldepot.download.base import (
     HANDLER_NAMES,
@@ -56,8 +57,15 @@ class DownloadQueueService(DownloadQueueServiceBase):
         limits: DownloadLimits | None = None,
         *,
         preserve_partial_downloads: bool | None = None,
+        policy: ConnectPolicy | None = None,
         **handlers: Any,
     ) -> None:
+        """Build the queue (``start()`` runs it).
+
+        Args:
+            policy: where connections may go; default: from ``config`` (its endpoints and
+                ``trusted_hosts`` trusted, ``allow_private_urls``), else only public addresses.
+        """
         handlers.pop("requests_session", None)  # seed signature; this engine has its own HTTP client
         if max_parallel_dl is None:
             max_parallel_dl = config.max_parallel_downloads if config is not None else 5
@@ -65,6 +73,7 @@ class DownloadQueueService(DownloadQueueServiceBase):
             raise ValueError("max_parallel_dl must be at least 1")
         self._max_parallel = max_parallel_dl
         self._config = config
+        self.policy = policy or (ConnectPolicy.from_config(config) if config is not None else ConnectPolicy())
         self._bus = event_bus
         self.limits = limits or DownloadLimits()
         if preserve_partial_downloads is None:
@@ -382,7 +391,7 @@ class DownloadQueueService(DownloadQueueServiceBase):
             job.bytes = fetcher.written
             self._progress(job)
 
-        fetcher = FileFetcher(job, self.limits, token, self._slots, lambda: self._started(job), tick)
+        fetcher = FileFetcher(job, self.limits, token, self._slots, lambda: self._started(job), tick, self.policy)
         self._emitted.pop(job.id, None)
         self._speed_probe.pop(job.id, None)
         try:

@@ -2,17 +2,20 @@
 
 ``Transfer`` owns the sockets, the work queue of ranges, retries with backoff, stall handling and
 the ``pwrite`` of each filled buffer; ``FileFetcher`` (``_fetch``) plans and finishes a download.
+Network errors are retried from the current byte; write errors (a full disk) never are.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import fcntl
 import hashlib
 import http.client
 import logging
 import os
+import shutil
 import socket
 import struct
 import termios
@@ -28,10 +31,11 @@ from modeldepot.download._http import (
     monotonic,
     open_url,
 )
-from modeldepot.download._parts import PartState
+from modeldepot.download._parts import PartState, part_path
+from modeldepot.download._policy import ConnectPolicy
 from modeldepot.download._redact import redact_text
 from modeldepot.download.base import DownloadJob, DownloadLimits
-from modeldepot.errors import DownloadError
+from modeldepot.errors import DownloadError, InsufficientSpaceError
 
 log = logging.getLogger("modeldepot.download._fetch")
 
@@ -64,8 +68,10 @@ class Transfer:
         extra_slots: threading.Semaphore,
         on_started: Callable[[], None],
         on_tick: Callable[[], None],
+        policy: ConnectPolicy | None = None,
     ) -> None:
         self.job = job
+        self.policy = policy or ConnectPolicy()
         self.limits = limits
         self._token = token
         self._slots = extra_slots
@@ -80,6 +86,7 @@ class Transfer:
         self._items: collections.deque[_Item] = collections.deque()
         self._state: PartState | None = None
         self._final: Path | None = None
+        self._total: int | None = None  # size of the remote file; None while unknown (no Content-Length)
         self._fd = -1
         self._ranged = True
         self._hasher: hashlib._Hash | None = None
@@ -242,6 +249,8 @@ class Transfer:
             exc: BaseException | None = None
             try:
                 self._pump(resp, cursor, end, buf)
+            except DownloadError:
+                raise  # a write error (``_write``): the disk, not the network, so retrying cannot help
             except (OSError, http.client.HTTPException) as e:
                 exc = e
             finally:
@@ -249,17 +258,32 @@ class Transfer:
                 resp = item.resp = None
             progressed = cursor[0] > pos
             pos = cursor[0]
+            if self._abort.is_set():
+                raise Stopped()  # first: a pump stopped by an abort also returns without an error
             if exc is None and (end is None or pos >= end):
                 return
-            if self._abort.is_set():
-                raise Stopped()
-            if not self._ranged and end is None:
-                return  # unknown length, connection closed: that was the end of the body
+            why = f"no data for {self.limits.stall_timeout:g} s" if isinstance(exc, TimeoutError) else exc
+            if end is None and pos > 0:
+                # No Content-Length: only a clean end (the last chunk, or a close without an error)
+                # ends the body. A cut one cannot be continued either: the server offered no ranges.
+                if isinstance(exc, http.client.IncompleteRead):
+                    why = "closed before the end of the body"  # its own text says "0 bytes read"
+                raise DownloadError(
+                    f"{self._shown}: the connection broke after {pos:,} bytes of a body of unknown length, "
+                    f"which cannot be resumed (the server does not support ranges): {self._clean(why)}",
+                    url=self._shown,
+                ) from exc
+            if not self._ranged and pos > 0:
+                # Short of its Content-Length, from a server that ignored our Range: asking it for the
+                # rest would only bring the whole body again. Start over (``max_restarts`` bounds it).
+                raise _Restart(
+                    f"the connection broke after {pos:,} of {end:,} bytes and the server does not support "
+                    f"ranges: {self._clean(why)}"
+                ) from exc
             if exc is None and progressed:
                 failures = 0
                 continue  # the server sent a shorter body than asked (capped ranges): ask for the rest
             failures = 1 if progressed else failures + 1
-            why = f"no data for {self.limits.stall_timeout:g} s" if isinstance(exc, TimeoutError) else exc
             if failures > self.limits.max_retries:
                 raise DownloadError(
                     f"{self._shown}: connection failed {failures} times at byte {pos:,}: {self._clean(why)}",
@@ -290,8 +314,8 @@ class Transfer:
                     break
                 filled += n
                 if filled == size or monotonic() - last > 0.1:
-                    self._write(buf, filled, cursor)
-                    filled = 0
+                    full, filled = filled, 0  # cleared first: a failed write is not tried again below
+                    self._write(buf, full, cursor)
                     last = monotonic()
         finally:
             if filled:
@@ -316,8 +340,11 @@ class Transfer:
         pos = cursor[0]
         view = buf[:n]
         off = 0
-        while off < n:
-            off += os.pwrite(self._fd, view[off:], pos + off)
+        try:
+            while off < n:
+                off += os.pwrite(self._fd, view[off:], pos + off)
+        except OSError as exc:
+            raise self._disk_error(exc) from exc
         if self._hasher is not None:
             self._hasher.update(view)
         cursor[0] = pos + n
@@ -332,7 +359,29 @@ class Transfer:
                     self._unsaved = 0
                     save = True
         if save:
-            self._save_state()
+            try:
+                self._save_state()
+            except OSError as exc:
+                raise self._disk_error(exc) from exc
+
+    def _disk_error(self, exc: OSError) -> DownloadError:
+        """The error for a failed write to the part file (or its state); never retried.
+
+        Raised as a ``DownloadError`` (not an ``OSError``) so ``_fetch_range`` cannot take it for a
+        broken connection.
+        """
+        where = self._final.parent if self._final is not None else Path.cwd()
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            # The wording of ``storage._blobs.no_space``: where, what is still to come, what is free.
+            total = self._total
+            need = f"need {max(0, total - self._written)} bytes" if total is not None else "need more space"
+            try:
+                have = f"have {shutil.disk_usage(where).free}"
+            except OSError:
+                have = "free space unknown"
+            return InsufficientSpaceError(f"{self._shown}: no space left on {where}: {need}, {have}", url=self._shown)
+        part = part_path(self._final) if self._final is not None else where
+        return DownloadError(f"{self._shown}: cannot write {part}: {exc.strerror or exc}", url=self._shown)
 
     def _save_state(self, durable: bool = False) -> None:
         if self._state is None or self._final is None:
@@ -344,16 +393,19 @@ class Transfer:
 
     # -- requests ---------------------------------------------------------------------------------
     def _open(self, pos: int, end: int | None, validator: str | None, probe: bool = False) -> Response:
-        """Open a (ranged) GET with retries for connection errors and 429/5xx."""
-        headers: dict[str, str] = {}
-        if self._ranged or pos > 0:
-            headers["Range"] = f"bytes={pos}-" if end is None else f"bytes={pos}-{end - 1}"
-            if validator and self._ranged:
-                headers["If-Range"] = validator
+        """Open a (ranged) GET with retries for connection errors and 429/5xx.
+
+        Returns only a 200 or (to a Range request) a 206 answer; any other status raises.
+        """
         failures = 0
         while True:
             if self._abort.is_set():
                 raise Stopped()
+            headers: dict[str, str] = {}
+            if self._ranged or pos > 0:
+                headers["Range"] = f"bytes={pos}-" if end is None else f"bytes={pos}-{end - 1}"
+                if validator and self._ranged:
+                    headers["If-Range"] = validator
             retry_after: float | None = None
             try:
                 resp = open_url(
@@ -363,6 +415,7 @@ class Transfer:
                     timeout=self.limits.stall_timeout,
                     on_socket=self._register,
                     rcvbuf=self.limits.socket_rcvbuf,
+                    policy=self.policy,
                 )
             except (OSError, http.client.HTTPException) as exc:
                 failures += 1
@@ -372,11 +425,20 @@ class Transfer:
                     ) from exc
             else:
                 try:
-                    if resp.status == 416 and probe and pos == 0:
-                        return self._empty_file(resp)
+                    if resp.status == 416 and "Range" in headers:
+                        if probe and pos == 0:
+                            # ``Range: bytes=0-N`` on an empty file is unsatisfiable: ask again
+                            # without Range (that answer is checked like any other).
+                            self._release(resp)
+                            self._ranged = False
+                            continue
+                        raise _Restart("the server cannot serve the saved range (416): the remote file shrank")
                     check_status(resp, self._shown)
-                    if resp.status == 416:
-                        raise _Restart("the server cannot serve the saved range (416)")
+                    if resp.status != 200 and not (resp.status == 206 and "Range" in headers):
+                        raise DownloadError(
+                            f"{self._shown}: unexpected answer HTTP {resp.status} {resp.reason}".rstrip(),
+                            url=self._shown,
+                        )
                     if not probe:
                         self._check_answer(resp, pos)
                     return resp
@@ -394,12 +456,6 @@ class Transfer:
             delay = backoff_delay(failures, self.limits.backoff_base, self.limits.backoff_max, retry_after)
             log.info("%s: retry %d in %.1f s", self._shown, failures, delay)
             self._sleep(delay)
-
-    def _empty_file(self, resp: Response) -> Response:
-        # ``Range: bytes=0-N`` on an empty file is unsatisfiable; fetch it plainly.
-        self._release(resp)
-        self._ranged = False
-        return open_url(self.job.url, token=self._token, timeout=self.limits.stall_timeout, on_socket=self._register)
 
     def _check_answer(self, resp: Response, pos: int) -> None:
         """A later request must continue the same remote file at the same offset."""

@@ -261,9 +261,6 @@ class Maintenance(InstallBase):
         if done:
             os.utime(folder)  # most recently used
             return done[0]
-        from modeldepot.install._policy import check_public_url
-
-        check_public_url(source, self.app_config.allow_private_urls)
         queue = self._downloads()
         assert queue is not None
         folder.mkdir(parents=True, exist_ok=True)  # a folder: the file keeps the server's name

@@ -7,6 +7,7 @@ restart is resumed by ``start()``, and its downloads continue from the bytes alr
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -20,10 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from modeldepot.download._policy import ConnectPolicy
+from modeldepot.download._redact import redact_url
 from modeldepot.errors import ModelDepotError, UnknownJobIDException
 from modeldepot.install._base import InstallBase
 from modeldepot.install._jobs import InstallStatus, ModelInstallJob
-from modeldepot.install._policy import check_public_url
 
 if TYPE_CHECKING:
     from modeldepot._db import Database
@@ -193,15 +195,23 @@ class JobRunner(InstallBase):
         return self._submit(source, config, inplace)
 
     def _check_remote_allowed(self, source: AnyModelSource) -> None:
+        """Refuse a source on a private address before any job exists (403 in the API).
+
+        A preflight only: every connection of the download is checked and pinned again by the
+        download layer, so a lookup that fails here is left for the job to report.
+        """
         from modeldepot.remote import CivitaiModelSource, HFModelSource, URLModelSource
 
-        allow = self.app_config.allow_private_urls
+        url = None
         if isinstance(source, URLModelSource):
-            check_public_url(source.url, allow)
+            url = source.url
         elif isinstance(source, HFModelSource):
-            check_public_url(self.app_config.hf_endpoint, allow)
+            url = self.app_config.hf_endpoint
         elif isinstance(source, CivitaiModelSource):
-            check_public_url(self.app_config.civitai_endpoint, allow)
+            url = self.app_config.civitai_endpoint
+        if url is not None:
+            with contextlib.suppress(OSError):
+                ConnectPolicy.from_config(self.app_config).check_url(url, redact_url(url))
 
     def _submit(
         self,

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from modeldepot import __version__ as _version
+from modeldepot.download._policy import ConnectPolicy, default_port
 from modeldepot.errors import DownloadError
 
 log = logging.getLogger(__name__)
@@ -45,11 +46,41 @@ def retry_after_seconds(response: httpx.Response, attempt: int) -> float:
     return min(0.25 * (1 << attempt), _MAX_RETRY_AFTER)
 
 
+class PinnedTransport(httpx.HTTPTransport):
+    """httpx's transport behind the download layer's connection policy, for every request and hop.
+
+    httpx follows redirects by sending each hop through the transport, so each hop is checked here:
+    the host is resolved once by ``policy`` (private addresses refused unless trusted) and the
+    request goes to that address, with ``Host`` and TLS SNI (``sni_hostname``) kept as the name.
+    """
+
+    def __init__(self, policy: ConnectPolicy) -> None:
+        super().__init__()
+        self._policy = policy
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        port = url.port or default_port(url.scheme)
+        try:
+            addrs = self._policy.resolve(url.host, port, redact_url(url))
+        except OSError as exc:  # a failed lookup is a connection error (retried, then reported)
+            raise httpx.ConnectError(f"cannot resolve {url.host}: {exc}", request=request) from exc
+        ip = str(addrs[0][1][0])
+        request.url = url.copy_with(host=ip)
+        request.extensions = {**request.extensions, "sni_hostname": url.host}
+        try:
+            return super().handle_request(request)
+        finally:
+            request.url = url
+
+
 class RemoteHTTP:
     """A small wrapper over ``httpx.Client`` with a per-URL token and retries.
 
     ``token_for(url)`` is asked for every request, so the token is only sent where it belongs and
-    never stored in a URL. httpx drops ``Authorization`` on redirects to another origin.
+    never stored in a URL. httpx drops ``Authorization`` on redirects to another origin. Without a
+    ``transport`` every request goes through ``policy`` (:class:`PinnedTransport`); a caller's own
+    transport owns the network.
     """
 
     def __init__(
@@ -60,6 +91,7 @@ class RemoteHTTP:
         timeout: float | httpx.Timeout | None = None,
         retries: int = 2,
         transport: httpx.BaseTransport | None = None,
+        policy: ConnectPolicy | None = None,
     ) -> None:
         self.service = service
         self.endpoint = endpoint.rstrip("/")
@@ -68,8 +100,9 @@ class RemoteHTTP:
         self._client = httpx.Client(
             timeout=timeout if timeout is not None else DEFAULT_TIMEOUT,
             follow_redirects=True,
+            max_redirects=10,  # like the download layer (MAX_REDIRECTS)
             headers={"User-Agent": _user_agent()},
-            transport=transport,
+            transport=transport if transport is not None else PinnedTransport(policy or ConnectPolicy()),
         )
 
     def close(self) -> None:
@@ -149,4 +182,4 @@ def error_detail(response: httpx.Response) -> str:
     return ""
 
 
-__all__ = ["DEFAULT_TIMEOUT", "RemoteHTTP", "error_detail", "redact_url"]
+__all__ = ["DEFAULT_TIMEOUT", "PinnedTransport", "RemoteHTTP", "error_detail", "redact_url"]

@@ -17,6 +17,8 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from modeldepot._fs import safe_relpath
+from modeldepot.download._policy import ConnectPolicy
+from modeldepot.download._redact import host_key
 from modeldepot.errors import DownloadError, InvalidSourceError, RemoteAccessError, RemoteNotFoundError
 from modeldepot.remote._http import RemoteHTTP, error_detail, redact_url
 from modeldepot.remote.civitai_map import map_civitai_base, map_civitai_type
@@ -25,7 +27,7 @@ from modeldepot.remote.sources import CivitaiModelSource, UnsafeSourcePathError
 if TYPE_CHECKING:
     from modeldepot.config import DepotConfig
 
-HOW_TO_GIVE_A_TOKEN = "pass a Civitai API token with --token, or set remote_api_tokens with url_regex 'civitai'"
+HOW_TO_GIVE_A_TOKEN = "pass a Civitai API token with --token, or set remote_api_tokens with host 'civitai.com'"
 _HASH_RE = re.compile(r"^[0-9a-fA-F]{8,64}$")
 _MAX_DESCRIPTION = 4000
 
@@ -281,11 +283,17 @@ class CivitaiClient:
         config: DepotConfig | None = None,
         retries: int = 2,
         transport: httpx.BaseTransport | None = None,
+        policy: ConnectPolicy | None = None,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
         self._token = token
         self._config = config
-        self._http = RemoteHTTP("Civitai", self.endpoint, self.token_for, timeout, retries, transport)
+        if policy is None:
+            # The endpoint itself is chosen by the user, so it is trusted even on a LAN address.
+            policy = (
+                ConnectPolicy.from_config(config).trusting(self.endpoint) if config else ConnectPolicy.of([endpoint])
+            )
+        self._http = RemoteHTTP("Civitai", self.endpoint, self.token_for, timeout, retries, transport, policy)
 
     @classmethod
     def from_config(cls, config: DepotConfig, token: str | None = None, **kwargs: Any) -> CivitaiClient:
@@ -304,7 +312,9 @@ class CivitaiClient:
         self._http.close()
 
     def token_for(self, url: str) -> str | None:
-        if self._token:
+        """The token for ``url``: the explicit one goes to the endpoint's host only, ``remote_api_tokens``
+        entries to their own hosts (a ``downloadUrl`` on another host gets neither by accident)."""
+        if self._token and host_key(url) == host_key(self.endpoint):
             return self._token
         return self._config.token_for(url) if self._config is not None else None
 

@@ -19,6 +19,8 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from modeldepot._fs import safe_relpath
+from modeldepot.download._policy import ConnectPolicy
+from modeldepot.download._redact import host_key
 from modeldepot.errors import DownloadError, InvalidSourceError, RemoteAccessError, RemoteNotFoundError
 from modeldepot.remote._http import RemoteHTTP, error_detail, redact_url
 from modeldepot.remote.sources import is_valid_repo_id
@@ -132,14 +134,15 @@ def cached_login_token() -> str | None:
 
 
 def resolve_hf_token(url: str, token: str | None = None, config: DepotConfig | None = None) -> str | None:
-    """explicit > ``config.token_for(url)`` > huggingface_hub's cached login."""
+    """explicit > ``config.token_for(url)`` > huggingface_hub's cached login (for the hub's own host only)."""
     if token:
         return token
     if config is not None:
         found = config.token_for(url)
         if found:
             return found
-    return cached_login_token()
+    hub = config.hf_endpoint if config is not None else "https://huggingface.co"
+    return cached_login_token() if host_key(url) == host_key(hub) else None
 
 
 class HuggingFaceClient:
@@ -161,12 +164,18 @@ class HuggingFaceClient:
         use_cached_login: bool = True,
         retries: int = 2,
         transport: httpx.BaseTransport | None = None,
+        policy: ConnectPolicy | None = None,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
         self._token = token
         self._config = config
         self._use_cached_login = use_cached_login
-        self._http = RemoteHTTP("Hugging Face", self.endpoint, self.token_for, timeout, retries, transport)
+        if policy is None:
+            # The endpoint itself is chosen by the user, so it is trusted even on a LAN address.
+            policy = (
+                ConnectPolicy.from_config(config).trusting(self.endpoint) if config else ConnectPolicy.of([endpoint])
+            )
+        self._http = RemoteHTTP("Hugging Face", self.endpoint, self.token_for, timeout, retries, transport, policy)
 
     @classmethod
     def from_config(cls, config: DepotConfig, token: str | None = None, **kwargs: Any) -> HuggingFaceClient:
@@ -185,13 +194,16 @@ class HuggingFaceClient:
         self._http.close()
 
     def token_for(self, url: str) -> str | None:
-        if self._token:
+        """The token for ``url``: the explicit one or the cached login go to the endpoint's host only;
+        ``remote_api_tokens`` entries to their own hosts."""
+        home = host_key(url) == host_key(self.endpoint)
+        if self._token and home:
             return self._token
         if self._config is not None:
             found = self._config.token_for(url)
             if found:
                 return found
-        return cached_login_token() if self._use_cached_login else None
+        return cached_login_token() if self._use_cached_login and home else None
 
     def download_headers(self, url: str | None = None) -> dict[str, str]:
         """Headers a downloader should send for this repo's files (the bearer token, if any)."""

@@ -28,6 +28,12 @@ class Faults:
 
     drop_after_bytes: int | None = None
     """Send this many body bytes, then close the connection (the client sees a short read)."""
+    drop_with_reset: bool = False
+    """Drops of this rule abort the connection with a TCP reset (RST) instead of a clean close, so a
+    close-delimited body (no length, not chunked) is seen as broken rather than as ended. Bytes still
+    queued in the server's kernel are lost, so the client may get fewer than ``drop_after_bytes``."""
+    omit_last_chunk: bool = False
+    """Chunked bodies: send every data chunk, then close without the last (zero-size) chunk."""
     stall_seconds: float | None = None
     """Stop sending for this long (after ``stall_after_bytes`` body bytes), then carry on."""
     stall_after_bytes: int = 0
@@ -69,6 +75,8 @@ class Faults:
     @property
     def touches_body(self) -> bool:
         """Whether the body must be sent through the slow path (bytes inspected or paced)."""
+        if self.omit_last_chunk:
+            return True
         return any(
             v is not None
             for v in (self.drop_after_bytes, self.stall_seconds, self.corrupt_byte_at, self.speed_limit_bps)

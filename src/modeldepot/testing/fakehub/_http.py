@@ -10,6 +10,7 @@ import json
 import os
 import re
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -198,9 +199,12 @@ def send_reply(
         _send_body(handler, reply, entity, start, to_send, reply.chunked, faults, stopping, counter)
         if declared > to_send:
             raise _Dropped  # declared more than we have: the client must see a short read
-    except (_Dropped, OSError):
+    except (_Dropped, OSError) as exc:
         handler.close_connection = True
-        _hard_close(handler.connection)
+        if isinstance(exc, _Dropped) and faults is not None and faults.drop_with_reset:
+            _reset(handler)
+        else:
+            _hard_close(handler.connection)
     if close_after:
         handler.close_connection = True
     return status
@@ -301,6 +305,8 @@ def _slow_body(
                 raise _Dropped
         if stopping.is_set():
             raise _Dropped
+    if chunked and f.omit_last_chunk:
+        raise _Dropped
     _finish_chunked(sock, chunked)
 
 
@@ -328,3 +334,14 @@ def _hard_close(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
+
+
+def _reset(handler: BaseHTTPRequestHandler) -> None:
+    """Abort the connection with an RST: a zero linger time makes ``close`` reset instead of FIN."""
+    sock: socket.socket = handler.connection
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        handler.rfile.close()  # the reader's reference would otherwise keep the socket open
+        sock.close()  # the server's own shutdown/close of it later fail quietly
+    except OSError:
+        _hard_close(sock)

@@ -109,7 +109,8 @@ class FakeHub:
 
     ``url`` is the HF endpoint and the Civitai endpoint at once. Use as a context manager, or
     ``start()`` / ``stop()``. ``cdn_host`` (e.g. ``"localhost"``) puts redirect targets on another
-    origin, so clients treat them as a foreign CDN (and drop ``Authorization``, as with the real hub).
+    origin, so clients treat them as a foreign CDN (and drop ``Authorization``, as with the real hub);
+    a full base URL there (``"http://127.0.0.2:8001"``) sends them to another server altogether.
     """
 
     def __init__(
@@ -124,6 +125,7 @@ class FakeHub:
         self._finalizer = weakref.finalize(self, self._spool.cleanup)
         self._secret = secrets.token_bytes(32)
         self._files: dict[str, _PlainFile] = {}
+        self._redirects: dict[str, tuple[int, str]] = {}
         self._files_lock = threading.Lock()
         self._generation = 0
         self.hf = HFService(self._spool, self._secret, self._cdn_base)
@@ -195,6 +197,8 @@ class FakeHub:
         return f"http://{self.host}:{self._port}"
 
     def _cdn_base(self, req: Request) -> str:
+        if self.cdn_host is not None and "://" in self.cdn_host:
+            return self.cdn_host.rstrip("/")
         if self.cdn_host is not None:
             return f"http://{self.cdn_host}:{self._port}"
         return req.base_url
@@ -266,6 +270,13 @@ class FakeHub:
         return self._public_url(key)
 
     replace_file = add_file
+
+    def add_redirect(self, path: str, location: str, status: int = 302) -> str:
+        """Answer requests for ``path`` with ``status`` and ``Location: location``; returns the URL."""
+        key = "/" + "/".join(quote(p) for p in path.strip("/").split("/"))
+        with self._files_lock:
+            self._redirects[key] = (status, location)
+        return self._public_url(key)
 
     def remove_file(self, path: str) -> None:
         key = "/" + "/".join(quote(p) for p in path.strip("/").split("/"))
@@ -351,6 +362,9 @@ class FakeHub:
             return error_reply(plan.reject_status, f"fakehub: {plan.reason}", headers)
         with self._files_lock:
             plain = self._files.get(req.path)
+            redirect = self._redirects.get(req.path)
+        if redirect is not None:
+            return Reply(status=redirect[0], headers=[("Location", redirect[1])], body=b"")
         if plain is not None:
             return self._plain_reply(plain)
         for service in (self.hf, self.civitai):
