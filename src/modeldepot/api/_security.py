@@ -19,11 +19,17 @@ from urllib.parse import parse_qsl, urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from modeldepot.download._redact import REDACTED, is_secret_name
 from modeldepot.errors import NotAllowedError
 
 COOKIE_NAME = "modeldepot_api_key"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-_SECRET_QUERY = re.compile(r"((?:api_key|access_token|token)=)[^&\s\"]*", re.IGNORECASE)
+# ``name=value`` in a logged request line. A name may be percent-encoded (``api%5Fkey``), but not
+# through an encoded delimiter (& / : = ? #), so a URL given as a query value (``source=https%3A%2F
+# %2Fh%2Ff%3Ftoken%3Dabc``) splits into its own pairs; there ``%3D`` is the separator and ``%26``
+# ends the value.
+_NAME_CHAR = r"(?:[\w.~-]|%(?!2[36Ff]|3[AaDdFf])[0-9A-Fa-f]{2})"
+_QUERY_PAIR = re.compile(rf"(?P<name>{_NAME_CHAR}+)(?P<sep>=|%3[Dd])(?P<value>(?:(?!%26)[^&\s\"])*)")
 
 
 def is_loopback_host(host: str) -> bool:
@@ -55,8 +61,17 @@ def _digest(value: str) -> bytes:
 
 
 def redact_secrets(text: str) -> str:
-    """``api_key=...``, ``access_token=...`` and ``token=...`` query values replaced by ``***``."""
-    return _SECRET_QUERY.sub(r"\1***", text)
+    """Values of secret-looking query parameters (``api_key``, ``access_token``, ``token``,
+    signatures...) replaced by ``***``, however their names are percent-encoded, including those
+    of a URL passed encoded inside another parameter (``?source=...%3Ftoken%3D...``)."""
+    return _QUERY_PAIR.sub(_redact_pair, text)
+
+
+def _redact_pair(m: re.Match[str]) -> str:
+    name, sep, value = m.group("name", "sep", "value")
+    if is_secret_name(name):
+        return f"{name}{sep}{REDACTED}"
+    return f"{name}{sep}{redact_secrets(value)}"  # the value may itself be an encoded URL
 
 
 class RedactSecretsFilter(logging.Filter):

@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, Response
 
 from modeldepot import __version__
+from modeldepot.api._limits import BodyLimitMiddleware
 from modeldepot.api._security import COOKIE_NAME, SecurityMiddleware
 from modeldepot.api.errors import install_handlers
 from modeldepot.api.routers import events, install, models, storage
@@ -60,6 +61,8 @@ def create_app(
     app.state.allowed_roots = [Path(r).expanduser().resolve() for r in allowed_roots]
     install_handlers(app)
     api_key = mm.config.api_key.get_secret_value() if mm.config.api_key is not None else None
+    # Added first, so it runs inside the security checks: strangers get 401/403 whatever they send.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=mm.config.api_max_body_bytes)
     app.add_middleware(SecurityMiddleware, api_key=api_key, allowed_hosts=allowed_hosts)
     for module in (models, install, storage, events):
         app.include_router(module.router)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from modeldepot.download._cli import cli_download
 from modeldepot.download._policy import ConnectPolicy
 from modeldepot.download._queue import DownloadQueueService
-from modeldepot.download._redact import redact_url
+from modeldepot.download._redact import redact_url, strip_secrets
 from modeldepot.download.base import (
     AnyDownloadJob,
     DownloadEventHandler,
@@ -38,4 +38,5 @@ __all__ = [
     "RemoteFile",
     "cli_download",
     "redact_url",
+    "strip_secrets",
 ]

@@ -8,9 +8,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator
 
 from modeldepot.configs import ModelConfigBase
+from modeldepot.download import strip_secrets
 
 
 class InstallStatus(str, Enum):
@@ -33,7 +34,9 @@ class ModelInstallJob(BaseModel):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     id: int
-    source: str  # canonical source string (no token)
+    #: Canonical source string, without secrets: it is persisted, listed and sent in events. The
+    #: real URL (with any ``?token=``) stays in ``_source_obj`` for the download.
+    source: str
     source_type: str
     status: InstallStatus = InstallStatus.WAITING
     config_in: dict[str, Any] = Field(default_factory=dict)
@@ -59,6 +62,12 @@ class ModelInstallJob(BaseModel):
     _metadata: dict[str, Any] = PrivateAttr(default_factory=dict)
     _done: threading.Event = PrivateAttr(default_factory=threading.Event)
     _exception: BaseException | None = PrivateAttr(default=None)
+
+    @field_validator("source")
+    @classmethod
+    def _no_secrets(cls, value: str) -> str:
+        # str(source) already leaves them out; this holds for any caller that builds a job.
+        return strip_secrets(value)
 
     # The seed's boolean properties.
     @property

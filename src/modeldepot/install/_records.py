@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from modeldepot.configs import ModelConfigBase, class_for, new_key, parse_config
+from modeldepot.download import strip_secrets
 from modeldepot.errors import InvalidModelConfigException
 from modeldepot.identify import Identification
 from modeldepot.taxonomy import ModelType
@@ -54,7 +55,8 @@ def build_record(
         "path": str(path),
         "hash": content_hash,
         "file_size": file_size,
-        "source": source,
+        # Records are stored and served: a URL's ?token= or signature must not come along.
+        "source": strip_secrets(source) if source else source,
         "source_type": source_type,
         "inplace": inplace,
         "identification": ident.to_dict(),

@@ -14,7 +14,9 @@ Accepted forms (``parse_source``):
 - any other ``http(s)://`` URL: a plain file download.
 
 ``str(source)`` is canonical: two spellings of the same thing give the same string, and
-``parse_source(str(s))`` gives ``s`` back (without the token). Tokens never appear in it.
+``parse_source(str(s))`` gives ``s`` back (without the token). Tokens never appear in it: a plain
+URL's secret query parameters (``?token=``, ``X-Amz-Signature=``...) are left out of ``str()``, so
+what is stored or shown cannot leak them; the ``url`` field keeps them for the download itself.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from modeldepot._fs import safe_relpath
+from modeldepot.download._redact import redact_url, strip_secrets
 from modeldepot.errors import InvalidSourceError, UnsafePathError, UnsafeSourcePathError
 from modeldepot.taxonomy import ModelRepoVariant, ModelSourceType
 
@@ -75,14 +78,18 @@ class LocalModelSource(_SourceBase):
 
 
 class URLModelSource(_SourceBase):
-    """A plain file download."""
+    """A plain file download. ``url`` is the real URL, with any query token: fetch it, never show it."""
 
     url: str
     access_token: SecretStr | None = Field(default=None, exclude=True, repr=False)
     type: Literal[ModelSourceType.Url] = ModelSourceType.Url
 
     def __str__(self) -> str:
-        return self.url
+        # This string is what jobs, records, events and the API keep and show.
+        return strip_secrets(self.url)
+
+    def __repr__(self) -> str:
+        return f"URLModelSource(url={redact_url(self.url)!r})"
 
 
 class HFModelSource(_SourceBase):
