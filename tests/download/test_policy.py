@@ -14,7 +14,7 @@ from modeldepot.config import DepotConfig
 from modeldepot.download import ConnectPolicy, DownloadQueueService, _policy
 from modeldepot.download._http import open_url
 from modeldepot.download._policy import is_public
-from modeldepot.errors import BlockedAddressError, ConfigurationError
+from modeldepot.errors import BlockedAddressError, ConfigurationError, DownloadError
 from modeldepot.remote import CivitaiClient, HuggingFaceClient
 from modeldepot.testing.fakehub import FakeHub
 
@@ -63,9 +63,17 @@ def test_config_trusts_its_endpoints_and_trusted_hosts(tmp_path: Path) -> None:
         DepotConfig(home=tmp_path, trusted_hosts=["mirror.lan/path"])
 
 
-def test_a_failed_lookup_is_an_error_not_a_pass() -> None:
-    with pytest.raises(OSError):
+def test_a_failed_lookup_is_an_error_not_a_pass(tmp_path: Path) -> None:
+    with pytest.raises(DownloadError, match=r"cannot resolve host no-such-host\.invalid"):
         ConnectPolicy().resolve("no-such-host.invalid", 80, "http://no-such-host.invalid/x")
+    # Through the queue: one clear error at once, not a round of retries.
+    q = DownloadQueueService(1, limits=FAST_LIMITS, policy=LOCAL)
+    q.start()
+    try:
+        job = q.wait_for_job(q.download("http://no-such-host.invalid/m.bin", tmp_path), timeout=60)
+    finally:
+        q.stop()
+    assert job.errored and "cannot resolve host no-such-host.invalid" in (job.error or "")
 
 
 def test_every_address_of_a_name_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -28,6 +28,7 @@ Address = tuple[int, tuple[Any, ...]]
 _IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_NO_SUCH_HOST = frozenset(getattr(socket, n) for n in ("EAI_NONAME", "EAI_NODATA") if hasattr(socket, n))
 
 
 def default_port(scheme: str) -> int:
@@ -135,12 +136,17 @@ class ConnectPolicy:
 
         Raises:
             BlockedAddressError: an address is not public and the host is not trusted.
-            socket.gaierror: the lookup failed (a connection error: the caller may retry it).
+            DownloadError: the name does not exist (never retried).
+            socket.gaierror: the lookup failed for now (a connection error: the caller may retry it).
         """
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except UnicodeError as exc:
             raise DownloadError(f"{shown}: the host name {host!r} is not valid", url=shown) from exc
+        except socket.gaierror as exc:
+            if exc.errno in _NO_SUCH_HOST:  # the name does not exist: asking again will not help
+                raise DownloadError(f"{shown}: cannot resolve host {host}: {exc.strerror}", url=shown) from exc
+            raise  # a temporary failure (EAI_AGAIN...): the caller retries it like a connection error
         addrs: list[Address] = [(info[0], info[4]) for info in infos]
         if not addrs:
             raise socket.gaierror(socket.EAI_NONAME, f"no address for {host}")
