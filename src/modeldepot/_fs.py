@@ -1,12 +1,33 @@
-"""Small file-system helpers shared by every layer: atomic writes and safe relative paths."""
+"""Small file-system helpers shared by every layer: atomic writes, safe relative paths, disk-full text."""
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
 from pathlib import Path, PurePosixPath
 
 from modeldepot.errors import UnsafePathError
+
+#: errnos that mean "the disk (or the user's quota) is full".
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def free_bytes(folder: Path) -> int | None:
+    """Free bytes on ``folder``'s file system, or None when that cannot be asked."""
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def no_space_text(where: Path, need: int | None) -> str:
+    """The one wording of "disk full": where, how much was needed, how much is free."""
+    free = free_bytes(where)
+    needed = f"need {need} bytes" if need is not None else "need more space"
+    have = f"have {free}" if free is not None else "free space unknown"
+    return f"no space left on {where}: {needed}, {have}"
 
 
 def fsync_dir(path: Path) -> None:

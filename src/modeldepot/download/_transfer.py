@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import errno
 import fcntl
 import hashlib
 import http.client
 import logging
 import os
-import shutil
 import socket
 import struct
 import termios
@@ -23,6 +21,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from modeldepot._fs import NO_SPACE_ERRNOS, no_space_text
 from modeldepot.download._http import (
     Response,
     RetryableHTTPError,
@@ -371,15 +370,9 @@ class Transfer:
         broken connection.
         """
         where = self._final.parent if self._final is not None else Path.cwd()
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            # The wording of ``storage._blobs.no_space``: where, what is still to come, what is free.
-            total = self._total
-            need = f"need {max(0, total - self._written)} bytes" if total is not None else "need more space"
-            try:
-                have = f"have {shutil.disk_usage(where).free}"
-            except OSError:
-                have = "free space unknown"
-            return InsufficientSpaceError(f"{self._shown}: no space left on {where}: {need}, {have}", url=self._shown)
+        if exc.errno in NO_SPACE_ERRNOS:
+            need = max(0, self._total - self._written) if self._total is not None else None  # still to come
+            return InsufficientSpaceError(f"{self._shown}: {no_space_text(where, need)}", url=self._shown)
         part = part_path(self._final) if self._final is not None else where
         return DownloadError(f"{self._shown}: cannot write {part}: {exc.strerror or exc}", url=self._shown)
 

@@ -17,7 +17,6 @@ import errno
 import logging
 import mmap
 import os
-import shutil
 import stat
 import sys
 import uuid
@@ -30,7 +29,7 @@ from typing import Any
 import blake3
 from filelock import FileLock
 
-from modeldepot._fs import fsync_dir
+from modeldepot._fs import NO_SPACE_ERRNOS, free_bytes, fsync_dir, no_space_text
 from modeldepot.errors import BlobCorruptError, InsufficientSpaceError, StorageError
 from modeldepot.storage.base import BlobInfo, crashpoint
 
@@ -60,25 +59,15 @@ def hash_path(path: Path) -> str:
     return str(h.hexdigest())
 
 
-def _free_bytes(folder: Path) -> int | None:
-    try:
-        return shutil.disk_usage(folder).free
-    except OSError:
-        return None
-
-
 def no_space(where: Path, need: int | None, what: Path) -> InsufficientSpaceError:
-    """The one wording of "disk full": where, how much was needed, how much is free."""
-    free = _free_bytes(where)
-    needed = f"need {need} bytes" if need is not None else "need more space"
-    have = f"have {free}" if free is not None else "free space unknown"
-    return InsufficientSpaceError(f"no space left on {where}: {needed}, {have} (storing {what})")
+    """The disk-full error of the store (``_fs.no_space_text``, naming what was being stored)."""
+    return InsufficientSpaceError(f"{no_space_text(where, need)} (storing {what})")
 
 
 def _space_error(
     exc: OSError, what: Path, where: Path | None = None, need: int | None = None
 ) -> StorageError | InsufficientSpaceError:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    if exc.errno in NO_SPACE_ERRNOS:
         return no_space(where or what.parent, need, what)
     return StorageError(f"cannot store {what}: {exc}", path=what)
 
@@ -222,7 +211,7 @@ class BlobStore:
         try:
             with open(path, "rb") as src:
                 size = os.fstat(src.fileno()).st_size
-                free = _free_bytes(self.tmp)
+                free = free_bytes(self.tmp)
                 if free is not None and free < size:
                     raise no_space(self.root, size, path)  # refuse before writing a byte
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
