@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
+from modeldepot._urls import default_port, parse_host
 from modeldepot.errors import ConfigurationError
 
 SETTINGS_FILE = "modeldepot.yaml"
@@ -275,13 +276,10 @@ class DepotConfig(BaseSettings):
     @classmethod
     def _hosts_parse(cls, v: list[str]) -> list[str]:
         for entry in v:
-            parts = urlsplit(entry if "://" in entry else f"//{entry.strip()}")
             try:
-                parts.port  # noqa: B018 - raises on a bad port
+                parse_host(entry)
             except ValueError as exc:
-                raise ValueError(f"trusted_hosts entry {entry!r} has a bad port") from exc
-            if not parts.hostname or parts.path not in ("", "/"):
-                raise ValueError(f"trusted_hosts entry {entry!r} must be a host or host:port")
+                raise ValueError(f"trusted_hosts entry: {exc}") from None
         return v
 
     @field_validator("link_modes")
@@ -363,7 +361,7 @@ class DepotConfig(BaseSettings):
             return None
         if not host:
             return None
-        port = port or (443 if parts.scheme.lower() == "https" else 80)
+        port = port or default_port(parts.scheme)
         for entry in self.remote_api_tokens:
             if entry.matches(host, port):
                 return entry.token.get_secret_value()

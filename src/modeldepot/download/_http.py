@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from urllib.parse import unquote, urljoin, urlsplit
 
-from modeldepot.download._policy import Address, ConnectPolicy, connect_pinned, default_port
+from modeldepot.download._policy import Address, ConnectPolicy, connect_pinned
 from modeldepot.download._redact import host_key, redact_url
 from modeldepot.errors import DownloadError, RemoteAccessError, RemoteNotFoundError
 
@@ -192,18 +192,14 @@ def open_url(
     origin = host_key(url)
     current = url
     for _hop in range(MAX_REDIRECTS + 1):
+        addrs = policy.check_url(current, redact_url(current))  # http(s) only, host resolved and checked
         parts = urlsplit(current)
-        scheme = parts.scheme.lower()
-        shown = redact_url(current)
-        if scheme not in ("http", "https") or not parts.hostname:
-            raise DownloadError(f"{shown}: only http(s) URLs can be downloaded", url=shown)
-        port = parts.port or default_port(scheme)
-        addrs = policy.resolve(parts.hostname, port, shown)
+        host = parts.hostname or ""
         conn: http.client.HTTPConnection
-        if scheme == "https":
-            conn = http.client.HTTPSConnection(parts.hostname, port, timeout=timeout)
+        if parts.scheme.lower() == "https":
+            conn = http.client.HTTPSConnection(host, parts.port, timeout=timeout)
         else:
-            conn = http.client.HTTPConnection(parts.hostname, port, timeout=timeout)
+            conn = http.client.HTTPConnection(host, parts.port, timeout=timeout)
         # http.client connects through this hook (HTTPS wraps the socket afterwards with the name).
         conn._create_connection = _pinned(addrs, rcvbuf)  # type: ignore[attr-defined]
         target = parts.path or "/"

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from modeldepot._urls import default_port, parse_host
 from modeldepot.errors import BlockedAddressError, DownloadError
 
 if TYPE_CHECKING:
@@ -29,10 +30,6 @@ _IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _NO_SUCH_HOST = frozenset(getattr(socket, n) for n in ("EAI_NONAME", "EAI_NODATA") if hasattr(socket, n))
-
-
-def default_port(scheme: str) -> int:
-    return 443 if scheme.lower() == "https" else 80
 
 
 def _embedded_v4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -61,22 +58,6 @@ def is_public(ip: _IP) -> bool:
     return ip.is_global and not ip.is_private
 
 
-def _parse_host(entry: str) -> tuple[str, int | None]:
-    """``host``, ``host:port``, ``[v6]:port`` or a URL → (lower-cased host, port or None)."""
-    text = entry.strip()
-    parts = urlsplit(text if "://" in text else f"//{text}")
-    host = (parts.hostname or "").lower().rstrip(".")
-    if not host:
-        raise ValueError(f"{entry!r} names no host")
-    try:
-        port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"{entry!r} has a bad port") from exc
-    if port is None and "://" in text:
-        port = default_port(parts.scheme)
-    return host, port
-
-
 @dataclass(frozen=True)
 class ConnectPolicy:
     """Where connections may go. The default refuses every non-public address.
@@ -96,7 +77,7 @@ class ConnectPolicy:
         any_port: set[str] = set()
         with_port: set[tuple[str, int]] = set()
         for entry in self.trusted:
-            host, port = _parse_host(entry)
+            host, port = parse_host(entry, allow_path=True)
             if port is None:
                 any_port.add(host)
             else:
@@ -193,4 +174,4 @@ def connect_pinned(addrs: list[Address], timeout: float | None, rcvbuf: int | No
     raise err or OSError("no address to connect to")
 
 
-__all__ = ["Address", "ConnectPolicy", "connect_pinned", "default_port", "is_public"]
+__all__ = ["Address", "ConnectPolicy", "connect_pinned", "is_public"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
 
+from modeldepot._urls import default_port
+
 # Query parameter names that carry credentials or signatures (Civitai ``token``, S3/GCS/Azure
 # presigned URLs, generic API keys).
 _SECRET_PARAM = re.compile(
@@ -74,8 +76,7 @@ def host_key(url: str) -> tuple[str, str, int]:
     """Identity of the server a token belongs to: scheme, lower-cased host and port."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
-    port = parts.port or (443 if scheme == "https" else 80)
-    return scheme, (parts.hostname or "").lower(), port
+    return scheme, (parts.hostname or "").lower(), parts.port or default_port(scheme)
 
 
 def redact_text(text: str, *secrets: str | None) -> str:

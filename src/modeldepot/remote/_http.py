@@ -15,7 +15,8 @@ from typing import Any
 import httpx
 
 from modeldepot import __version__ as _version
-from modeldepot.download._policy import ConnectPolicy, default_port
+from modeldepot._urls import default_port
+from modeldepot.download._policy import ConnectPolicy
 from modeldepot.errors import DownloadError
 
 log = logging.getLogger(__name__)
