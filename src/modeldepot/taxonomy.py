@@ -118,7 +118,35 @@ class ModelSourceType(_StrEnum):
 #: Bases whose VAEs/encoders are interchangeable: an SD-1 VAE also serves SD-2 (same latent space).
 SD_FAMILY_LATENT_BASES = frozenset({BaseModelType.StableDiffusion1, BaseModelType.StableDiffusion2})
 
+# File-name vocabulary: every module that asks "is this a weights file?" asks here, so a scan, the
+# install check, the hash filter and source parsing agree (they used to disagree on .onnx and
+# .msgpack). Lower-case suffixes with the dot.
+SAFETENSORS_SUFFIXES = frozenset({".safetensors", ".sft"})
+PICKLE_SUFFIXES = frozenset({".ckpt", ".pt", ".pth", ".bin"})
+#: Weights this project identifies, installs, hashes and scans for.
+WEIGHT_SUFFIXES = SAFETENSORS_SUFFIXES | PICKLE_SUFFIXES | frozenset({".gguf", ".onnx"})
+#: Weights of other frameworks (Flax, TensorFlow): recognised as weights in a source or a repo
+#: listing, never selected for download or loaded.
+FOREIGN_WEIGHT_SUFFIXES = frozenset({".msgpack", ".h5", ".tflite", ".pb", ".npz"})
+ANY_WEIGHT_SUFFIXES = WEIGHT_SUFFIXES | FOREIGN_WEIGHT_SUFFIXES
+#: Config and tokenizer files that make a folder (a diffusers repo) more than one weights file.
+CONFIG_SUFFIXES = frozenset({".json", ".yaml", ".yml", ".txt", ".model"})
+
+
+def has_suffix(name: str, suffixes: frozenset[str]) -> bool:
+    """Whether a file name ends with one of ``suffixes`` (case-insensitive)."""
+    dot = name.rfind(".")
+    return dot >= 0 and name[dot:].lower() in suffixes
+
+
 __all__ = [
+    "ANY_WEIGHT_SUFFIXES",
+    "CONFIG_SUFFIXES",
+    "FOREIGN_WEIGHT_SUFFIXES",
+    "PICKLE_SUFFIXES",
+    "SAFETENSORS_SUFFIXES",
+    "WEIGHT_SUFFIXES",
+    "has_suffix",
     "SD_FAMILY_LATENT_BASES",
     "BaseModelType",
     "ClipVariantType",
