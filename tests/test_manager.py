@@ -12,9 +12,12 @@ from modeldepot.testing import factories
 
 
 def test_open_is_lazy(tmp_path: Path) -> None:
+    threads_before = threading.active_count()
     with ModelManager.open(home=tmp_path / "h") as mm:
         assert mm.store.all_models() == []
-        assert set(mm._services) == {"store"}  # nothing else was started for a listing
+        # Nothing but the database and the record store was built for a listing.
+        assert not any(mm.services.built(name) for name in ("storage", "downloads", "hash_cache", "load"))
+        assert threading.active_count() == threads_before
         assert mm.config.home == (tmp_path / "h").resolve()
     assert (tmp_path / "h" / "databases" / "modeldepot.db").is_file()
 

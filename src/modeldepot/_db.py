@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -125,6 +126,35 @@ class Database:
         """A connection for reads (autocommit, no write lock)."""
         with self.engine.connect() as conn:
             yield conn
+
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """Hold a lock named ``name`` across every process that shares this database.
+
+        SQLite databases live on one machine: an ``flock`` on a file beside the database. On
+        PostgreSQL (several machines): a session advisory lock held on its own connection. Either
+        is released when the holder dies, so a killed process never leaves a lock behind.
+        """
+        if self.is_sqlite:
+            import fcntl
+
+            lock_path = Path(f"{self.url}.{name}.lock")
+            with lock_path.open("a+b") as fh:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            return
+        key = zlib.crc32(f"modeldepot:{name}".encode()) & 0x7FFFFFFF
+        with self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.commit()
 
     def _ensure_versions_table(self) -> None:
         try:

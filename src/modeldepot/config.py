@@ -226,6 +226,12 @@ class DepotConfig(BaseSettings):
     port: int = Field(default=9090, ge=0, le=65535)
     download_cache_gb: float = Field(default=10.0, ge=0, description="Cap of download_and_cache's folder")
     preserve_partial_downloads: bool = False
+    install_lease_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="How long an install job stays its process's without a heartbeat; then another may take it over",
+    )
     on_duplicate: Literal["return", "error"] = Field(
         default="return", description="Installing content already present returns the record, or raises"
     )

@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from modeldepot._compose import open_services
 from modeldepot._db import Database
 from modeldepot.config import DepotConfig
 from modeldepot.events import EventBus
@@ -29,21 +30,16 @@ class ModelManager:
     """Records, install, download, storage and load services over one home folder.
 
     ``ModelManager.open(home=...)`` or ``ModelManager(DepotConfig(...))``; use as a context
-    manager or call :meth:`close`.
+    manager or call :meth:`close`. The services come from :func:`modeldepot._compose.open_services`.
     """
 
     def __init__(self, config: DepotConfig | None = None, *, events: EventBus | None = None) -> None:
         self.config = config if config is not None else DepotConfig.load()
-        self.events = events if events is not None else EventBus()
+        self.services = open_services(self.config, events=events)
+        self.events = self.services.events
+        self.db: Database = self.services.db
         self._lock = threading.RLock()
-        self._services: dict[str, Any] = {}
-        self.config.home.mkdir(parents=True, exist_ok=True)
-        db_url = self.config.db_url
-        if db_url.endswith((".yaml", ".yml")):
-            # Records live in YAML; manifests, the hash cache and jobs still need SQL beside them.
-            self.db = Database.open(self.config.databases_dir / "modeldepot.db")
-        else:
-            self.db = Database.open(db_url)
+        self._install: ModelInstallService | None = None
 
     @classmethod
     def open(cls, home: str | Path | None = None, **settings: Any) -> ModelManager:
@@ -58,100 +54,43 @@ class ModelManager:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _service(self, name: str, build: Any) -> Any:
-        with self._lock:
-            if name not in self._services:
-                self._services[name] = build()
-            return self._services[name]
-
     @property
     def store(self) -> ModelRecordServiceBase:
         """The model record store (SQLite, PostgreSQL or YAML, from ``config.db``)."""
-
-        def build() -> ModelRecordServiceBase:
-            from modeldepot.records import ModelRecordServiceFile, ModelRecordServiceSQL
-
-            if self.config.db_url.endswith((".yaml", ".yml")):
-                return ModelRecordServiceFile.from_db_file(Path(self.config.db_url))
-            return ModelRecordServiceSQL(self.db)
-
-        result: ModelRecordServiceBase = self._service("store", build)
-        return result
+        return self.services.store
 
     @property
     def hash_cache(self) -> HashCache:
-        from modeldepot.hashing import HashCache
-
-        result: HashCache = self._service("hash_cache", lambda: HashCache(self.db))
-        return result
+        return self.services.hash_cache
 
     @property
     def storage(self) -> ContentStore:
         """The content-addressed store holding every byte of every installed model."""
-
-        def build() -> ContentStore:
-            from modeldepot.storage import ContentStore
-
-            return ContentStore(self.config, self.db, events=self.events)
-
-        result: ContentStore = self._service("storage", build)
-        return result
+        return self.services.storage
 
     @property
     def normalized(self) -> NormalizedStore:
         """The seed's normalized view: pipelines made of shared parts (``import_model``, ``export``...)."""
-
-        def build() -> NormalizedStore:
-            from modeldepot.storage import NormalizedStore
-
-            return NormalizedStore(self.storage, self.db)
-
-        result: NormalizedStore = self._service("normalized", build)
-        return result
+        return self.services.normalized
 
     @property
     def downloads(self) -> DownloadQueueService:
-        def build() -> DownloadQueueService:
-            from modeldepot.download import DownloadQueueService
-
-            queue = DownloadQueueService(
-                max_parallel_dl=self.config.max_parallel_downloads, config=self.config, event_bus=self.events
-            )
-            queue.start()
-            return queue
-
-        result: DownloadQueueService = self._service("downloads", build)
-        return result
+        return self.services.downloads
 
     @property
     def install(self) -> ModelInstallService:
-        def build() -> ModelInstallService:
-            from modeldepot.install import ModelInstallService
+        """Install, register, scan and remove models. Its job runner starts with the first job
+        (or an explicit ``start()``), so a command that only reads never takes over jobs."""
+        with self._lock:
+            if self._install is None:
+                from modeldepot.install import ModelInstallService
 
-            svc = ModelInstallService(
-                self.config,
-                self.store,
-                download_queue=lambda: self.downloads,
-                event_bus=self.events,
-                storage=lambda: self.storage,
-                db=self.db,
-                hash_cache=self.hash_cache,
-            )
-            svc.start()
-            return svc
-
-        result: ModelInstallService = self._service("install", build)
-        return result
+                self._install = ModelInstallService(self.config, self.store, services=self.services)
+            return self._install
 
     @property
     def load(self) -> ModelLoadService:
-        def build() -> ModelLoadService:
-            from modeldepot.load import ModelLoadService
-
-            return ModelLoadService(self.config, events=self.events)
-
-        result: ModelLoadService = self._service("load", build)
-        return result
+        return self.services.load
 
     # Loading by record -------------------------------------------------------------------
 
@@ -183,16 +122,10 @@ class ModelManager:
 
     def close(self) -> None:
         with self._lock:
-            services = self._services
-            self._services = {}
-        for name in ("install", "downloads"):
-            svc = services.get(name)
-            if svc is not None:
-                svc.stop()
-        store = services.get("store")
-        if store is not None and hasattr(store, "close"):
-            store.close()
-        self.db.close()
+            install, self._install = self._install, None
+        if install is not None:
+            install.stop()  # its jobs first: they use the queue and the database
+        self.services.close()
 
 
 __all__ = ["ModelManager"]

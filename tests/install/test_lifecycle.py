@@ -41,6 +41,8 @@ def test_unfinished_install_resumes_in_a_new_process(hub: FakeHub, tmp_path: Pat
     hub.clear_faults()
     hub.stats.reset()
     with _open(home, hub) as mm2:
+        assert mm2.install.list_jobs() == []  # reading takes over nothing
+        mm2.install.start()  # starting does: the job no live process runs resumes here
         resumed = [j for j in mm2.install.list_jobs() if j.source == job.source]
         assert len(resumed) == 1 and resumed[0].id == job.id
         done = mm2.install.wait_for_job(resumed[0], timeout=60)
@@ -136,7 +138,7 @@ def test_start_removes_orphan_staging(tmp_path: Path, hub: FakeHub) -> None:
         orphan.mkdir(parents=True)
         (orphan / "half.safetensors.part").write_bytes(b"x")
     with _open(home, hub) as mm:
-        _ = mm.install  # starting the service cleans up
+        mm.install.start()  # starting the service cleans up
         assert not orphan.exists()
 
 
@@ -147,6 +149,6 @@ def test_start_reports_vanished_files(tmp_path: Path, hub: FakeHub, caplog: pyte
         mm.install.register_path(f)
     f.unlink()
     with caplog.at_level("WARNING", logger="modeldepot.install.service"), _open(home, hub) as mm:
-        _ = mm.install
+        mm.install.start()
         assert mm.store.all_models()  # reported, not forgotten
     assert any("no files any more" in r.getMessage() and "doctor --fix" in r.getMessage() for r in caplog.records)

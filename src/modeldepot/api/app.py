@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -45,6 +47,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         streams.reopen()
+        # A server runs install jobs: interrupted ones resume, and jobs queued by
+        # `modeldepot install --no-wait` are taken as they appear.
+        await asyncio.to_thread(mm.install.start, watch=True)
         yield
         streams.close()
         if close_it:

@@ -1,4 +1,8 @@
-"""Translate an :class:`Identification` into the fields of its record class (for ``register_path``)."""
+"""The one mapping from an :class:`Identification` to the fields of its record class.
+
+Install, register, scan and reidentify all go through :func:`record_fields`, so a model's record
+does not depend on how it arrived.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,10 @@ from typing import Any
 
 from modeldepot.configs import class_for
 from modeldepot.identify._result import Identification
-from modeldepot.taxonomy import ModelType, SubModelType
+from modeldepot.taxonomy import FluxVariantType, ModelType, ModelVariantType, SubModelType
+
+_VARIANTS = {v.value for v in ModelVariantType} | {v.value for v in FluxVariantType}
+_CLIP_TYPES = (ModelType.CLIPEmbed, ModelType.CLIPVision)
 
 _SUBMODEL_TYPES: dict[SubModelType, ModelType] = {
     SubModelType.UNet: ModelType.Main,
@@ -30,12 +37,12 @@ def record_fields(ident: Identification) -> dict[str, Any]:
         "type": ident.type,
         "format": ident.format,
         "base": ident.base,
-        "compatible_bases": set(ident.compatible_bases),
+        "compatible_bases": set(ident.compatible_bases) | {ident.base},
         "identification": ident.to_dict(),
     }
-    if "variant" in fields and ident.variant is not None:
+    if "variant" in fields and ident.variant is not None and str(ident.variant) in _VARIANTS:
         out["variant"] = ident.variant
-    if "clip_variant" in fields and ident.variant is not None:
+    if "clip_variant" in fields and ident.variant is not None and ident.type in _CLIP_TYPES:
         out["clip_variant"] = ident.variant
     if "prediction_type" in fields and ident.prediction_type is not None:
         out["prediction_type"] = ident.prediction_type
@@ -58,6 +65,8 @@ def record_fields(ident: Identification) -> dict[str, Any]:
         out["image_encoder_model_id"] = ident.extra["image_encoder_model_id"]
     if "upcast_attention" in fields and ident.extra.get("upcast_attention"):
         out["upcast_attention"] = True
+    if "config_path" in fields and ident.extra.get("config_path"):
+        out["config_path"] = ident.extra["config_path"]
     size = ident.extra.get("default_resolution")
     if "default_width" in fields and isinstance(size, int):
         out["default_width"] = out["default_height"] = size

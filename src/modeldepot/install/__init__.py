@@ -1,8 +1,7 @@
-"""Installing models: sources -> download -> identify -> store -> record."""
+"""Installing models: plan (remote) -> fetch (download) -> ingest -> record -> materialise."""
 
 from modeldepot.install._jobs import InstallStatus, ModelInstallJob
-from modeldepot.install._maintenance import cancel_persisted_job, persisted_jobs
-from modeldepot.install.service import ModelInstallService
+from modeldepot.install.service import ModelInstallService, cancel_persisted_job, persisted_jobs
 from modeldepot.remote.sources import (
     CivitaiModelSource,
     HFModelSource,

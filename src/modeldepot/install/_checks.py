@@ -1,4 +1,5 @@
-"""Refusing what is not a model: a README, a script or a folder of notes never becomes a record."""
+"""Refusing what is not a model: a README, a script, a folder of notes or a login page never
+becomes a record."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import os
 from pathlib import Path
 
 from modeldepot.errors import InvalidSourceError
-from modeldepot.hashing import WEIGHT_SUFFIXES
 from modeldepot.identify import WEIGHT_CONTENTS, Identification, content_kind
-from modeldepot.taxonomy import ModelType
+from modeldepot.taxonomy import WEIGHT_SUFFIXES, ModelType
 
 _FORCE_HINT = "use --force (force=True) to register it anyway"
+#: What an HTML error page starts with (after whitespace), case-insensitively.
+_HTML_MARKERS = (b"<!doctype html", b"<html", b"<head", b"<?xml")
 
 
 def _holds_weights(path: Path) -> bool:
@@ -54,3 +56,19 @@ def check_is_model(path: Path, ident: Identification) -> None:
     raise InvalidSourceError(
         f"{path.name} is not a model file: not a safetensors, .ckpt/.pt/.pth/.bin, GGUF or ONNX file; {_FORCE_HINT}"
     )
+
+
+def check_looks_like_model(path: Path) -> None:
+    """Refuse a download that is an HTML (or XML) page rather than model weights.
+
+    Raises:
+        InvalidSourceError: naming the file.
+    """
+    if not path.is_file():
+        return
+    with path.open("rb") as f:
+        head = f.read(512).lstrip().lower()
+    if head.startswith(_HTML_MARKERS):
+        raise InvalidSourceError(
+            f"the download {path.name!r} is a web page, not a model file (a login page or a wrong link?)"
+        )

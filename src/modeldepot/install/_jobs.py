@@ -62,6 +62,8 @@ class ModelInstallJob(BaseModel):
     _metadata: dict[str, Any] = PrivateAttr(default_factory=dict)
     _done: threading.Event = PrivateAttr(default_factory=threading.Event)
     _exception: BaseException | None = PrivateAttr(default=None)
+    #: Another process runs this job; this one mirrors its row (and takes over if it dies).
+    _following: bool = PrivateAttr(default=False)
 
     @field_validator("source")
     @classmethod

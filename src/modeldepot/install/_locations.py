@@ -8,12 +8,13 @@ again, and says which model it duplicates. A location whose file changed or vani
 from __future__ import annotations
 
 import time
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
+
+from modeldepot.install._schema import ensure_schema
 
 if TYPE_CHECKING:
     from modeldepot._db import Database
@@ -44,16 +45,8 @@ def _fingerprint(path: Path) -> tuple[int, int] | None:
     return st.st_size, st.st_mtime_ns
 
 
-_ensured: weakref.WeakSet[Database] = weakref.WeakSet()
-
-
 def _ensure(db: Database) -> None:
-    if db in _ensured:
-        return
-    from modeldepot.install._runner import ensure_schema
-
     ensure_schema(db)
-    _ensured.add(db)
 
 
 def record_location(db: Database, path: Path, model_key: str) -> None:

@@ -9,8 +9,7 @@ from typing import Any
 from modeldepot.configs import ModelConfigBase, class_for, new_key, parse_config
 from modeldepot.download import strip_secrets
 from modeldepot.errors import InvalidModelConfigException
-from modeldepot.identify import Identification
-from modeldepot.taxonomy import ModelType
+from modeldepot.identify import Identification, record_fields
 
 #: Override keys that steer identification rather than being plain record fields.
 IDENTIFY_KEYS = ("type", "format", "base", "variant", "prediction_type", "compatible_bases")
@@ -43,15 +42,14 @@ def build_record(
     inplace: bool,
     key: str | None = None,
 ) -> ModelConfigBase:
-    """A record of the class matching the identified (type, format), user fields applied."""
+    """A record of the class matching the identified (type, format): what identification decides
+    (:func:`~modeldepot.identify.record_fields`, the one mapping), where the model is, and the
+    user's overrides, which win."""
     cls = class_for(ident.type, ident.format)
     data: dict[str, Any] = {
+        **record_fields(ident),
         "key": key or new_key(),
         "name": name,
-        "type": ident.type,
-        "format": ident.format,
-        "base": ident.base,
-        "compatible_bases": set(ident.compatible_bases) | {ident.base},
         "path": str(path),
         "hash": content_hash,
         "file_size": file_size,
@@ -59,22 +57,7 @@ def build_record(
         "source": strip_secrets(source) if source else source,
         "source_type": source_type,
         "inplace": inplace,
-        "identification": ident.to_dict(),
     }
-    optional = {
-        "variant": ident.variant,
-        "prediction_type": ident.prediction_type,
-        "repo_variant": ident.repo_variant,
-        "clip_variant": ident.variant if ident.type in (ModelType.CLIPEmbed, ModelType.CLIPVision) else None,
-        "architecture": ident.extra.get("architecture"),
-        "upcast_attention": ident.extra.get("upcast_attention"),
-        "config_path": ident.extra.get("config_path"),
-    }
-    for field, value in optional.items():
-        if value is not None and field in cls.model_fields:
-            data[field] = value
-    if "variant" in data and data["variant"] not in _variant_values(cls):
-        del data["variant"]
     for field, value in overrides.items():
         if field in IDENTIFY_KEYS and field not in ("compatible_bases",):
             continue  # already applied through identify()
@@ -84,14 +67,6 @@ def build_record(
             )
         data[field] = value
     return parse_config(data)
-
-
-def _variant_values(cls: type[ModelConfigBase]) -> set[str]:
-    from modeldepot.taxonomy import FluxVariantType, ModelVariantType
-
-    if cls.model_fields.get("variant") is None:
-        return set()
-    return {v.value for v in ModelVariantType} | {v.value for v in FluxVariantType}
 
 
 def default_name(path: Path) -> str:

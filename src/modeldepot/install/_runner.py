@@ -1,198 +1,184 @@
-"""Install jobs: downloads run in parallel on the download queue; identification, storing and
-registration run on one serial worker thread, so two installs never race on names or records.
+"""Running install jobs: sequence each one (plan -> fetch -> ingest/record/materialise) and
+keep its row in ``install_jobs`` true, in a home that several processes may share.
 
-Jobs are persisted (without tokens) in the ``install_jobs`` table: an install interrupted by a
-restart is resumed by ``start()``, and its downloads continue from the bytes already on disk.
+Downloads run in parallel on the download queue; ingest, record and materialise run on one
+serial worker thread per process (the record step also takes a lock across processes). A job is
+owned by the process that runs it (see ``_jobtable``): a heartbeat renews its lease; a process that
+asks for a source another live process is installing follows that job instead of starting a
+second one, and takes it over (resuming its partial download) if the owner dies.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
-import json
 import logging
 import queue
 import shutil
 import threading
 import time
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
-from modeldepot.download._policy import ConnectPolicy
+from modeldepot.download import ConnectPolicy
 from modeldepot.download._redact import redact_url
 from modeldepot.errors import ModelDepotError, UnknownJobIDException
-from modeldepot.install._base import InstallBase
+from modeldepot.install._checks import check_looks_like_model
 from modeldepot.install._jobs import InstallStatus, ModelInstallJob
+from modeldepot.install._jobtable import JobRow, JobTable, Owner, owner_pid
+from modeldepot.install._local import LocalInstaller
+from modeldepot.remote.plan import DownloadPlan, plan_download
+from modeldepot.remote.sources import (
+    AnyModelSource,
+    CivitaiModelSource,
+    HFModelSource,
+    LocalModelSource,
+    URLModelSource,
+    parse_source,
+)
 
 if TYPE_CHECKING:
-    from modeldepot._db import Database
-    from modeldepot.remote import AnyModelSource
+    from modeldepot._compose import DepotServices
+    from modeldepot.configs import ModelConfigBase
 
 log = logging.getLogger(__name__)
 _STOP = object()
 
 
-def _migrations() -> list[Any]:
-    def v1(conn: sa.Connection) -> None:
-        conn.exec_driver_sql(
-            "CREATE TABLE IF NOT EXISTS install_jobs ("
-            " id INTEGER PRIMARY KEY, source TEXT NOT NULL, inplace INTEGER NOT NULL,"
-            " config_in TEXT NOT NULL, status VARCHAR(32) NOT NULL, created_at FLOAT NOT NULL)"
-        )
-        conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_install_jobs_status ON install_jobs (status)")
+class JobRunner:
+    """Install jobs of this process: submitted, followed, resumed, persisted."""
 
-    def v2(conn: sa.Connection) -> None:
-        # Extra locations (see ``_locations.py``): copies of registered content, by path.
-        conn.exec_driver_sql(
-            "CREATE TABLE IF NOT EXISTS install_locations ("
-            " path TEXT PRIMARY KEY, model_key VARCHAR(255) NOT NULL, size BIGINT NOT NULL,"
-            " mtime_ns BIGINT NOT NULL, recorded_at FLOAT NOT NULL)"
-        )
-        conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_install_locations_key ON install_locations (model_key)")
-
-    return [v1, v2]
-
-
-def ensure_schema(db: Database) -> None:
-    db.migrate("install", _migrations())
-
-
-class JobRunner(InstallBase):
-    """The job half of ``ModelInstallService`` (a mixin: it uses the service's stores)."""
-
-    def _init_jobs(self) -> None:
+    def __init__(self, services: DepotServices, installer: LocalInstaller) -> None:
+        self.services = services
+        self.config = services.config
+        self.installer = installer
+        self.table = JobTable(services.db)  # creates the tables: a job can be asked for at once
+        self.owner = Owner.this_process()
         self._jobs: dict[int, ModelInstallJob] = {}
-        self._jobs_lock = threading.RLock()
-        self._jobs_cond = threading.Condition(self._jobs_lock)
+        self._lock = threading.RLock()
         self._queue: queue.Queue[Any] = queue.Queue()
-        self._worker: threading.Thread | None = None
-        self._ids = itertools.count(1)
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._started = False
+        self._watching = False
+
+    @property
+    def lease(self) -> float:
+        return float(self.config.install_lease_seconds)
 
     # Lifecycle ----------------------------------------------------------------------------
 
-    def _start_jobs(self) -> None:
-        if self._db is not None:
-            ensure_schema(self.db)
-            with self.db.connect() as conn:
-                top = conn.execute(sa.text("SELECT MAX(id) FROM install_jobs")).scalar()
-            self._ids = itertools.count(int(top or 0) + 1)
-        self._worker = threading.Thread(target=self._work, name="modeldepot-install", daemon=True)
-        self._worker.start()
-        self._resume_interrupted()
-        self._clean_staging()
+    def start(self, *, watch: bool = False) -> None:
+        """Start the worker and the heartbeat, and take over jobs no live process runs.
 
-    def _clean_staging(self) -> int:
-        """Remove staging folders no unfinished job owns (a crash after the commit leaves one)."""
-        staging = self.app_config.tmp_dir / "install"
-        if not staging.is_dir():
+        ``watch`` (a server): keep taking jobs that appear with no owner (``install --no-wait``).
+        """
+        with self._lock:
+            if self._started:
+                self._watching = self._watching or watch
+                return
+            self._started, self._watching = True, watch
+            self._stopping.clear()
+        for target, name in ((self._work, "modeldepot-install"), (self._beat, "modeldepot-install-heartbeat")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self.clean_staging()
+        self._adopt_orphans()
+
+    def stop(self) -> None:
+        """Stop; unfinished jobs are released at once (another process may resume them)."""
+        with self._lock:
+            if not self._started:
+                return
+            self._started = False
+        self._stopping.set()
+        self._queue.put(_STOP)
+        for thread in self._threads:
+            thread.join(timeout=30)
+        self._threads.clear()
+        with contextlib.suppress(ModelDepotError):
+            self.table.release(self.owner)
+            self.table.unwatch(self.owner)
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    # Staging ------------------------------------------------------------------------------
+
+    @property
+    def _staging_root(self) -> Path:
+        return self.config.tmp_dir / "install"
+
+    def staging(self, job_id: int) -> Path:
+        """This process's staging folder for a job: per job and per owner."""
+        return self._staging_root / f"{job_id}-{self.owner.token}"
+
+    def _adopt_staging(self, job_id: int) -> None:
+        """Taking a job over: the previous owner's partial download becomes ours (it resumes)."""
+        mine = self.staging(job_id)
+        for other in sorted(self._staging_root.glob(f"{job_id}-*")) if self._staging_root.is_dir() else []:
+            if other == mine:
+                continue
+            if not mine.exists():
+                with contextlib.suppress(OSError):
+                    other.rename(mine)
+                    continue
+            shutil.rmtree(other, ignore_errors=True)
+
+    def clean_staging(self) -> int:
+        """Remove staging folders no unfinished job's live owner uses; returns how many."""
+        root = self._staging_root
+        if not root.is_dir():
             return 0
-        active = {str(j.id) for j in self.list_jobs() if not j.in_terminal_state}
-        removed = 0
-        for child in staging.iterdir():
-            if child.name not in active:
-                shutil.rmtree(child, ignore_errors=True)
-                removed += 1
+        rows = {r.id: r for r in self.table.rows()}
+        now, removed = time.time(), 0
+        for child in root.iterdir():
+            id_text, _, token = child.name.partition("-")
+            row = rows.get(int(id_text)) if id_text.isdigit() else None
+            in_use = row is not None and (row.takeable(now) or (row.owner or "").endswith(f":{token}"))
+            if row is not None and not row.ended and in_use:
+                continue  # in use, or left for whoever resumes it
+            shutil.rmtree(child, ignore_errors=True)
+            removed += 1
         return removed
-
-    def _stop_jobs(self) -> None:
-        if self._worker is not None:
-            self._queue.put(_STOP)
-            self._worker.join(timeout=30)
-            self._worker = None
-
-    def _staging(self, job_id: int) -> Path:
-        return self.app_config.tmp_dir / "install" / str(job_id)
-
-    def _persist(self, job: ModelInstallJob) -> None:
-        if self._db is None:
-            return
-        with self.db.begin() as conn:
-            # A job that ended stays ended: a late update from a worker thread cannot revive it.
-            updated = conn.execute(
-                sa.text(
-                    "UPDATE install_jobs SET status = :s WHERE id = :i"
-                    " AND status NOT IN ('completed', 'error', 'cancelled')"
-                ),
-                {"s": job.status.value, "i": job.id},
-            ).rowcount
-            exists = updated or conn.execute(sa.text("SELECT 1 FROM install_jobs WHERE id = :i"), {"i": job.id}).first()
-            if not exists:
-                conn.execute(
-                    sa.text(
-                        "INSERT INTO install_jobs (id, source, inplace, config_in, status, created_at)"
-                        " VALUES (:i, :src, :inp, :cfg, :s, :t)"
-                    ),
-                    {
-                        "i": job.id,
-                        "src": job.source,
-                        "inp": int(job.inplace),
-                        "cfg": json.dumps(job.config_in, default=str),
-                        "s": job.status.value,
-                        "t": time.time(),
-                    },
-                )
-
-    def _resume_interrupted(self) -> None:
-        """Jobs that were not finished when the last process stopped start again."""
-        if self._db is None:
-            return
-        from modeldepot.remote import parse_source
-
-        with self.db.connect() as conn:
-            rows = conn.execute(
-                sa.text("SELECT id, source, inplace, config_in FROM install_jobs WHERE status NOT IN (:a, :b, :c)"),
-                {"a": "completed", "b": "error", "c": "cancelled"},
-            ).fetchall()
-        for job_id, source, inplace, config_in in rows:
-            try:
-                parsed = parse_source(source, config=self.app_config)
-                self._submit(parsed, json.loads(config_in) or None, bool(inplace), job_id=int(job_id))
-                log.info("resuming install job %s (%s)", job_id, source)
-            except ModelDepotError as exc:
-                log.warning("cannot resume install job %s (%s): %s", job_id, source, exc)
-                with self.db.begin() as conn:
-                    conn.execute(sa.text("UPDATE install_jobs SET status='error' WHERE id=:i"), {"i": job_id})
 
     # Submitting ---------------------------------------------------------------------------
 
-    def heuristic_import(
-        self,
-        source: str,
-        config: dict[str, Any] | None = None,
-        access_token: str | None = None,
-        inplace: bool = False,
-        *,
-        force: bool = False,
-    ) -> ModelInstallJob:
-        """Install from a source string: a path, URL, Hugging Face repo id or Civitai reference.
-
-        ``force`` installs even a file that is not a model (a README, a script); also accepted
-        as ``config["force"]``.
-        """
-        from modeldepot.remote import parse_source
-
-        parsed = parse_source(source, config=self.app_config, access_token=access_token)
-        if force:
-            config = {**(config or {}), "force": True}
-        return self.import_model(parsed, config, inplace)
-
-    def import_model(
-        self, source: AnyModelSource, config: dict[str, Any] | None = None, inplace: bool = False
-    ) -> ModelInstallJob:
-        """Install from a typed source; returns the job at once (see ``wait_for_job``)."""
-        from modeldepot.remote import LocalModelSource
-
-        inplace = inplace or bool(getattr(source, "inplace", False))
+    def submit(self, source: AnyModelSource, config: dict[str, Any] | None, inplace: bool) -> ModelInstallJob:
+        """The job installing ``source``: a new one, the one already running (here or in another
+        process, which is then followed), or an interrupted one taken over."""
+        if not self._started:
+            self.start()
         if not isinstance(source, LocalModelSource):
             self._check_remote_allowed(source)
-        with self._jobs_lock:
+        canonical = str(source)
+        with self._lock:
             for job in self._jobs.values():
-                if job.source == str(source) and not job.in_terminal_state:
+                if job.source == canonical and not job.in_terminal_state:
                     return job  # the same source twice at once is one job, not two copies
-        return self._submit(source, config, inplace)
+        row, created = self.table.open_job(canonical, inplace, dict(config or {}), self.owner, self.lease)
+        if created:
+            return self._run(self._new_job(row, source))
+        claimed = self.table.claim(row.id, self.owner, self.lease)
+        if claimed is not None:
+            log.info("taking over install job %s (%s)", row.id, row.source)
+            return self._run(self._new_job(claimed, source))
+        job = self._new_job(row, source)
+        job.notes.append(f"being installed by another process (pid {owner_pid(row.owner)}); waiting for it")
+        job._following = True
+        self._register(job)
+        self._spawn(self._follow, job)
+        return job
+
+    def enqueue(self, source: AnyModelSource, config: dict[str, Any] | None, inplace: bool) -> tuple[JobRow, list[str]]:
+        """Record a job for another process to run (``install --no-wait``); returns it and the live
+        servers that will take it (empty: it waits for the next ``serve`` or ``install``)."""
+        if not isinstance(source, LocalModelSource):
+            self._check_remote_allowed(source)
+        row, _created = self.table.open_job(str(source), inplace, dict(config or {}), None, self.lease)
+        return row, self.table.watchers()
 
     def _check_remote_allowed(self, source: AnyModelSource) -> None:
         """Refuse a source on a private address before any job exists (403 in the API).
@@ -200,92 +186,170 @@ class JobRunner(InstallBase):
         A preflight only: every connection of the download is checked and pinned again by the
         download layer, so a lookup that fails here is left for the job to report.
         """
-        from modeldepot.remote import CivitaiModelSource, HFModelSource, URLModelSource
-
         url = None
         if isinstance(source, URLModelSource):
             url = source.url
         elif isinstance(source, HFModelSource):
-            url = self.app_config.hf_endpoint
+            url = self.config.hf_endpoint
         elif isinstance(source, CivitaiModelSource):
-            url = self.app_config.civitai_endpoint
+            url = self.config.civitai_endpoint
         if url is not None:
             with contextlib.suppress(OSError):
-                ConnectPolicy.from_config(self.app_config).check_url(url, redact_url(url))
+                ConnectPolicy.from_config(self.config).check_url(url, redact_url(url))
 
-    def _submit(
-        self,
-        source: AnyModelSource,
-        config: dict[str, Any] | None,
-        inplace: bool,
-        job_id: int | None = None,
-    ) -> ModelInstallJob:
-        from modeldepot.remote import LocalModelSource
-
+    def _new_job(self, row: JobRow, source: AnyModelSource) -> ModelInstallJob:
         job = ModelInstallJob(
-            id=job_id if job_id is not None else next(self._ids),
-            source=str(source),
+            id=row.id,
+            source=row.source,
             source_type=str(source.type),
-            config_in=dict(config or {}),
-            inplace=inplace,
+            config_in=dict(row.config_in),
+            inplace=row.inplace,
+            bytes=row.bytes,
+            total_bytes=row.total_bytes,
         )
         job._source_obj = source
         job._access_token = getattr(source, "access_token", None)
-        with self._jobs_lock:
+        return job
+
+    def _register(self, job: ModelInstallJob) -> None:
+        with self._lock:
             self._jobs[job.id] = job
-        self._persist(job)
         self._emit(job, "model_install_waiting")
-        existing = None if isinstance(source, LocalModelSource) else self._installed_from(job.source)
+
+    def _spawn(self, target: Any, job: ModelInstallJob) -> None:
+        threading.Thread(target=target, args=(job,), name=f"install-{job.id}", daemon=True).start()
+
+    def _run(self, job: ModelInstallJob) -> ModelInstallJob:
+        """Run a job this process owns."""
+        self._register(job)
+        self._adopt_staging(job.id)
+        source = job._source_obj
+        if isinstance(source, LocalModelSource):
+            job.local_path = Path(source.path)
+            self._queue.put(job)
+            return job
+        existing = self._installed_from(job.source)
         if existing is not None:
             # Installing the same remote source again: nothing to download, unless the stored
             # copy fails verification (checked off the caller's thread: it reads every byte).
-            threading.Thread(
-                target=self._reinstall_if_damaged, args=(job, existing), name=f"install-{job.id}", daemon=True
-            ).start()
-        elif isinstance(source, LocalModelSource):
-            job.local_path = Path(source.path)
-            self._queue.put(job)
+            self._spawn(lambda j: self._reinstall_if_damaged(j, existing), job)
         else:
-            threading.Thread(target=self._start_download, args=(job,), name=f"install-{job.id}", daemon=True).start()
+            self._spawn(self._fetch, job)
         return job
 
-    def _reinstall_if_damaged(self, job: ModelInstallJob, existing: Any) -> None:
+    def _adopt_orphans(self) -> None:
+        """Jobs no live process runs (interrupted, or queued with --no-wait) are taken and resumed."""
+        for row in self.table.takeable():
+            with self._lock:
+                if row.id in self._jobs and not self._jobs[row.id].in_terminal_state:
+                    continue
+            try:
+                source = parse_source(row.source, config=self.config)
+            except ModelDepotError as exc:
+                if self.table.claim(row.id, self.owner, self.lease) is not None:
+                    self.table.finish(row.id, self.owner, "error", error=f"cannot resume: {exc}")
+                log.warning("cannot resume install job %s (%s): %s", row.id, row.source, exc)
+                continue
+            claimed = self.table.claim(row.id, self.owner, self.lease)
+            if claimed is not None:
+                log.info("resuming install job %s (%s)", row.id, row.source)
+                self._run(self._new_job(claimed, source))
+
+    def _installed_from(self, source: str) -> ModelConfigBase | None:
+        for record in self.services.store.search_models(q=source):
+            if record.source == source and Path(record.path).exists():
+                return record
+        return None
+
+    def _reinstall_if_damaged(self, job: ModelInstallJob, existing: ModelConfigBase) -> None:
         try:
-            sound = self._stored_copy_sound(existing)
+            sound = self.installer.stored_copy_sound(existing)
         except Exception as exc:
             self._fail(job, exc)
             return
         if not sound:
             # The fresh download replaces the damaged blobs (the verify marked them bad).
             job.notes.append(f"re-downloading: the installed copy of {existing.name!r} failed verification")
-            self._start_download(job)
+            self._fetch(job)
             return
         job.config_out = existing
         job.outcome = "already_installed"
         job.notes.append(f"already installed as {existing.name!r} (key {existing.key})")
         self._finish(job, InstallStatus.COMPLETED, "model_install_completed")
 
-    def _installed_from(self, source: str) -> Any:
-        for record in self.record_store.search_models(q=source):
-            if record.source == source and Path(record.path).exists():
-                return record
-        return None
+    # Following a job another process runs -------------------------------------------------
 
-    # Downloading --------------------------------------------------------------------------
+    def _follow(self, job: ModelInstallJob) -> None:
+        """Mirror another process's job from its row until it ends; take it over if its owner dies."""
+        interval = min(0.5, self.lease / 6)
+        while not self._stopping.wait(interval):
+            try:
+                row = self.table.get(job.id)
+            except ModelDepotError as exc:
+                self._fail(job, exc)
+                return
+            if row.ended:
+                self._end_followed(job, row)
+                return
+            if row.takeable(time.time()):
+                claimed = self.table.claim(job.id, self.owner, self.lease)
+                if claimed is not None:
+                    log.info("install job %s lost its process; resuming it here", job.id)
+                    job.notes.append("its process stopped; resumed here")
+                    with self._lock:
+                        self._jobs.pop(job.id, None)
+                    self._run_taken(job)
+                    return
+            changed = (row.bytes, row.total_bytes, row.status) != (job.bytes, job.total_bytes, job.status.value)
+            job.bytes, job.total_bytes = row.bytes, row.total_bytes
+            with contextlib.suppress(ValueError):
+                job.status = InstallStatus(row.status)
+            if changed:
+                self._emit(job, "model_install_downloading" if job.downloading else f"model_install_{job.status.value}")
 
-    def _start_download(self, job: ModelInstallJob) -> None:
-        from modeldepot.install._remote import plan_download
+    def _run_taken(self, job: ModelInstallJob) -> None:
+        job._following = False
+        self._run(job)
 
+    def _end_followed(self, job: ModelInstallJob, row: JobRow) -> None:
+        if row.status == "completed" and row.model_key:
+            try:
+                job.config_out = self.services.store.get_model(row.model_key)
+            except ModelDepotError as exc:
+                self._fail(job, exc, persist=False)
+                return
+            job.outcome = "installed"
+            job.notes.append(f"installed by another process as {job.config_out.name!r} (key {row.model_key})")
+            self._finish(job, InstallStatus.COMPLETED, "model_install_completed", persist=False)
+        elif row.status == "cancelled":
+            self._finish(job, InstallStatus.CANCELLED, "model_install_cancelled", persist=False)
+        else:
+            self._fail(
+                job, ModelDepotError(row.error or f"install job {job.id} failed in another process"), persist=False
+            )
+
+    # Fetch --------------------------------------------------------------------------------
+
+    def _fetch(self, job: ModelInstallJob) -> None:
         try:
-            plan = plan_download(self.app_config, job._source_obj, self._staging(job.id))
+            plan = plan_download(self.config, job._source_obj, self.staging(job.id))
         except Exception as exc:
             self._fail(job, exc)
             return
         job._metadata = plan.metadata
         job.notes.extend(plan.notes)
         job.total_bytes = plan.total_bytes
-        if job.cancelled:
-            return
+        with self._lock:
+            if job.in_terminal_state:
+                return  # cancelled while the plan was being made
+            job.status = InstallStatus.DOWNLOADING
+        self._set_status(job)
+        try:
+            self._start_download(job, plan)
+        except Exception as exc:
+            self._fail(job, exc)
+
+    def _start_download(self, job: ModelInstallJob, plan: DownloadPlan) -> None:
         handlers: dict[str, Any] = {
             "on_start": lambda dj: self._on_download_progress(job, dj),
             "on_progress": lambda dj: self._on_download_progress(job, dj),
@@ -295,27 +359,23 @@ class JobRunner(InstallBase):
             "on_paused": lambda dj: self._on_download_paused(job),
         }
         token = job._access_token.get_secret_value() if job._access_token is not None else plan.token
-        queue_ = self._downloads()
-        assert queue_ is not None, "install service built without a download queue"
-        with self._jobs_lock:
-            if job.in_terminal_state:
-                return  # cancelled while the plan was being made
-            job.status = InstallStatus.DOWNLOADING
-        self._persist(job)
+        downloads = self.services.downloads
         plan.dest.mkdir(parents=True, exist_ok=True)  # a folder: the file is named by the server
         if len(plan.files) == 1 and plan.single_url:
             f = plan.files[0]
-            # Resuming after a restart: aim at the partial file directly, so no probe request
-            # re-sends bytes that are already on disk.
+            # Resuming: aim at the partial file directly, so no probe request re-sends bytes
+            # that are already on disk.
             partial = sorted(plan.dest.glob("*.part.json"))
             target = (
                 partial[0].with_name(partial[0].name.removesuffix(".part.json")) if len(partial) == 1 else plan.dest
             )
-            job._download = queue_.download(f.url, target, access_token=token, expected_sha256=f.sha256, **handlers)
+            job._download = downloads.download(f.url, target, access_token=token, expected_sha256=f.sha256, **handlers)
         else:
-            job._download = queue_.multifile_download(plan.files, plan.dest, access_token=token, **handlers)
+            job._download = downloads.multifile_download(list(plan.files), plan.dest, access_token=token, **handlers)
 
     def _on_download_progress(self, job: ModelInstallJob, dj: Any) -> None:
+        if job.in_terminal_state:
+            return
         job.status = InstallStatus.DOWNLOADING
         job.bytes = dj.bytes
         job.total_bytes = max(dj.total_bytes, job.total_bytes)
@@ -333,7 +393,7 @@ class JobRunner(InstallBase):
         self._emit(job, "model_install_downloading")
 
     def _on_download_paused(self, job: ModelInstallJob) -> None:
-        if not job.in_terminal_state:
+        if not job.in_terminal_state and not self._stopping.is_set():
             job.status = InstallStatus.PAUSED
             self._emit(job, "model_install_paused")
 
@@ -344,119 +404,138 @@ class JobRunner(InstallBase):
             job.local_path = Path(dj.dest) / subpath if subpath else Path(dj.dest)
         job.bytes = dj.bytes
         job.status = InstallStatus.DOWNLOADS_DONE
+        self._set_status(job)
         self._emit(job, "model_install_downloads_done")
         self._queue.put(job)
 
-    # The serial worker ---------------------------------------------------------------------
+    # Ingest, record, materialise: the serial worker ---------------------------------------
 
     def _work(self) -> None:
         while True:
             job = self._queue.get()
             if job is _STOP:
                 return
-            if job.in_terminal_state:
+            if job.in_terminal_state or self._stopping.is_set():
                 continue
             try:
-                self._install_job(job)
+                self._install(job)
             except Exception as exc:
                 self._fail(job, exc)
 
-    def _install_job(self, job: ModelInstallJob) -> None:
-        from modeldepot.install._remote import check_looks_like_model
-        from modeldepot.remote import LocalModelSource
-
+    def _install(self, job: ModelInstallJob) -> None:
         job.status = InstallStatus.RUNNING
+        self._set_status(job)
         self._emit(job, "model_install_running")
         assert job.local_path is not None
         config = dict(job.config_in)
         force = bool(config.pop("force", False))
-        if isinstance(job._source_obj, LocalModelSource):
-            if job.inplace:
-                result = self.register_path_result(job.local_path, config, force=force)
-            else:
-                result = self.install_path_result(job.local_path, config, force=force)
+        source = job._source_obj
+        if isinstance(source, LocalModelSource):
+            install = self.installer.register if job.inplace else self.installer.install
+            result = install(job.local_path, config, force=force)
         else:
             check_looks_like_model(job.local_path)
-            result = self.install_path_result(
+            result = self.installer.install(
                 job.local_path,
                 config,
                 move=True,
                 source=job.source,
-                source_type=job._source_obj.type,
+                source_type=source.type,
                 metadata=job._metadata,
                 force=force,
             )
-            shutil.rmtree(self._staging(job.id), ignore_errors=True)
         job.outcome = result.outcome
         if not result.created:
             job.notes.append(result.message)
-        job.config_out = self.record_store.get_model(result.key)
+        job.config_out = self.services.store.get_model(result.key)
         self._finish(job, InstallStatus.COMPLETED, "model_install_completed")
+
+    # Heartbeat ----------------------------------------------------------------------------
+
+    def _beat(self) -> None:
+        while not self._stopping.wait(self.lease / 3):
+            try:
+                self._beat_once()
+            except ModelDepotError as exc:  # a database hiccup: the next beat tries again
+                log.warning("install heartbeat failed: %s", exc)
+
+    def _beat_once(self) -> None:
+        with self._lock:
+            own = [j for j in self._jobs.values() if not j.in_terminal_state and not j._following]
+        progress = {j.id: (j.status.value, j.bytes, j.total_bytes) for j in own}
+        lost = self.table.heartbeat(self.owner, self.lease, progress) if progress else set()
+        for job in own:
+            if job.id in lost:
+                self._lost(job)
+        if self._watching:
+            self.table.watch(self.owner, self.lease)
+            self._adopt_orphans()
+
+    def _lost(self, job: ModelInstallJob) -> None:
+        """Another process cancelled this job, or took it over after this one stalled."""
+        row = self.table.get(job.id)
+        if row.status == "cancelled":
+            self._cancel_download(job)
+            self._finish(job, InstallStatus.CANCELLED, "model_install_cancelled", persist=False)
+        elif row.ended or row.owner not in (None, self.owner.id):
+            log.warning("install job %s is now run by another process; stopping here", job.id)
+            self._cancel_download(job)
+            self._fail(job, ModelDepotError(f"install job {job.id} was taken over by another process"), persist=False)
 
     # Ending -------------------------------------------------------------------------------
 
-    def _fail(self, job: ModelInstallJob, exc: BaseException) -> None:
+    def _set_status(self, job: ModelInstallJob) -> None:
+        with contextlib.suppress(ModelDepotError):
+            self.table.set_status(job.id, self.owner, job.status.value)
+
+    def _fail(self, job: ModelInstallJob, exc: BaseException, *, persist: bool = True) -> None:
         if job.in_terminal_state:
             return
+        if self._stopping.is_set() and persist:
+            return  # stopping: the job was released for another process; nothing failed
         job._exception = exc
         job.error_type = type(exc).__name__
         job.error = str(exc)
         if not isinstance(exc, ModelDepotError):
             log.error("install job %s failed", job.id, exc_info=exc)
-        if not self.app_config.preserve_partial_downloads:
-            shutil.rmtree(self._staging(job.id), ignore_errors=True)
-        self._finish(job, InstallStatus.ERROR, "model_install_error")
+        if persist and not self.config.preserve_partial_downloads:
+            shutil.rmtree(self.staging(job.id), ignore_errors=True)
+        self._finish(job, InstallStatus.ERROR, "model_install_error", persist=persist)
 
-    def _finish(self, job: ModelInstallJob, status: InstallStatus, event: str) -> None:
-        from datetime import datetime
-
-        with self._jobs_cond:
+    def _finish(self, job: ModelInstallJob, status: InstallStatus, event: str, *, persist: bool = True) -> None:
+        with self._lock:
             if job.in_terminal_state:
                 return
+            if persist and self._stopping.is_set() and status != InstallStatus.COMPLETED:
+                return  # the queue winding down at stop: the job was released, not ended
             job.status = status
             job.ended_at = datetime.now(UTC)
-            self._jobs_cond.notify_all()
-        self._persist(job)
-        if status == InstallStatus.CANCELLED:
-            shutil.rmtree(self._staging(job.id), ignore_errors=True)
+        if persist:
+            key = job.config_out.key if job.config_out is not None else None
+            with contextlib.suppress(ModelDepotError):
+                self.table.finish(job.id, self.owner, status.value, model_key=key, error=job.error)
+            if status != InstallStatus.ERROR or not self.config.preserve_partial_downloads:
+                shutil.rmtree(self.staging(job.id), ignore_errors=True)
         self._emit(job, event)
         job._done.set()
 
     def _emit(self, job: ModelInstallJob, name: str) -> None:
-        self.event_bus.emit(name, **job.event_payload())
+        self.services.events.emit(name, **job.event_payload())
 
     # Queries and control -------------------------------------------------------------------
 
     def list_jobs(self) -> list[ModelInstallJob]:
-        with self._jobs_lock:
+        with self._lock:
             return sorted(self._jobs.values(), key=lambda j: j.id)
 
-    def get_job_by_id(self, id: int) -> ModelInstallJob:
-        with self._jobs_lock:
-            job = self._jobs.get(int(id))
+    def get_job(self, job_id: int) -> ModelInstallJob:
+        with self._lock:
+            job = self._jobs.get(int(job_id))
         if job is None:
-            raise UnknownJobIDException(f"no install job with id {id}", job_id=id)
-        return job
-
-    def get_job_by_source(self, source: Any) -> list[ModelInstallJob]:
-        wanted = str(source)
-        if isinstance(source, str):
-            try:
-                from modeldepot.remote import parse_source
-
-                wanted = str(parse_source(source, config=self.app_config))
-            except ModelDepotError:
-                pass
-        return [j for j in self.list_jobs() if j.source == wanted]
-
-    def wait_for_job(self, job: ModelInstallJob, timeout: float = 0) -> ModelInstallJob:
-        """Block until the job ends (``timeout`` seconds, 0 = forever); raises TimeoutError."""
-        if not job._done.wait(timeout or None):
-            raise TimeoutError(f"install job {job.id} ({job.source}) did not finish within {timeout} s")
+            raise UnknownJobIDException(f"no install job with id {job_id}", job_id=job_id)
         return job
 
     def wait_for_installs(self, timeout: float = 0) -> list[ModelInstallJob]:
-        """Block until every job has ended; returns them."""
         deadline = time.monotonic() + timeout if timeout else None
         for job in self.list_jobs():
             left = None if deadline is None else max(0.001, deadline - time.monotonic())
@@ -464,52 +543,63 @@ class JobRunner(InstallBase):
                 raise TimeoutError(f"installs did not finish within {timeout} s")
         return self.list_jobs()
 
-    def cancel_job(self, job: ModelInstallJob) -> None:
-        if job.in_terminal_state:
-            return
+    def _cancel_download(self, job: ModelInstallJob) -> None:
         download = job._download
         if download is not None and not download.in_terminal_state:
-            queue_ = self._downloads()
-            if queue_ is not None:
-                queue_.cancel_job(download)
+            self.services.downloads.cancel_job(download)
+
+    def cancel(self, job: ModelInstallJob) -> None:
+        if job.in_terminal_state:
+            return
+        if job._following:
+            self.table.cancel(job.id)  # its owner's heartbeat sees it; the follower reports it
+            return
+        self._cancel_download(job)
         self._finish(job, InstallStatus.CANCELLED, "model_install_cancelled")
 
-    def pause_job(self, job: ModelInstallJob) -> None:
-        """Pause a job's downloads; the partial files stay for ``resume_job``."""
+    def cancel_by_id(self, job_id: int) -> str:
+        """Cancel a job of this process or any other (by its row); returns its status before."""
+        try:
+            job = self.get_job(job_id)
+        except UnknownJobIDException:
+            return self.table.cancel(job_id)
+        before = job.status.value
+        self.cancel(job)
+        return before
+
+    def pause(self, job: ModelInstallJob) -> None:
+        """Pause a job's downloads; the partial files stay for :meth:`resume`."""
         download = job._download
         if (
             download is None
             or job.in_terminal_state
-            or job.status
-            not in (
-                InstallStatus.DOWNLOADING,
-                InstallStatus.WAITING,
-            )
+            or job.status not in (InstallStatus.DOWNLOADING, InstallStatus.WAITING)
         ):
             return
-        queue_ = self._downloads()
-        assert queue_ is not None
-        queue_.pause_job(download)
+        self.services.downloads.pause_job(download)
         job.status = InstallStatus.PAUSED
-        self._persist(job)
+        self._set_status(job)
         self._emit(job, "model_install_paused")
 
-    def resume_job(self, job: ModelInstallJob) -> None:
+    def resume(self, job: ModelInstallJob) -> None:
         """Continue a paused job's downloads from the bytes already on disk."""
         download = job._download
         if job.status != InstallStatus.PAUSED or download is None:
             return
-        queue_ = self._downloads()
-        assert queue_ is not None
+        downloads = self.services.downloads
         # A part may still be winding down from the pause; restart only once it has stopped,
         # so its late "paused" report cannot overwrite the resumed state.
-        queue_.wait_for_job(download, timeout=60)
+        downloads.wait_for_job(download, timeout=60)
         job.status = InstallStatus.DOWNLOADING
-        queue_.start_job(download)
+        self._set_status(job)
+        downloads.start_job(download)
         self._emit(job, "model_install_downloading")
 
-    def prune_jobs(self) -> None:
+    def prune(self) -> None:
         """Forget finished jobs."""
-        with self._jobs_lock:
+        with self._lock:
             for job_id in [j.id for j in self._jobs.values() if j.in_terminal_state]:
                 del self._jobs[job_id]
+
+
+__all__ = ["JobRunner"]

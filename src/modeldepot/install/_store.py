@@ -12,7 +12,8 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modeldepot.configs import ModelConfigBase
+from modeldepot.configs import ModelConfigBase, parse_config
+from modeldepot.hashing import composite_hash, normalize_algorithm
 from modeldepot.taxonomy import BaseModelType, ModelType
 
 if TYPE_CHECKING:
@@ -27,8 +28,6 @@ def record_hash(staged: StagedModel, algorithm: str) -> str | None:
 
     For any other algorithm return None and let the caller hash the files (a second read).
     """
-    from modeldepot.hashing import composite_hash, normalize_algorithm
-
     name, prefix = normalize_algorithm(algorithm)
     if name not in ("blake3", "blake3_single"):
         return None
@@ -65,8 +64,6 @@ def destination(models_dir: Path, record: ModelConfigBase, staged: StagedModel) 
 
 
 def with_fields(record: ModelConfigBase, **fields: Any) -> ModelConfigBase:
-    from modeldepot.configs import parse_config
-
     data = record.model_dump()
     data.update(fields)
     return parse_config(data)

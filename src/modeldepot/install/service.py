@@ -1,134 +1,78 @@
-"""``ModelInstallService``: from a source to a registered, identified, deduplicated model.
+"""``ModelInstallService``: the install contract (InvokeAI's names) over three parts, composed:
 
-Local sources are handled synchronously here; remote sources (URLs, Hugging Face, Civitai) become
-jobs whose downloads run in parallel on the download queue and whose identification, storing and
-registration run on one serial worker (see ``_jobs.py``).
+- :class:`~modeldepot.install._local.LocalInstaller` registers and installs local files;
+- :class:`~modeldepot.install._runner.JobRunner` sequences and persists jobs (plan, fetch, then the
+  local installer), safely when several processes share a home;
+- ``_maintenance`` functions scan, re-identify, repair and look up models.
+
+The services underneath come from the one composition root, :func:`modeldepot._compose.open_services`.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Callable
+import shutil
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modeldepot._db import Database
+from modeldepot._compose import DepotServices, open_services
 from modeldepot.config import DepotConfig
-from modeldepot.configs import ModelConfigBase
-from modeldepot.errors import (
-    DuplicateModelException,
-    HashingError,
-    ModelDepotError,
-    ModelNotFoundException,
-)
+from modeldepot.errors import ModelDepotError
 from modeldepot.events import EventBus
-from modeldepot.install._checks import check_is_model
-from modeldepot.install._locations import forget_model_locations, record_location
-from modeldepot.install._maintenance import Maintenance
-from modeldepot.install._records import (
-    build_record,
-    default_name,
-    identify_overrides,
-    normalise_overrides,
-)
+from modeldepot.install import _maintenance as maintenance
+from modeldepot.install._jobs import ModelInstallJob
+from modeldepot.install._jobtable import JobRow, JobTable
+from modeldepot.install._local import LocalInstaller, remove_path
 from modeldepot.install._result import PathResult
 from modeldepot.install._runner import JobRunner
+from modeldepot.remote.sources import AnyModelSource, parse_source
 from modeldepot.taxonomy import ModelSourceType
 
 if TYPE_CHECKING:
+    from modeldepot._db import Database
+    from modeldepot.configs import ModelConfigBase
     from modeldepot.download import DownloadQueueService
-    from modeldepot.hashing import HashCache
-    from modeldepot.records import ModelRecordServiceBase, ModelRecordServiceSQL
-    from modeldepot.storage import ContentStore, StagedModel
+    from modeldepot.records import ModelRecordServiceBase
+    from modeldepot.storage import ContentStore, VerifyReport
 
 log = logging.getLogger(__name__)
 
 
-def _lazy(value: Any) -> Callable[[], Any]:
-    """A getter for a service given as itself, as a zero-argument factory, or None."""
-    if value is None or not callable(value) or hasattr(value, "start"):
-        return lambda: value
-    factory: Callable[[], Any] = value
-    return factory
-
-
-class ModelInstallService(JobRunner, Maintenance):
-    """Install, register and remove models. Build it through ``ModelManager.install``."""
+class ModelInstallService:
+    """Install, register and remove models. ``ModelManager.install`` builds one; the InvokeAI-style
+    ``ModelInstallService(app_config, record_store, download_queue, event_bus)`` works too (the
+    other services are then built from ``app_config`` and closed by :meth:`stop`)."""
 
     def __init__(
         self,
         app_config: DepotConfig,
         record_store: ModelRecordServiceBase,
-        download_queue: DownloadQueueService | Callable[[], DownloadQueueService] | None = None,
+        download_queue: DownloadQueueService | None = None,
         event_bus: EventBus | None = None,
         *,
-        storage: ContentStore | Callable[[], ContentStore] | None = None,
-        db: Database | None = None,
-        hash_cache: HashCache | None = None,
+        services: DepotServices | None = None,
     ) -> None:
+        self._own_services = services is None
+        if services is None:
+            services = open_services(app_config, events=event_bus, record_store=record_store, downloads=download_queue)
+        self.services = services
         self.app_config = app_config
         self.record_store = record_store
-        self.event_bus = event_bus or EventBus()
-        self._lock = threading.RLock()
-        self._owned: list[Any] = []  # services built here (InvokeAI-style construction), stopped by stop()
-        if db is None:
-            # Built with only (config, store, queue, bus): manifests, jobs and the hash cache live
-            # in the record store's database, or in the depot's SQLite file beside a YAML store.
-            db = getattr(record_store, "db", None)
-            if not isinstance(db, Database):
-                db = Database.open(app_config.databases_dir / "modeldepot.db")
-                self._owned.append(db)
-        if storage is None:
-            from modeldepot.storage import ContentStore as _ContentStore
-
-            storage = _ContentStore(app_config, db, events=self.event_bus)
-        if hash_cache is None:
-            from modeldepot.hashing import HashCache as _HashCache
-
-            hash_cache = _HashCache(db)
-        if download_queue is None:
-            download_queue = self._own_queue_factory()
-        self._downloads = _lazy(download_queue)
-        self._storage = _lazy(storage)
-        self._db = db
-        self._hash_cache = hash_cache
-        self._started = False
-        self._init_jobs()
-
-    def _own_queue_factory(self) -> Callable[[], DownloadQueueService]:
-        """A download queue built on first use (so an install service that never downloads starts no threads)."""
-        built: list[DownloadQueueService] = []
-
-        def get() -> DownloadQueueService:
-            with self._lock:
-                if not built:
-                    from modeldepot.download import DownloadQueueService as _Queue
-
-                    queue = _Queue(
-                        max_parallel_dl=self.app_config.max_parallel_downloads,
-                        config=self.app_config,
-                        event_bus=self.event_bus,
-                    )
-                    queue.start()
-                    built.append(queue)
-                    self._owned.append(queue)
-                return built[0]
-
-        return get
+        self.event_bus = services.events
+        self.installer = LocalInstaller(services)
+        self.runner = JobRunner(services, self.installer)
 
     # Lifecycle ----------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Start the install worker and resume installs a previous process left unfinished."""
-        with self._lock:
-            if self._started:
-                return
-            self._started = True
-        if self._storage() is not None and self._db is not None:
+    def start(self, *, watch: bool = False) -> None:
+        """Finish interrupted store operations, start the job runner and resume jobs no live
+        process runs. Installing a remote source starts it too; ``watch`` (a server) keeps
+        taking jobs queued by ``install --no-wait``."""
+        if not self.runner.started:
             self.storage.recover()
-        self._start_jobs()
-        missing = self.sync_to_config()["missing"]
+        self.runner.start(watch=watch)
+        missing = maintenance.missing_models(self.services)
         if missing:
             log.warning(
                 "%d registered model(s) have no files any more (e.g. %s); `modeldepot doctor --fix` forgets them",
@@ -137,37 +81,110 @@ class ModelInstallService(JobRunner, Maintenance):
             )
 
     def stop(self) -> None:
-        with self._lock:
-            was_started, self._started = self._started, False
-        if was_started:
-            self._stop_jobs()
-        for owned in reversed(self._owned):
-            (owned.stop if hasattr(owned, "stop") else owned.close)()
-        self._owned.clear()
+        self.runner.stop()
+        if self._own_services:
+            self.services.close()
 
     @property
     def storage(self) -> ContentStore:
-        store = self._storage()
-        if store is None:
-            raise RuntimeError("this install service was built without a content store")
-        return store
+        return self.services.storage
 
     @property
     def db(self) -> Database:
-        if self._db is None:
-            raise RuntimeError("this install service was built without a database")
-        return self._db
+        return self.services.db
 
-    # Local registration -------------------------------------------------------------------
+    # Jobs ---------------------------------------------------------------------------------
 
-    def _hash(self, path: Path) -> str:
-        from modeldepot.hashing import ModelHash
+    def heuristic_import(
+        self,
+        source: str,
+        config: dict[str, Any] | None = None,
+        access_token: str | None = None,
+        inplace: bool = False,
+        *,
+        force: bool = False,
+    ) -> ModelInstallJob:
+        """Install from a source string: a path, URL, Hugging Face repo id or Civitai reference.
 
-        return ModelHash(self.app_config.hashing_algorithm, cache=self._hash_cache).hash(path)
+        ``force`` installs even a file that is not a model (a README, a script); also accepted
+        as ``config["force"]``.
+        """
+        parsed = parse_source(source, config=self.app_config, access_token=access_token)
+        if force:
+            config = {**(config or {}), "force": True}
+        return self.import_model(parsed, config, inplace)
 
-    def _existing_by_hash(self, content_hash: str) -> ModelConfigBase | None:
-        found = self.record_store.search_by_hash(content_hash)
-        return found[0] if found else None
+    def import_model(
+        self, source: AnyModelSource, config: dict[str, Any] | None = None, inplace: bool = False
+    ) -> ModelInstallJob:
+        """Install from a typed source; returns the job at once (see ``wait_for_job``).
+
+        Starts the service if needed. The same source asked for again while it installs (here
+        or in another process sharing the home) is the same job.
+        """
+        if not self.runner.started:
+            self.start()
+        return self.runner.submit(source, config, inplace or bool(getattr(source, "inplace", False)))
+
+    def enqueue(
+        self, source: str, config: dict[str, Any] | None = None, inplace: bool = False
+    ) -> tuple[JobRow, list[str]]:
+        """Record a job without running it here (``install --no-wait``); returns the job's row and
+        the live servers that will run it (none: the next ``serve`` or ``install`` does)."""
+        parsed = parse_source(source, config=self.app_config)
+        return self.runner.enqueue(parsed, config, inplace)
+
+    def list_jobs(self) -> list[ModelInstallJob]:
+        return self.runner.list_jobs()
+
+    def get_job_by_id(self, id: int) -> ModelInstallJob:
+        return self.runner.get_job(id)
+
+    def get_job_by_source(self, source: Any) -> list[ModelInstallJob]:
+        wanted = str(source)
+        if isinstance(source, str):
+            try:
+                wanted = str(parse_source(source, config=self.app_config))
+            except ModelDepotError:
+                pass
+        return [j for j in self.list_jobs() if j.source == wanted]
+
+    def wait_for_job(self, job: ModelInstallJob, timeout: float = 0) -> ModelInstallJob:
+        """Block until the job ends (``timeout`` seconds, 0 = forever); raises TimeoutError."""
+        if not job._done.wait(timeout or None):
+            raise TimeoutError(f"install job {job.id} ({job.source}) did not finish within {timeout} s")
+        return job
+
+    def wait_for_installs(self, timeout: float = 0) -> list[ModelInstallJob]:
+        """Block until every job of this process has ended; returns them."""
+        return self.runner.wait_for_installs(timeout)
+
+    def cancel_job(self, job: ModelInstallJob) -> None:
+        self.runner.cancel(job)
+
+    def pause_job(self, job: ModelInstallJob) -> None:
+        """Pause a job's downloads; the partial files stay for ``resume_job``."""
+        self.runner.pause(job)
+
+    def resume_job(self, job: ModelInstallJob) -> None:
+        """Continue a paused job's downloads from the bytes already on disk."""
+        self.runner.resume(job)
+
+    def prune_jobs(self) -> None:
+        """Forget finished jobs."""
+        self.runner.prune()
+
+    def persisted_jobs(self) -> list[dict[str, Any]]:
+        """Every recorded install job (all processes), with the live status of this process's."""
+        live = {j.id: j.status.value for j in self.list_jobs()}
+        return [{**row, "status": live.get(row["id"], row["status"])} for row in persisted_jobs(self.db)]
+
+    def cancel_persisted(self, job_id: int) -> str:
+        """Cancel a job by id, wherever it runs; returns the status it had before (an ended job
+        is left as it was)."""
+        return self.runner.cancel_by_id(job_id)
+
+    # Local models -------------------------------------------------------------------------
 
     def register_path(
         self, model_path: str | Path, config: dict[str, Any] | None = None, *, force: bool = False
@@ -175,63 +192,17 @@ class ModelInstallService(JobRunner, Maintenance):
         """Register a file or folder in place (never moved, copied or deleted); returns the key.
 
         ``config`` holds user overrides (name, base, type, description, tags...): they always win
-        over identification and are recorded as such. Content already registered returns that
-        model's key (see :meth:`register_path_result` to tell the two apart). Files that are not
-        models (a README, a script) are refused unless ``force``.
+        over identification. Content already registered returns that model's key (see
+        :meth:`register_path_result` to tell the two apart). Files that are not models (a README,
+        a script) are refused unless ``force``.
         """
-        return self.register_path_result(model_path, config, force=force).key
+        return self.installer.register(model_path, config, force=force).key
 
     def register_path_result(
         self, model_path: str | Path, config: dict[str, Any] | None = None, *, force: bool = False
     ) -> PathResult:
         """:meth:`register_path`, saying whether a record was made or the content was known."""
-        from modeldepot.identify import identify
-
-        path = Path(model_path).expanduser()
-        if not path.exists():
-            raise ModelNotFoundException(f"{path}: no such file or folder", path=path)
-        path = path.resolve()
-        overrides = normalise_overrides(config)
-        existing = self.record_store.search_by_path(path)
-        if existing:
-            raise DuplicateModelException(
-                f"{path} is already registered as {existing[0].name!r} (key {existing[0].key})", key=existing[0].key
-            )
-        ident = identify(path, identify_overrides(overrides))
-        if not force:
-            check_is_model(path, ident)
-        entries, content_hash = self._hash_inplace(path)
-        dup = self._existing_by_hash(content_hash)
-        if dup is not None:
-            self._on_duplicate(dup, path)
-            if self._db is not None:
-                record_location(self.db, path, dup.key)
-            return PathResult(
-                dup.key,
-                "already_registered",
-                dup.name,
-                f"{path.name} is already registered as {dup.name!r} (key {dup.key}); "
-                "path recorded as an extra location",
-            )
-        record = build_record(
-            ident,
-            path=path,
-            name=overrides.pop("name", None) or default_name(path),
-            content_hash=content_hash,
-            file_size=_size_of(path),
-            overrides=overrides,
-            source=overrides.pop("source", None) or str(path),
-            source_type=ModelSourceType.Path,
-            inplace=True,
-        )
-        self._commit_inplace(record, path, entries)
-        log.info("registered %s in place as %s (%s)", path, record.name, record.key)
-        return PathResult(
-            record.key,
-            "registered",
-            record.name,
-            f"registered {record.name} ({record.base}/{record.type}/{record.format}) key {record.key}",
-        )
+        return self.installer.register(model_path, config, force=force)
 
     def install_path(
         self,
@@ -268,238 +239,89 @@ class ModelInstallService(JobRunner, Maintenance):
         force: bool = False,
     ) -> PathResult:
         """:meth:`install_path`, saying whether a model was installed or the content was known."""
-        from modeldepot.identify import identify
-
-        path = Path(model_path).expanduser()
-        if not path.exists():
-            raise ModelNotFoundException(f"{path}: no such file or folder", path=path)
-        path = path.resolve()
-        overrides = normalise_overrides(config)
-        ident = identify(path, identify_overrides(overrides))
-        if not force:
-            check_is_model(path, ident)
-        remote_base = (metadata or {}).get("base")
-        if remote_base and "base" not in overrides and str(ident.base) in ("unknown", "any"):
-            # The header could not tell; the remote's declared base is the next best word.
-            ident = identify(path, {**identify_overrides(overrides), "base": remote_base})
-        # Staging hashes while it copies (one read pass); content already held costs no space
-        # because identical blobs are stored once.
-        staged = self.storage.stage(path, move=move)
-        try:
-            return self._install_staged(path, staged, ident, overrides, move, source, source_type, metadata)
-        except BaseException:
-            self.storage.abandon(staged)  # no-op for blobs a committed model or a duplicate holds
-            raise
-
-    def _install_staged(
-        self,
-        path: Path,
-        staged: StagedModel,
-        ident: Any,
-        overrides: dict[str, Any],
-        move: bool,
-        source: str | None,
-        source_type: ModelSourceType | None,
-        metadata: dict[str, Any] | None,
-    ) -> PathResult:
-        from modeldepot.install._store import destination, record_hash, unique_name, with_fields
-
-        try:
-            content_hash = record_hash(staged, self.app_config.hashing_algorithm) or self._hash(path)
-        except HashingError as exc:
-            if exc.path is not None:
-                raise
-            raise HashingError(f"{path}: {exc}", path=path) from exc
-        dup = self._existing_by_hash(content_hash)
-        if dup is not None:
-            self.storage.discard(staged)
-            try:
-                self._on_duplicate(dup, path)
-                repaired = self._heal_duplicate(dup, path, staged, move=move)
-            finally:
-                if move:
-                    self.storage.release_sources(staged)  # its bytes are already held by ``dup``
-            message = f"{path.name} is already installed as {dup.name!r} (key {dup.key})"
-            if repaired:
-                message += f"; repaired its stored copy ({'; '.join(repaired)})"
-            return PathResult(dup.key, "already_installed", dup.name, message, tuple(repaired))
-        name = overrides.pop("name", None) or (metadata or {}).get("name") or default_name(path)
-        meta = {k: v for k, v in (metadata or {}).items() if k not in ("name", "base", "type")}
-        record = build_record(
-            ident,
-            path=path,  # replaced by the destination below, once the name is final
-            name=str(name),
-            content_hash=content_hash,
-            file_size=staged.size,
-            overrides={**meta, **overrides},
-            source=source or str(path),
-            source_type=source_type or ModelSourceType.Path,
-            inplace=False,
+        return self.installer.install(
+            model_path, config, move=move, source=source, source_type=source_type, metadata=metadata, force=force
         )
-        record = with_fields(record, name=unique_name(self.record_store, record.name, record.base, record.type))
-        dest = destination(self.app_config.models_path, record, staged)
-        if dest.exists() or self.record_store.search_by_path(dest):
-            dest = dest.with_name(f"{dest.stem}-{record.key[:8]}{dest.suffix}")
-        record = with_fields(record, path=str(dest))
-        self._commit_stored(record, staged, dest)
-        try:
-            self.storage.materialise(record.key, dest)
-        except BaseException:
-            # E.g. a full disk while copying (link mode "copy"): no record without its files,
-            # and no blob only this failed install wanted. Move-mode sources are still there.
-            self._delete(record.key, delete_files=True)
-            self.storage.abandon(staged)
-            raise
-        self.storage.release_sources(staged)  # move mode: the sources go once the model is in place
-        log.info("installed %s as %s (%s) at %s", path, record.name, record.key, dest)
-        return PathResult(
-            record.key,
-            "installed",
-            record.name,
-            f"installed {record.name} ({record.base}/{record.type}/{record.format}) key {record.key}",
-        )
-
-    def _heal_duplicate(self, dup: ModelConfigBase, path: Path, staged: StagedModel, *, move: bool) -> list[str]:
-        """Installing content that is already installed: make sure the stored copy is sound.
-
-        The installed model is verified (repairing from good copies where possible); blobs that
-        still fail are replaced by ingesting ``path`` again (the store now knows they are bad, so
-        it does not deduplicate onto them) and the model is rebuilt. Returns what was repaired.
-        """
-        storage = self.storage
-        repaired = [f"replaced damaged blob {d}" for d in staged.healed]
-        if dup.inplace or not storage.has_model(dup.key):
-            return repaired
-        report = storage.verify(key=dup.key, repair=True)
-        repaired += report.repaired
-        if report.healthy:
-            return repaired
-        again = storage.stage(path, move=move)  # replaces the blobs the verify marked bad
-        storage.discard(again)
-        repaired += [f"replaced damaged blob {d}" for d in again.healed]
-        left = storage.verify(key=dup.key)
-        if not left.ok:
-            from modeldepot.storage._verify import problems
-
-            log.error("model %s is still damaged after reinstalling from %s: %s", dup.key, path, problems(left))
-        return repaired
-
-    def _shared_sql_store(self) -> ModelRecordServiceSQL | None:
-        """The record store when it lives in our database, so a record and its manifest can be
-        written in one transaction; else None."""
-        from modeldepot.records import ModelRecordServiceSQL
-
-        store = self.record_store
-        if isinstance(store, ModelRecordServiceSQL) and self._db is not None and store.db is self._db:
-            return store
-        return None
-
-    def _commit_stored(self, record: ModelConfigBase, staged: Any, dest: Path) -> None:
-        store = self.record_store
-        sql = self._shared_sql_store()
-        if sql is not None:
-            with self.db.begin() as conn:
-                self.storage.commit(conn, record.key, staged, dest=dest)
-                sql.add_model(record, conn=conn)
-        else:
-            with self.db.begin() as conn:
-                self.storage.commit(conn, record.key, staged, dest=dest)
-            try:
-                store.add_model(record)
-            except BaseException:
-                self.storage.delete_model(record.key)
-                raise
-
-    def _on_duplicate(self, existing: ModelConfigBase, path: Path) -> str:
-        if self.app_config.on_duplicate == "error":
-            raise DuplicateModelException(
-                f"{path} has the same content as the registered model {existing.name!r} (key {existing.key})",
-                key=existing.key,
-            )
-        log.info("%s has the same content as %s; returning the existing record", path, existing.key)
-        return existing.key
-
-    def _hash_inplace(self, path: Path) -> tuple[list[Any] | None, str]:
-        """The manifest entries (blake3 per file) and the record hash, in one read of the files.
-
-        With the default blake3 algorithm the record hash is derived from the manifest; other
-        algorithms (or a store-less service) hash through ``ModelHash`` and its cache.
-        """
-        from modeldepot.hashing import composite_hash, normalize_algorithm
-
-        name, prefix = normalize_algorithm(self.app_config.hashing_algorithm)
-        if self._storage() is None or name not in ("blake3", "blake3_single"):
-            return None, self._hash(path)
-        from modeldepot.storage import hash_tree
-
-        kind, entries = hash_tree(path)
-        if kind == "file":
-            return entries, f"{prefix}:{entries[0].digest}"
-        try:
-            return entries, composite_hash([(e.relpath, e.digest) for e in entries], prefix)
-        except ModelDepotError:
-            return entries, self._hash(path)  # no weight files: let ModelHash explain
-
-    def _commit_inplace(self, record: ModelConfigBase, path: Path, entries: list[Any] | None = None) -> None:
-        store = self.record_store
-        if self._storage() is None or self._db is None:
-            store.add_model(record)
-        elif (sql := self._shared_sql_store()) is not None:
-            # One transaction: a record never exists without its manifest.
-            with self.db.begin() as conn:
-                self.storage.register_inplace(conn, record.key, path, entries)
-                sql.add_model(record, conn=conn)
-        else:
-            store.add_model(record)
-            with self.db.begin() as conn:
-                self.storage.register_inplace(conn, record.key, path, entries)
-
-    # Removal ------------------------------------------------------------------------------
 
     def unregister(self, key: str) -> None:
         """Forget a model's record; its files stay where they are."""
         self.record_store.get_model(key)
-        self._delete(key, delete_files=False)
+        self.installer.remove(key, delete_files=False)
 
     def delete(self, key: str) -> None:
         """Remove a model. Files are deleted only when the store owns them (not in-place models)."""
         config = self.record_store.get_model(key)
-        self._delete(key, delete_files=not config.inplace)
+        self.installer.remove(key, delete_files=not config.inplace)
 
     def unconditionally_delete(self, key: str) -> None:
         """Remove a model and its files, even a user's file registered in place."""
         config = self.record_store.get_model(key)
-        self._delete(key, delete_files=True)
+        self.installer.remove(key, delete_files=True)
         if config.inplace:
-            _remove_path(Path(config.path))
+            remove_path(Path(config.path))
 
-    def _delete(self, key: str, delete_files: bool) -> None:
-        if self._db is not None:
-            forget_model_locations(self.db, key)
-        store = self.record_store
-        storage = self._storage()
-        sql = self._shared_sql_store()
-        if sql is not None:
-            with self.db.begin() as conn:
-                if storage is not None:
-                    storage.delete_model(key, conn=conn, delete_files=delete_files)
-                sql.del_model(key, conn=conn)
-        else:
-            if storage is not None and self._db is not None:
-                storage.delete_model(key, delete_files=delete_files)
-            store.del_model(key)
+    # Maintenance --------------------------------------------------------------------------
+
+    def scan_folder(self, folder: str | Path) -> list[dict[str, Any]]:
+        """What model files are under ``folder`` and whether each is registered."""
+        return maintenance.scan_folder(self.services, folder)
+
+    def scan_and_register(self, folder: str | Path, inplace: bool = True) -> list[dict[str, Any]]:
+        """Register (in place) or install every model under ``folder``; one result per model."""
+        return maintenance.scan_and_register(self.installer, folder, inplace)
+
+    def reidentify(self, key: str) -> ModelConfigBase:
+        """Identify a model's files again and update what identification decides in its record."""
+        return maintenance.reidentify(self.services, key)
+
+    def repair_storage(self, key: str | None = None) -> VerifyReport:
+        """Verify and repair the store, fetching again what no good copy can restore."""
+        return maintenance.repair_storage(self.installer, self._reinstall, key)
+
+    def _reinstall(self, source: str) -> str | None:
+        job = self.wait_for_job(self.heuristic_import(source))
+        return None if job.complete else (job.error or job.status.value)
+
+    def civitai_lookup(self, key: str, apply: bool = True) -> dict[str, Any]:
+        """Look a registered file up on Civitai by its SHA256 and (optionally) fill its metadata."""
+        return maintenance.civitai_lookup(self.services, key, apply)
+
+    def download_and_cache(self, source: str, access_token: str | None = None, timeout: float = 0) -> Path:
+        """Download an arbitrary file (not registered) into a size-capped LRU cache; return its path."""
+        return maintenance.download_and_cache(self.services, source, access_token, timeout)
+
+    def sync_to_config(self, prune_missing: bool = False) -> dict[str, Any]:
+        """Report records whose files vanished (forget them with ``prune_missing``), remove staging
+        leftovers no live job uses, and count unfinished jobs. Takes over no job."""
+        missing = maintenance.missing_models(self.services)
+        if prune_missing:
+            for item in missing:
+                self.unregister(item["key"])
+        rows = self.runner.table.rows()
+        return {
+            "missing": missing,
+            "cleaned": self.runner.clean_staging(),
+            "resumed": sum(1 for j in self.list_jobs() if not j.in_terminal_state),
+            "unfinished": sum(1 for r in rows if not r.ended),
+        }
 
 
-def _size_of(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+def persisted_jobs(db: Database) -> list[dict[str, Any]]:
+    """The install jobs recorded in the database (every process's), read without starting anything."""
+    return [row.public() for row in JobTable(db).rows()]
 
 
-def _remove_path(path: Path) -> None:
-    import shutil
+def cancel_persisted_job(db: Database, config: DepotConfig, job_id: int) -> str:
+    """Mark a recorded job cancelled wherever it runs; returns its status before.
 
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
+    Raises:
+        UnknownJobIDException: no job with that id was ever recorded.
+    """
+    table = JobTable(db)
+    row = table.get(job_id)
+    before = table.cancel(job_id)
+    if row.takeable(time.time()):
+        # No live process runs it (a live owner removes its own staging when it sees the cancel).
+        for folder in (config.tmp_dir / "install").glob(f"{job_id}-*"):
+            shutil.rmtree(folder, ignore_errors=True)
+    return before

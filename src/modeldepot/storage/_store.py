@@ -420,7 +420,8 @@ class ContentStore:
         for parent in parents:
             if parent.is_dir():
                 for p in parent.iterdir():
-                    if p.name.startswith((BUILD_MARK, TRASH_MARK)):
+                    # Only old leftovers: another process sharing the home may be building one now.
+                    if p.name.startswith((BUILD_MARK, TRASH_MARK)) and _older_than(p, tmp_age_seconds):
                         _remove_any(p)
                         done["tmp_removed"].append(str(p))
         for key, dest in rows:
@@ -454,6 +455,13 @@ def _swap_into_place(build: Path, target: Path) -> None:
         _remove_any(trash)
     else:
         os.rename(build, target)
+
+
+def _older_than(p: Path, seconds: float) -> bool:
+    try:
+        return time.time() - p.lstat().st_mtime > seconds
+    except OSError:
+        return False
 
 
 def _remove_any(p: Path) -> None:

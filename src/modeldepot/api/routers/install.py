@@ -32,12 +32,12 @@ def install(
 ) -> dict[str, Any]:
     from modeldepot.remote import LocalModelSource, parse_source
 
-    parsed = parse_source(source, config=mm.config)
+    parsed = parse_source(source, config=mm.config, access_token=access_token or None)
     if isinstance(parsed, LocalModelSource):
         # A path on the server's disk: only inside the folders the server may read.
         check_inside_roots(mm, str(parsed.path), roots)
     config = overrides.model_dump(exclude_none=True, mode="json") if overrides else None
-    job = mm.install.heuristic_import(source, config=config, access_token=access_token or None, inplace=inplace)
+    job = mm.install.import_model(parsed, config, inplace)
     return job.to_public()
 
 

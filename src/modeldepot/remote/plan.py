@@ -1,4 +1,9 @@
-"""Planning a remote install: which files to fetch, from where, and what the remote says."""
+"""The plan step of an install: which files of a remote source to fetch, from where, with what
+token, and what the remote says about the model (its metadata for the record).
+
+Choosing files is the remote's business (Hugging Face variants and subfolders, a Civitai
+version's primary file, a plain URL), so it lives here; the install pipeline only executes plans.
+"""
 
 from __future__ import annotations
 
@@ -6,28 +11,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modeldepot.errors import InvalidSourceError
+from modeldepot.download import RemoteFile
+from modeldepot.errors import InvalidSourceError, NoLoadableFilesError
+from modeldepot.remote.civitai import CivitaiClient
+from modeldepot.remote.hf import HuggingFaceClient, hf_metadata_for_record
+from modeldepot.remote.sources import AnyModelSource, CivitaiModelSource, HFModelSource, URLModelSource
+from modeldepot.taxonomy import CONFIG_SUFFIXES, WEIGHT_SUFFIXES, has_suffix
 
 if TYPE_CHECKING:
     from modeldepot.config import DepotConfig
-    from modeldepot.download import RemoteFile
-    from modeldepot.remote import AnyModelSource
-
-#: What an HTML error page starts with (after whitespace), case-insensitively.
-_HTML_MARKERS = (b"<!doctype html", b"<html", b"<head", b"<?xml")
 
 
-@dataclass
+@dataclass(frozen=True)
 class DownloadPlan:
-    files: list[RemoteFile]
+    files: tuple[RemoteFile, ...]
     dest: Path
     #: Where the model is inside ``dest`` once downloaded (a file or subfolder), None = dest itself.
     model_subpath: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
+    notes: tuple[str, ...] = ()
     #: One plain URL whose file name comes from the response (Content-Disposition or URL).
     single_url: bool = False
-    token: str | None = None
+    #: The token the files' host wants (never stored; the plan lives only in memory).
+    token: str | None = field(default=None, repr=False)
 
     @property
     def total_bytes(self) -> int:
@@ -35,12 +41,8 @@ class DownloadPlan:
 
 
 def plan_download(config: DepotConfig, source: AnyModelSource, dest: Path) -> DownloadPlan:
-    from modeldepot.remote import CivitaiModelSource, HFModelSource, URLModelSource
-
     if isinstance(source, URLModelSource):
-        from modeldepot.download import RemoteFile
-
-        return DownloadPlan(files=[RemoteFile(url=source.url, path="")], dest=dest, single_url=True)
+        return DownloadPlan(files=(RemoteFile(url=source.url, path=""),), dest=dest, single_url=True)
     if isinstance(source, HFModelSource):
         return _plan_hf(config, source, dest)
     if isinstance(source, CivitaiModelSource):
@@ -48,11 +50,7 @@ def plan_download(config: DepotConfig, source: AnyModelSource, dest: Path) -> Do
     raise InvalidSourceError(f"{source} is not a remote source")
 
 
-def _plan_hf(config: DepotConfig, source: Any, dest: Path) -> DownloadPlan:
-    from modeldepot.download import RemoteFile
-    from modeldepot.remote import HuggingFaceClient, hf_metadata_for_record
-    from modeldepot.remote.hf_select import NoLoadableFilesError
-
+def _plan_hf(config: DepotConfig, source: HFModelSource, dest: Path) -> DownloadPlan:
     with HuggingFaceClient.from_config(config, token=source.token_value()) as client:
         if source.file:
             info = client.model_info(source.repo_id, source.revision)
@@ -85,13 +83,12 @@ def _plan_hf(config: DepotConfig, source: Any, dest: Path) -> DownloadPlan:
     if source.subfolder and not source.file:
         name = f"{name} {source.subfolder.replace('/', ' ')}"
     metadata["name"] = name
-    return DownloadPlan(files=remote, dest=dest, model_subpath=subpath, metadata=metadata, notes=notes, token=token)
+    return DownloadPlan(
+        files=tuple(remote), dest=dest, model_subpath=subpath, metadata=metadata, notes=tuple(notes), token=token
+    )
 
 
-def _plan_civitai(config: DepotConfig, source: Any, dest: Path) -> DownloadPlan:
-    from modeldepot.download import RemoteFile
-    from modeldepot.remote import CivitaiClient
-
+def _plan_civitai(config: DepotConfig, source: CivitaiModelSource, dest: Path) -> DownloadPlan:
     with CivitaiClient.from_config(config, token=source.token_value()) as client:
         version = client.resolve(source)
         chosen = client.choose_file(version, source.file_name)
@@ -99,30 +96,16 @@ def _plan_civitai(config: DepotConfig, source: Any, dest: Path) -> DownloadPlan:
         token = client.token_for(chosen.download_url)
         metadata = client.metadata_for_record(version)
     remote = RemoteFile(url=chosen.download_url, path=chosen.name, size=chosen.size, sha256=chosen.sha256)
-    return DownloadPlan(files=[remote], dest=dest, model_subpath=chosen.name, metadata=metadata, token=token)
+    return DownloadPlan(files=(remote,), dest=dest, model_subpath=chosen.name, metadata=metadata, token=token)
 
 
 def _lone_weight_file(files: list[Any]) -> Any:
-    from modeldepot.install._maintenance import MODEL_SUFFIXES
-
-    weights = [f for f in files if Path(f.path).suffix.lower() in MODEL_SUFFIXES]
-    configs = [f for f in files if f.path.lower().endswith((".json", ".yaml", ".yml", ".txt", ".model"))]
+    """The one weights file of a listing without configs, else None."""
+    weights = [f for f in files if has_suffix(f.path, WEIGHT_SUFFIXES)]
+    configs = [f for f in files if has_suffix(f.path, CONFIG_SUFFIXES)]
     if len(weights) == 1 and not configs:
         return weights[0]
     return None
 
 
-def check_looks_like_model(path: Path) -> None:
-    """Refuse a download that is an HTML (or XML) page rather than model weights.
-
-    Raises:
-        InvalidSourceError: naming the file.
-    """
-    if not path.is_file():
-        return
-    with path.open("rb") as f:
-        head = f.read(512).lstrip().lower()
-    if head.startswith(_HTML_MARKERS):
-        raise InvalidSourceError(
-            f"the download {path.name!r} is a web page, not a model file (a login page or a wrong link?)"
-        )
+__all__ = ["DownloadPlan", "plan_download"]
