@@ -70,11 +70,12 @@ from modeldepot.errors import (
     IdentificationError,
 )
 
+# WEIGHT_SUFFIXES (the default folder-hash filter) is re-exported: install/ and tests import it from here.
+from modeldepot.taxonomy import SAFETENSORS_SUFFIXES, WEIGHT_SUFFIXES, has_suffix
+
 StrPath = str | os.PathLike[str]
 FileFilter = Callable[[str], bool]
 
-#: Default weight-file suffixes for folder hashes.
-WEIGHT_SUFFIXES = frozenset({".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".onnx"})
 BLAKE3_ALGORITHMS = {"blake3": blake3.AUTO, "blake3_multi": blake3.AUTO, "blake3_single": 1}
 SHAKE_LENGTHS = {"shake_128": 32, "shake_256": 64}
 BUFFER_SIZE = 4 << 20
@@ -189,7 +190,7 @@ def _file_hex(path: Path, algorithm: str) -> str:
 
 
 def _default_filter(relpath: str) -> bool:
-    return PurePosixPath(relpath).suffix.lower() in WEIGHT_SUFFIXES
+    return has_suffix(PurePosixPath(relpath).name, WEIGHT_SUFFIXES)
 
 
 def _sort_key(relpath: str) -> bytes:
@@ -445,7 +446,7 @@ def autov3(path: StrPath) -> str | None:
 def _data_offset(path: StrPath) -> int | None:
     """Where a safetensors file's tensor data starts; None for other files or a broken header."""
     path = Path(path)
-    if path.suffix.lower() not in (".safetensors", ".sft"):
+    if not has_suffix(path.name, SAFETENSORS_SUFFIXES):
         return None
     from modeldepot.identify.safetensors import read_safetensors_header
 

@@ -145,9 +145,8 @@ __all__ = [
     "FOREIGN_WEIGHT_SUFFIXES",
     "PICKLE_SUFFIXES",
     "SAFETENSORS_SUFFIXES",
-    "WEIGHT_SUFFIXES",
-    "has_suffix",
     "SD_FAMILY_LATENT_BASES",
+    "WEIGHT_SUFFIXES",
     "BaseModelType",
     "ClipVariantType",
     "FluxVariantType",
@@ -158,4 +157,5 @@ __all__ = [
     "ModelVariantType",
     "SchedulerPredictionType",
     "SubModelType",
+    "has_suffix",
 ]

@@ -17,7 +17,7 @@ from modeldepot.download import (
     DownloadJobStatus,
     DownloadQueueService,
     RemoteFile,
-    cli_download,
+    download_file,
 )
 from modeldepot.errors import InsufficientSpaceError, UnknownJobIDException, UnsafePathError
 from modeldepot.events import EventBus, EventRecorder
@@ -267,18 +267,29 @@ def test_wait_for_job_timeout(hub: FakeHub, queue: DownloadQueueService, tmp_pat
     assert job.cancelled
 
 
-def test_cli_download(hub: FakeHub, tmp_path: Path) -> None:
+def test_download_file_in_the_foreground(hub: FakeHub, tmp_path: Path) -> None:
     data = payload(2 * MiB)
     url = hub.add_file("cli/m.bin", data, content_disposition="named.bin")
     from modeldepot.errors import BlockedAddressError, RemoteNotFoundError
 
     with pytest.raises(BlockedAddressError, match=r"refused: private address 127\.0\.0\.1"):
-        cli_download(url, tmp_path, None, limits=FAST_LIMITS, show_progress=False)
+        download_file(url, tmp_path, None, limits=FAST_LIMITS)
     mirror = DepotConfig(home=tmp_path / "home", trusted_hosts=[f"127.0.0.1:{hub.port}"])
-    path = cli_download(url, tmp_path, mirror, limits=FAST_LIMITS, show_progress=False)
+    seen: list[int] = []
+    path = download_file(url, tmp_path, mirror, limits=FAST_LIMITS, on_progress=lambda job: seen.append(job.bytes))
     assert path == tmp_path / "named.bin" and path.read_bytes() == data
+    assert seen and seen[-1] == len(data)
     with pytest.raises(RemoteNotFoundError):
-        cli_download(hub.url + "/cli/missing.bin", tmp_path, mirror, limits=FAST_LIMITS, show_progress=False)
+        download_file(hub.url + "/cli/missing.bin", tmp_path, mirror, limits=FAST_LIMITS)
+
+
+def test_the_download_package_does_not_import_rich() -> None:
+    import subprocess
+    import sys
+
+    probe = "import sys, modeldepot.download; print('rich' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "False", out.stderr
 
 
 def test_adaptive_connection_count(hub: FakeHub, tmp_path: Path) -> None:

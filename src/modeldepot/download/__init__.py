@@ -1,12 +1,13 @@
 """Download queue: fast (ranged, multi-connection, ``pwrite``), resumable and verified downloads.
 
 Public API (DESIGN.md §2): ``DownloadQueueService``, ``DownloadJob``, ``DownloadJobStatus``,
-``MultiFileDownloadJob``, ``RemoteFile``, ``DownloadLimits``, ``ConnectPolicy`` and ``cli_download``.
+``MultiFileDownloadJob``, ``RemoteFile``, ``DownloadLimits``, ``ConnectPolicy`` and ``download_file``
+(one download in the foreground; the ``modeldepot download`` command draws its bar around it).
 """
 
 from __future__ import annotations
 
-from modeldepot.download._cli import cli_download
+from modeldepot.download._foreground import download_file
 from modeldepot.download._policy import ConnectPolicy
 from modeldepot.download._queue import DownloadQueueService
 from modeldepot.download._redact import redact_url, strip_secrets
@@ -36,7 +37,7 @@ __all__ = [
     "DownloadQueueServiceBase",
     "MultiFileDownloadJob",
     "RemoteFile",
-    "cli_download",
+    "download_file",
     "redact_url",
     "strip_secrets",
 ]

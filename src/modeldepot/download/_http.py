@@ -9,33 +9,28 @@ the Authorization header is dropped when a hop leaves the original host (scheme,
 
 from __future__ import annotations
 
-import email.utils
 import http.client
 import re
 import socket
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from urllib.parse import unquote, urljoin, urlsplit
 
+from modeldepot._http import (
+    REDIRECT_STATUSES,
+    USER_AGENT,
+    RetryableHTTPError,
+    backoff_seconds,
+    host_key,
+    parse_retry_after,
+    redact_url,
+    status_error,
+)
 from modeldepot.download._policy import Address, ConnectPolicy, connect_pinned
-from modeldepot.download._redact import host_key, redact_url
-from modeldepot.errors import DownloadError, RemoteAccessError, RemoteNotFoundError
+from modeldepot.errors import DownloadError
 
 MAX_REDIRECTS = 10
-_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-USER_AGENT = "modeldepot/0.1"
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
-
-
-class RetryableHTTPError(DownloadError):
-    """A status worth retrying (429/5xx); ``retry_after`` comes from the response, if any."""
-
-    def __init__(self, message: str, url: str, status: int, retry_after: float | None) -> None:
-        super().__init__(message, url=url)
-        self.status = status
-        self.retry_after = retry_after
 
 
 class Response:
@@ -128,41 +123,16 @@ def filename_from_content_disposition(value: str | None) -> str | None:
     return None
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
 def check_status(resp: Response, shown_url: str) -> None:
-    """Translate an error status into the matching ``DownloadError`` (one place, DESIGN §5)."""
-    status = resp.status
-    if status < 400:
-        return
-    what = f"HTTP {status} {resp.reason}".strip()
-    if status in (401, 403):
-        raise RemoteAccessError(
-            f"{shown_url}: {what} - a token is missing or not accepted for this host "
-            "(pass access_token or configure remote_api_tokens)",
-            url=shown_url,
+    """Raise the matching ``DownloadError`` for an error status (the table is ``_http.status_error``)."""
+    if resp.status >= 400:
+        raise status_error(
+            resp.status,
+            shown_url,
+            reason=resp.reason,
+            detail=(resp.header("X-Error-Message") or "")[:300],
+            retry_after=resp.header("Retry-After"),
         )
-    if status in (404, 410):
-        raise RemoteNotFoundError(f"{shown_url}: {what} - the file does not exist on the server", url=shown_url)
-    if status in RETRYABLE_STATUSES:
-        retry_after = parse_retry_after(resp.header("Retry-After"))
-        raise RetryableHTTPError(f"{shown_url}: {what}", url=shown_url, status=status, retry_after=retry_after)
-    raise DownloadError(f"{shown_url}: {what}", url=shown_url)
 
 
 def open_url(
@@ -218,7 +188,7 @@ def open_url(
             conn.close()
             raise
         location = resp.getheader("Location")
-        if resp.status in _REDIRECT_STATUSES and location:
+        if resp.status in REDIRECT_STATUSES and location:
             resp.close()
             conn.close()
             current = urljoin(current, location)
@@ -242,11 +212,23 @@ def _pinned(addrs: list[Address], rcvbuf: int | None) -> Callable[..., socket.so
 
 
 def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | None) -> float:
-    """Retry-After when the server gave one (capped), else capped exponential backoff."""
-    if retry_after is not None:
-        return min(cap, retry_after)
-    return float(min(cap, base * (2 ** max(0, attempt - 1))))
+    """Retry-After when the server gave one (capped), else capped exponential backoff; ``attempt``
+    counts failures from 1."""
+    return backoff_seconds(attempt - 1, retry_after, base=base, cap=cap)
 
 
 def monotonic() -> float:
     return time.monotonic()
+
+
+__all__ = [
+    "MAX_REDIRECTS",
+    "Response",
+    "RetryableHTTPError",
+    "backoff_delay",
+    "check_status",
+    "filename_from_content_disposition",
+    "monotonic",
+    "open_url",
+    "parse_retry_after",
+]

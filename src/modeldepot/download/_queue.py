@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from modeldepot._fs import join_inside
+from modeldepot._tokens import resolve_token
 from modeldepot.config import DepotConfig
 from modeldepot.download._fetch import FileFetcher, Stopped
 from modeldepot.download._parts import remove_partial
@@ -382,9 +383,8 @@ class DownloadQueueService(DownloadQueueServiceBase):
                 log.exception("download job %s crashed", job.id)
 
     def _run(self, job: DownloadJob) -> None:
-        token = job.access_token.get_secret_value() if job.access_token else None
-        if token is None and self._config is not None:
-            token = self._config.token_for(job.url)
+        explicit = job.access_token.get_secret_value() if job.access_token else None
+        token = resolve_token(job.url, explicit=explicit, config=self._config)
         fetcher: FileFetcher
 
         def tick() -> None:

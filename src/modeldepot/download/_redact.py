@@ -2,33 +2,11 @@
 
 from __future__ import annotations
 
-import re
-from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
-from modeldepot._urls import default_port
-
-# Query parameter names that carry credentials or signatures (Civitai ``token``, S3/GCS/Azure
-# presigned URLs, generic API keys).
-_SECRET_PARAM = re.compile(
-    r"token|key|sig|signature|secret|passw|auth|credential|session|policy|x-amz-|x-goog-", re.IGNORECASE
-)
-REDACTED = "***"
-#: Percent-decoding rounds before a name is judged: ``%2574oken`` is ``token`` encoded twice.
-_DECODE_ROUNDS = 3
-
-
-def is_secret_name(name: str) -> bool:
-    """Whether a query parameter name looks like it carries a credential.
-
-    The name is percent-decoded first (``api%5Fkey``, ``%74oken``): servers decode names before
-    reading them, so an encoded spelling carries the secret just as well.
-    """
-    for _ in range(_DECODE_ROUNDS):
-        decoded = unquote_plus(name)
-        if decoded == name:
-            break
-        name = decoded
-    return bool(_SECRET_PARAM.search(name))
+# One redaction and one host identity for the whole project live in ``modeldepot._http``; they are
+# re-exported here because the download layer and its callers have always imported them from here.
+from modeldepot._http import REDACTED, host_key, is_secret_name, redact_url
 
 
 def strip_secrets(source: str) -> str:
@@ -53,35 +31,12 @@ def strip_secrets(source: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "&".join(kept), ""))
 
 
-def redact_url(url: str) -> str:
-    """``url`` with passwords and secret-looking query values replaced by ``***``."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable url>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hostport = netloc.rpartition("@")
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}:{REDACTED}@{hostport}" if ":" in userinfo else f"{REDACTED}@{hostport}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if any(is_secret_name(k) for k, _ in pairs):
-            query = urlencode([(k, REDACTED if is_secret_name(k) else v) for k, v in pairs], safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
-
-
-def host_key(url: str) -> tuple[str, str, int]:
-    """Identity of the server a token belongs to: scheme, lower-cased host and port."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    return scheme, (parts.hostname or "").lower(), parts.port or default_port(scheme)
-
-
 def redact_text(text: str, *secrets: str | None) -> str:
     """Remove literal secrets (a token that an exception message may echo) from ``text``."""
     for s in secrets:
         if s and len(s) >= 4:
             text = text.replace(s, REDACTED)
     return text
+
+
+__all__ = ["REDACTED", "host_key", "is_secret_name", "redact_text", "redact_url", "strip_secrets"]

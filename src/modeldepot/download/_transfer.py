@@ -386,7 +386,7 @@ class Transfer:
 
     # -- requests ---------------------------------------------------------------------------------
     def _open(self, pos: int, end: int | None, validator: str | None, probe: bool = False) -> Response:
-        """Open a (ranged) GET with retries for connection errors and 429/5xx.
+        """Open a (ranged) GET with retries for connection errors and ``_http.RETRY_STATUSES``.
 
         Returns only a 200 or (to a Range request) a 206 answer; any other status raises.
         """

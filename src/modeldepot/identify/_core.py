@@ -34,6 +34,8 @@ from modeldepot.identify._rules_main import flux_checkpoint, sd3_checkpoint, sd_
 from modeldepot.identify._view import KeyView, Verdict
 from modeldepot.identify.safetensors import read_safetensors_header
 from modeldepot.taxonomy import (
+    PICKLE_SUFFIXES,
+    SAFETENSORS_SUFFIXES,
     BaseModelType,
     ClipVariantType,
     FluxVariantType,
@@ -41,6 +43,7 @@ from modeldepot.taxonomy import (
     ModelType,
     ModelVariantType,
     SchedulerPredictionType,
+    has_suffix,
 )
 
 #: Rules for a single weights file, in priority order (first match wins).
@@ -59,8 +62,6 @@ FILE_RULES: tuple[Callable[[KeyView], Verdict], ...] = (
     t5_encoder,
     esrgan,
 )
-SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 _HEAD_BYTES = 64
 _CONTENT_NAMES = {
     "safetensors": "a safetensors file",
@@ -136,7 +137,7 @@ def _sniff(path: Path) -> str:
             holding text, a ``.safetensors`` holding a pickle...).
     """
     name = path.name.lower()
-    named_safetensors = name.endswith(SAFETENSORS_SUFFIXES)
+    named_safetensors = has_suffix(name, SAFETENSORS_SUFFIXES)
     try:
         with path.open("rb") as f:
             size = os.fstat(f.fileno()).st_size
@@ -156,7 +157,7 @@ def _sniff(path: Path) -> str:
         if content == "text":
             raise InvalidSafetensorsError(_not_a_model(path, head, content), path)
         return "safetensors"  # the header reader says exactly what is wrong
-    if name.endswith(PICKLE_SUFFIXES):
+    if has_suffix(name, PICKLE_SUFFIXES):
         raise IdentificationError(_not_a_model(path, head, content), path)
     return "other"
 

@@ -20,6 +20,7 @@ from modeldepot.identify._result import Identification
 from modeldepot.identify._rules_adapters import ip_adapter, lora, textual_inversion
 from modeldepot.identify._view import WIDTH_TO_BASE, KeyView, Verdict
 from modeldepot.taxonomy import (
+    WEIGHT_SUFFIXES,
     BaseModelType,
     ClipVariantType,
     FluxVariantType,
@@ -29,11 +30,11 @@ from modeldepot.taxonomy import (
     ModelVariantType,
     SchedulerPredictionType,
     SubModelType,
+    has_suffix,
 )
 
 B = BaseModelType
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
-WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".onnx", ".sft")
 _VARIANT_BY_IN = {4: ModelVariantType.Normal, 9: ModelVariantType.Inpaint, 5: ModelVariantType.Depth}
 
 ViewLoader = Callable[[Path], KeyView]
@@ -330,7 +331,7 @@ def identify_folder(root: Path, load: ViewLoader) -> Identification:
                 encoder = _read_text_head(root / "image_encoder.txt").strip()[:200]
                 result.extra["image_encoder_model_id"] = encoder
                 return result
-    weights = [p.relative_to(root).as_posix() for p in walk_files(root) if p.name.endswith(WEIGHT_SUFFIXES)]
+    weights = [p.relative_to(root).as_posix() for p in walk_files(root) if has_suffix(p.name, WEIGHT_SUFFIXES)]
     looked = "no model_index.json, config.json, pytorch_lora_weights.*, learned_embeds.* or image_encoder.txt"
     if weights:
         shown = ", ".join(weights[:3]) + (" ..." if len(weights) > 3 else "")

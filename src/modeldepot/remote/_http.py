@@ -1,8 +1,10 @@
 """The HTTP plumbing both remote clients share: one httpx client, bounded retries, safe error text.
 
-Retries cover what a metadata call can recover from on its own: connection errors, timeouts, 429
-and 5xx (honouring ``Retry-After`` up to a cap). Everything else is returned to the caller, whose
-``_raise_for_status`` turns it into a ``ModelDepotError`` in one place.
+Retries cover what a metadata call can recover from on its own: connection errors, timeouts and
+``_http.RETRY_STATUSES`` (honouring ``Retry-After`` up to a cap). Everything else is returned to the
+caller, whose ``_raise_for_status`` turns it into a ``ModelDepotError`` through
+``_http.status_error``. The User-Agent, the statuses, the wait and the URL redaction are the
+download engine's too (``modeldepot._http``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from modeldepot import __version__ as _version
+from modeldepot._http import RETRY_STATUSES, USER_AGENT, backoff_seconds, redact_url, retry_after_seconds
 from modeldepot._urls import default_port
 from modeldepot.download._policy import ConnectPolicy
 from modeldepot.errors import DownloadError
@@ -22,29 +24,6 @@ from modeldepot.errors import DownloadError
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
-_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-_MAX_RETRY_AFTER = 10.0
-
-
-def _user_agent() -> str:
-    return f"modeldepot/{_version}"
-
-
-def redact_url(url: str | httpx.URL) -> str:
-    """A URL safe to show: query strings may carry signatures or tokens, so they are dropped."""
-    u = httpx.URL(str(url))
-    return str(u.copy_with(query=None, fragment=None, username=None, password=None))
-
-
-def retry_after_seconds(response: httpx.Response, attempt: int) -> float:
-    header = response.headers.get("Retry-After")
-    if header:
-        try:
-            seconds: float = max(0.0, min(float(header), _MAX_RETRY_AFTER))
-            return seconds
-        except ValueError:
-            pass
-    return min(0.25 * (1 << attempt), _MAX_RETRY_AFTER)
 
 
 class PinnedTransport(httpx.HTTPTransport):
@@ -102,7 +81,7 @@ class RemoteHTTP:
             timeout=timeout if timeout is not None else DEFAULT_TIMEOUT,
             follow_redirects=True,
             max_redirects=10,  # like the download layer (MAX_REDIRECTS)
-            headers={"User-Agent": _user_agent()},
+            headers={"User-Agent": USER_AGENT},
             transport=transport if transport is not None else PinnedTransport(policy or ConnectPolicy()),
         )
 
@@ -136,11 +115,11 @@ class RemoteHTTP:
                         f"cannot reach {self.service} at {redact_url(url)}: {type(exc).__name__}: {exc}",
                         url=redact_url(url),
                     ) from exc
-                delay = min(0.25 * (1 << attempt), _MAX_RETRY_AFTER)
+                delay = backoff_seconds(attempt)
             else:
-                if response.status_code not in _RETRY_STATUSES or attempt >= self.retries:
+                if response.status_code not in RETRY_STATUSES or attempt >= self.retries:
                     return response
-                delay = retry_after_seconds(response, attempt)
+                delay = retry_after_seconds(response.headers.get("Retry-After"), attempt)
                 log.debug(
                     "%s answered %s for %s; retrying in %.2fs",
                     self.service,
@@ -183,4 +162,10 @@ def error_detail(response: httpx.Response) -> str:
     return ""
 
 
-__all__ = ["DEFAULT_TIMEOUT", "PinnedTransport", "RemoteHTTP", "error_detail", "redact_url"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "PinnedTransport",
+    "RemoteHTTP",
+    "error_detail",
+    "redact_url",
+]

@@ -17,10 +17,11 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from modeldepot._fs import safe_relpath
+from modeldepot._http import REDIRECT_STATUSES, redact_url, status_error
+from modeldepot._tokens import resolve_token
 from modeldepot.download._policy import ConnectPolicy
-from modeldepot.download._redact import host_key
-from modeldepot.errors import DownloadError, InvalidSourceError, RemoteAccessError, RemoteNotFoundError
-from modeldepot.remote._http import RemoteHTTP, error_detail, redact_url
+from modeldepot.errors import DownloadError, InvalidSourceError, RemoteNotFoundError
+from modeldepot.remote._http import RemoteHTTP, error_detail
 from modeldepot.remote.civitai_map import map_civitai_base, map_civitai_type
 from modeldepot.remote.sources import CivitaiModelSource, UnsafeSourcePathError
 
@@ -271,6 +272,15 @@ def metadata_for_record(version: CivitaiVersion) -> dict[str, Any]:
     return {k: v for k, v in out.items() if k in ("base", "type") or v not in (None, "", [], set())}
 
 
+def _deadline(response: httpx.Response) -> str:
+    """`` until <date>`` from an early-access answer's JSON body, or nothing."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    return f" until {body['deadline']}" if isinstance(body, dict) and body.get("deadline") else ""
+
+
 class CivitaiClient:
     """Metadata client for a Civitai endpoint (``https://civitai.com`` or a fakehub URL)."""
 
@@ -314,9 +324,10 @@ class CivitaiClient:
     def token_for(self, url: str) -> str | None:
         """The token for ``url``: the explicit one goes to the endpoint's host only, ``remote_api_tokens``
         entries to their own hosts (a ``downloadUrl`` on another host gets neither by accident)."""
-        if self._token and host_key(url) == host_key(self.endpoint):
-            return self._token
-        return self._config.token_for(url) if self._config is not None else None
+        # Never huggingface_hub's login: it is a Hugging Face credential, even on a shared host.
+        return resolve_token(
+            url, explicit=self._token, config=self._config, explicit_for=self.endpoint, cached_login=False
+        )
 
     def download_headers(self, url: str | None = None) -> dict[str, str]:
         """The ``Authorization: Bearer`` header a downloader sends with a file's download URL."""
@@ -325,32 +336,44 @@ class CivitaiClient:
     # -- errors ----------------------------------------------------------------------------------
 
     def _raise_for_status(self, response: httpx.Response, what: str) -> None:
-        """The one place Civitai answers become ``ModelDepotError``s."""
+        """The one place Civitai answers become ``ModelDepotError``s (classes from ``_http.status_error``).
+
+        Civitai refuses a download by redirecting to its sign-in page with ``reason=download-auth``
+        (needs a login) or ``reason=early-access``; those read as the 401 / 403 they stand for.
+        """
         if response.is_success:
             return
         status = response.status_code
         url = redact_url(response.request.url)
         detail = error_detail(response)
-        has_token = "Authorization" in response.request.headers
         location = response.headers.get("Location", "")
-        if status == 401 or "reason=download-auth" in location:
-            if has_token:
-                raise RemoteAccessError(f"Civitai refused the token for {what} (check it is current)", url=url)
-            raise RemoteAccessError(f"Civitai {what} needs a logged-in account: {HOW_TO_GIVE_A_TOKEN}", url=url)
-        if status == 403 or "reason=early-access" in location:
-            deadline = ""
-            try:
-                body = response.json()
-                if isinstance(body, dict) and body.get("deadline"):
-                    deadline = f" until {body['deadline']}"
-            except ValueError:
-                pass
-            why = f"is in early access{deadline}" if "early" in (detail + location).lower() else "is not allowed"
-            raise RemoteAccessError(f"Civitai {what} {why} for this account ({HOW_TO_GIVE_A_TOKEN})", url=url)
-        if status in (404, 410):
-            raise RemoteNotFoundError(f"Civitai {what} not found", url=url)
+        if "reason=download-auth" in location:
+            status = 401
+        elif "reason=early-access" in location:
+            status = 403
+        access = None
+        if status == 401:
+            if "Authorization" in response.request.headers:
+                access = f"Civitai refused the token for {what} (check it is current)"
+            else:
+                access = f"Civitai {what} needs a logged-in account: {HOW_TO_GIVE_A_TOKEN}"
+        elif status == 403:
+            why = (
+                f"is in early access{_deadline(response)}"
+                if "early" in (detail + location).lower()
+                else "is not allowed"
+            )
+            access = f"Civitai {what} {why} for this account ({HOW_TO_GIVE_A_TOKEN})"
         extra = f": {detail}" if detail else ""
-        raise DownloadError(f"Civitai answered {status} for {what}{extra}", url=url)
+        raise status_error(
+            status,
+            url,
+            detail=detail,
+            retry_after=response.headers.get("Retry-After"),
+            access=access,
+            not_found=f"Civitai {what} not found",
+            other=f"Civitai answered {response.status_code} for {what}{extra}",
+        )
 
     def _get(self, path: str, what: str) -> Any:
         url = f"{self.endpoint}/api/v1/{path}"
@@ -428,7 +451,7 @@ class CivitaiClient:
             file, what = target, f"file {target.name!r}"
         response = self._http.request("GET", file.download_url, follow_redirects=False)
         try:
-            redirect = response.status_code in (301, 302, 303, 307, 308)
+            redirect = response.status_code in REDIRECT_STATUSES
             if redirect and "reason=" not in response.headers.get("Location", ""):
                 return
             self._raise_for_status(response, what)

@@ -2,8 +2,9 @@
 
 It speaks the Hub's HTTP API directly (``/api/models/...``) with httpx, so the endpoint can be the
 real hub, a mirror, or ``modeldepot.testing.fakehub``. Errors are translated in ``_raise_for_status``
-only. Tokens are looked up per request (explicit > ``remote_api_tokens`` > huggingface_hub's cached
-login) and never appear in logs, reprs or messages.
+only (service words here, the status -> class table in ``modeldepot._http``). Tokens are looked up
+per request by ``modeldepot._tokens.resolve_token`` (explicit > ``remote_api_tokens`` >
+huggingface_hub's cached login) and never appear in logs, reprs or messages.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from modeldepot._fs import safe_relpath
+from modeldepot._http import REDIRECT_STATUSES, redact_url, status_error
+from modeldepot._tokens import cached_login_token, resolve_token
 from modeldepot.download._policy import ConnectPolicy
-from modeldepot.download._redact import host_key
-from modeldepot.errors import DownloadError, InvalidSourceError, RemoteAccessError, RemoteNotFoundError
-from modeldepot.remote._http import RemoteHTTP, error_detail, redact_url
+from modeldepot.errors import DownloadError, InvalidSourceError, RemoteNotFoundError
+from modeldepot.remote._http import RemoteHTTP, error_detail
 from modeldepot.remote.sources import is_valid_repo_id
 from modeldepot.taxonomy import ModelRepoVariant
 
@@ -120,29 +122,12 @@ def _check_repo_id(repo_id: str) -> None:
         raise InvalidSourceError(f"{repo_id!r} is not a valid Hugging Face repo id (expected org/name)")
 
 
-def cached_login_token() -> str | None:
-    """huggingface_hub's token (``HF_TOKEN`` or the saved login), when the package is installed."""
-    try:
-        from huggingface_hub import get_token
-    except ImportError:
-        return None
-    try:
-        token = get_token()
-    except Exception:  # a broken token file must not break installs that need no token
-        return None
-    return str(token) if token else None
-
-
 def resolve_hf_token(url: str, token: str | None = None, config: DepotConfig | None = None) -> str | None:
-    """explicit > ``config.token_for(url)`` > huggingface_hub's cached login (for the hub's own host only)."""
-    if token:
-        return token
-    if config is not None:
-        found = config.token_for(url)
-        if found:
-            return found
-    hub = config.hf_endpoint if config is not None else "https://huggingface.co"
-    return cached_login_token() if host_key(url) == host_key(hub) else None
+    """explicit > ``config.token_for(url)`` > huggingface_hub's cached login (for the hub's own host only).
+
+    A thin name for :func:`modeldepot._tokens.resolve_token`, kept because it is public.
+    """
+    return resolve_token(url, explicit=token, config=config)
 
 
 class HuggingFaceClient:
@@ -196,14 +181,14 @@ class HuggingFaceClient:
     def token_for(self, url: str) -> str | None:
         """The token for ``url``: the explicit one or the cached login go to the endpoint's host only;
         ``remote_api_tokens`` entries to their own hosts."""
-        home = host_key(url) == host_key(self.endpoint)
-        if self._token and home:
-            return self._token
-        if self._config is not None:
-            found = self._config.token_for(url)
-            if found:
-                return found
-        return cached_login_token() if self._use_cached_login and home else None
+        return resolve_token(
+            url,
+            explicit=self._token,
+            config=self._config,
+            explicit_for=self.endpoint,
+            hf_endpoint=self.endpoint,
+            cached_login=self._use_cached_login,
+        )
 
     def download_headers(self, url: str | None = None) -> dict[str, str]:
         """Headers a downloader should send for this repo's files (the bearer token, if any)."""
@@ -226,7 +211,11 @@ class HuggingFaceClient:
     def _raise_for_status(
         self, response: httpx.Response, repo_id: str, revision: str | None = None, path: str | None = None
     ) -> None:
-        """The one place HTTP answers become ``ModelDepotError``s."""
+        """The one place Hugging Face answers become ``ModelDepotError``s.
+
+        The Hub's ``X-Error-Code`` is more precise than the status, so it is read first; the rest
+        goes through the shared status table with Hugging Face's words.
+        """
         if response.is_success:
             return
         status = response.status_code
@@ -240,17 +229,23 @@ class HuggingFaceClient:
             raise RemoteNotFoundError(
                 f"Hugging Face repo {repo_id!r} has no file {path!r} at revision {revision or 'main'!r}", url=url
             )
-        if code == "GatedRepo" or (status in (401, 403) and code != "RepoNotFound"):
-            if has_token:
-                why = "the token given is not allowed to read it (accept the license on its page with that account)"
-            else:
-                why = f"it is gated or private and needs a token: {HOW_TO_GIVE_A_TOKEN}"
-            raise RemoteAccessError(f"cannot access Hugging Face repo {repo_id!r}: {why}", url=url)
-        if status in (401, 404, 410) or code == "RepoNotFound":
-            hint = "check the spelling; private repos need a token" + ("" if has_token else f": {HOW_TO_GIVE_A_TOKEN}")
-            raise RemoteNotFoundError(f"Hugging Face repo {repo_id!r} not found ({hint})", url=url)
+        # The Hub answers 401 for a repo that is missing or private to this caller: its code decides.
+        as_status = {"RepoNotFound": 404, "GatedRepo": 403}.get(code, status)
+        if has_token:
+            why = "the token given is not allowed to read it (accept the license on its page with that account)"
+        else:
+            why = f"it is gated or private and needs a token: {HOW_TO_GIVE_A_TOKEN}"
+        hint = "check the spelling; private repos need a token" + ("" if has_token else f": {HOW_TO_GIVE_A_TOKEN}")
         extra = f": {detail}" if detail else ""
-        raise DownloadError(f"Hugging Face answered {status} for repo {repo_id!r}{extra}", url=url)
+        raise status_error(
+            as_status,
+            url,
+            detail=detail,
+            retry_after=response.headers.get("Retry-After"),
+            access=f"cannot access Hugging Face repo {repo_id!r}: {why}",
+            not_found=f"Hugging Face repo {repo_id!r} not found ({hint})",
+            other=f"Hugging Face answered {status} for repo {repo_id!r}{extra}",
+        )
 
     def _get_json(
         self,
@@ -352,7 +347,7 @@ class HuggingFaceClient:
         """
         url = self.resolve_url(repo_id, revision, path)
         response = self._http.request("HEAD", url, follow_redirects=False)
-        if response.status_code in (301, 302, 303, 307, 308):
+        if response.status_code in REDIRECT_STATUSES:
             return
         self._raise_for_status(response, repo_id, revision, path)
 

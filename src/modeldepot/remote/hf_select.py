@@ -28,7 +28,7 @@ from typing import Any
 from modeldepot._fs import safe_relpath
 from modeldepot.errors import NoLoadableFilesError, RemoteNotFoundError
 from modeldepot.remote.hf import HFFile
-from modeldepot.taxonomy import ModelRepoVariant
+from modeldepot.taxonomy import WEIGHT_SUFFIXES, ModelRepoVariant, has_suffix
 
 _LABELS = r"fp16|fp32|bf16|fp8|non_ema|ema"
 _WEIGHT_RE = re.compile(
@@ -121,7 +121,7 @@ def framework_of(path: str) -> str | None:
         return "tf"
     if name.endswith((".mlmodel", ".mlpackage")):
         return "coreml"
-    if name.endswith((".safetensors", ".sft", ".bin", ".ckpt", ".pt", ".pth", ".gguf")):
+    if has_suffix(name, WEIGHT_SUFFIXES):  # .onnx answered above
         return "torch"
     return None
 

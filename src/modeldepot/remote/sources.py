@@ -32,13 +32,16 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from modeldepot._fs import safe_relpath
 from modeldepot.download._redact import redact_url, strip_secrets
 from modeldepot.errors import InvalidSourceError, UnsafePathError, UnsafeSourcePathError
-from modeldepot.taxonomy import ModelRepoVariant, ModelSourceType
+from modeldepot.taxonomy import ANY_WEIGHT_SUFFIXES, ModelRepoVariant, ModelSourceType, has_suffix
 
 if TYPE_CHECKING:
     from modeldepot.config import DepotConfig
 
-#: File name endings that mark a SUBPATH as one file rather than a folder.
-WEIGHT_EXTENSIONS = (".safetensors", ".sft", ".bin", ".ckpt", ".pt", ".pth", ".gguf", ".onnx", ".msgpack", ".h5")
+
+def _names_weights(text: str) -> bool:
+    """Whether a SUBPATH (or a bare source) ends like a weights file, so names one file, not a folder."""
+    return has_suffix(text, ANY_WEIGHT_SUFFIXES)
+
 
 HF_HOSTS = frozenset({"huggingface.co", "www.huggingface.co", "hf.co"})
 CIVITAI_HOSTS = frozenset({"civitai.com", "www.civitai.com"})
@@ -220,7 +223,7 @@ def _hf_from_parts(
         sub = sub.rstrip("/")
         for part in sub.split("+"):
             _check_subpath(part, f"subfolder or file {part!r} of {repo_id}")
-        if force_file or (("+" not in sub) and sub.lower().endswith(WEIGHT_EXTENSIONS)):
+        if force_file or (("+" not in sub) and _names_weights(sub)):
             file = sub
         else:
             subfolder = sub
@@ -302,7 +305,7 @@ def _hf_from_path(source: str, path: str) -> HFModelSource | None:
         return None
     if len(seg) == 2:
         # On a shared test host (fakehub also serves plain files) "/files/x.bin" is a file, not a repo.
-        return None if seg[1].lower().endswith(WEIGHT_EXTENSIONS) else _hf_from_parts(source, repo_id, None, None, None)
+        return None if _names_weights(seg[1]) else _hf_from_parts(source, repo_id, None, None, None)
     kind = seg[2]
     if kind in ("tree", "resolve", "blob") and len(seg) >= 4:
         rev = seg[3]
@@ -375,7 +378,7 @@ def _looks_like_path(source: str) -> bool:
     return (
         source.startswith(("/", "./", "../", "~", ".\\", "\\"))
         or (len(source) > 2 and source[1] == ":" and source[2] in "/\\")
-        or (source.lower().endswith(WEIGHT_EXTENSIONS) and ":" not in source)
+        or (_names_weights(source) and ":" not in source)
     )
 
 
@@ -460,7 +463,6 @@ def _parse_unchecked(source: str, config: DepotConfig | None) -> AnyModelSource:
 
 __all__ = [
     "ACCEPTED_FORMS",
-    "WEIGHT_EXTENSIONS",
     "AnyModelSource",
     "CivitaiModelSource",
     "HFModelSource",

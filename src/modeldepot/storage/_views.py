@@ -22,10 +22,10 @@ from typing import Any, Literal
 from modeldepot._fs import atomic_write_text, join_inside, safe_relpath
 from modeldepot.errors import NotAllowedError, StorageError
 from modeldepot.storage.base import ViewReport
+from modeldepot.taxonomy import WEIGHT_SUFFIXES, has_suffix
 
 ViewKind = Literal["a1111", "comfyui"]
 STATE_FILE = ".modeldepot-view.json"
-MODEL_SUFFIXES = frozenset({".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".sft", ".onnx"})
 
 #: (type, format) -> folder; a format of None matches any format.
 _A1111: dict[tuple[str, str | None], str] = {
@@ -193,6 +193,6 @@ def scan_tree(root: str | Path) -> list[ScanEntry]:
                 continue
             dirnames[:] = sorted(n for n in dirnames if not n.startswith("."))
             for name in sorted(filenames):
-                if Path(name).suffix.lower() in MODEL_SUFFIXES and not name.startswith("."):
+                if has_suffix(name, WEIGHT_SUFFIXES) and not name.startswith("."):
                     found.append(ScanEntry(d / name, folder, hint))
     return found

@@ -19,12 +19,11 @@ from typing import Any
 
 from modeldepot.errors import IdentificationError
 from modeldepot.load._errors import ModelLoadError
-from modeldepot.taxonomy import ModelRepoVariant
+from modeldepot.taxonomy import PICKLE_SUFFIXES, ModelRepoVariant, has_suffix
 
 _READ_CHUNK = 64 * 1024 * 1024
 #: Tensors closer than this are read in one run rather than two (saves a seek, wastes little).
 _MERGE_GAP = 1024 * 1024
-PICKLE_SUFFIXES = frozenset({".ckpt", ".pt", ".pth", ".bin"})
 _SAFETENSORS_DTYPES = {
     "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
     "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
@@ -156,7 +155,7 @@ class PickleConversionMixin:
     """Convert pickle weight files to safetensors once, through the conversion cache."""
 
     def _needs_conversion(self, config: Any, path: Path) -> bool:
-        return path.is_file() and path.suffix.lower() in PICKLE_SUFFIXES and not is_safetensors(path)
+        return path.is_file() and has_suffix(path.name, PICKLE_SUFFIXES) and not is_safetensors(path)
 
     def _convert_model(self, config: Any, path: Path, dest: Path) -> None:
         pickle_to_safetensors(path, dest)
@@ -165,7 +164,7 @@ class PickleConversionMixin:
 def scan_pickles_in(folder: Path) -> None:
     """Scan every pickle weight file of a diffusers/transformers folder before a library loads it."""
     for p in folder.rglob("*"):
-        if p.is_file() and p.suffix.lower() in PICKLE_SUFFIXES:
+        if p.is_file() and has_suffix(p.name, PICKLE_SUFFIXES):
             _scan(p)
 
 

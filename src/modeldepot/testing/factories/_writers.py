@@ -22,11 +22,12 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, Union
 
+from modeldepot.taxonomy import PICKLE_SUFFIXES, has_suffix
+
 Shape = tuple[int, ...]
 #: A pickle tree: nested dicts whose leaves are tensor shapes (tuples) or plain scalars.
 Tree = Mapping[str, Union["Tree", Shape, int, float, str, bool, None]]
 _ITEMSIZE = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8, "I64": 8, "I32": 4, "U8": 1, "I8": 1, "F8_E4M3": 1, "BOOL": 1}
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 
 
 @contextlib.contextmanager
@@ -228,7 +229,7 @@ def write_weights(
 ) -> Path:
     """Safetensors for ``.safetensors``; a torch pickle (nested under ``wrap``) for .ckpt/.pt/.pth/.bin."""
     path = Path(path)
-    if path.suffix.lower() in PICKLE_SUFFIXES:
+    if has_suffix(path.name, PICKLE_SUFFIXES):
         tree: dict[str, Any] = {wrap: dict(tensors)} if wrap else dict(tensors)
         tree.update(top or {})
         return write_torch_pickle(path, tree)

@@ -24,14 +24,12 @@ from pathlib import Path
 from urllib.parse import quote, urlencode
 
 from modeldepot.errors import ConfigurationError
+from modeldepot.taxonomy import ANY_WEIGHT_SUFFIXES, has_suffix
 
 from ._blobs import Spool, git_blob_sha1, git_blob_sha1_bytes, lfs_pointer, materialise, sha256_file
 from ._http import Entity, Reply, Request, error_reply, json_reply
 
 LFS_THRESHOLD = 10 * 1024
-WEIGHT_EXTENSIONS = frozenset(
-    {".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".onnx", ".msgpack", ".h5", ".gguf", ".pb", ".tflite", ".npz"}
-)
 
 
 @dataclass(frozen=True)
@@ -83,7 +81,7 @@ def _iso(d: datetime) -> str:
 
 
 def _is_lfs(path: str, size: int) -> bool:
-    return size > LFS_THRESHOLD or Path(path).suffix.lower() in WEIGHT_EXTENSIONS
+    return size > LFS_THRESHOLD or has_suffix(path, ANY_WEIGHT_SUFFIXES)
 
 
 class HFService:

@@ -1,9 +1,14 @@
-"""``cli_download``: one download in the foreground with a rich progress bar (``modeldepot download``)."""
+"""``download_file``: one download in the foreground, for a command or a script (no display here).
+
+The ``modeldepot download`` command (``cli/download.py``) draws its progress bar from the
+``on_progress`` callback; this module never imports rich.
+"""
 
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from modeldepot.config import DepotConfig
@@ -11,8 +16,10 @@ from modeldepot.download._queue import DownloadQueueService
 from modeldepot.download.base import DownloadJobBase, DownloadLimits
 from modeldepot.errors import DownloadError
 
+ProgressCallback = Callable[[DownloadJobBase], None]
 
-def cli_download(
+
+def download_file(
     url: str,
     dest: Path | str,
     config: DepotConfig | None = None,
@@ -20,40 +27,22 @@ def cli_download(
     access_token: str | None = None,
     expected_sha256: str | None = None,
     limits: DownloadLimits | None = None,
-    show_progress: bool = True,
+    on_progress: ProgressCallback | None = None,
 ) -> Path:
     """Download ``url`` to ``dest`` (a file, or a folder to name the file in) and return the path.
 
     ``dest`` is a folder when it exists as one or when it is written with a trailing slash
     (``models/``): such a folder is created, and the file inside it takes the server's name.
+    ``on_progress(job)`` is called when the job starts, as bytes arrive and once when it ends.
     Ctrl-C pauses the download (the partial file and its state stay, a re-run resumes) and
     re-raises ``KeyboardInterrupt``. Errors are raised as ``DownloadError`` subclasses.
     """
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
     dest = _destination(dest)
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        disable=not show_progress,
-        transient=False,
-    )
-    task = progress.add_task("connecting", total=None)
     done = threading.Event()
 
     def update(job: DownloadJobBase) -> None:
-        name = job.download_path.name if job.download_path else "download"
-        progress.update(task, description=name, completed=job.bytes, total=job.total_bytes or None)
+        if on_progress is not None:
+            on_progress(job)
 
     def finish(job: DownloadJobBase, exc: BaseException | None = None) -> None:
         update(job)
@@ -63,21 +52,20 @@ def cli_download(
     queue.start()
     job = None
     try:
-        with progress:
-            job = queue.download(
-                url,
-                dest,
-                access_token=access_token,
-                expected_sha256=expected_sha256,
-                on_start=update,
-                on_progress=update,
-                on_complete=finish,
-                on_error=finish,
-                on_cancelled=finish,
-                on_paused=finish,
-            )
-            while not done.wait(0.2):
-                pass
+        job = queue.download(
+            url,
+            dest,
+            access_token=access_token,
+            expected_sha256=expected_sha256,
+            on_start=update,
+            on_progress=update,
+            on_complete=finish,
+            on_error=finish,
+            on_cancelled=finish,
+            on_paused=finish,
+        )
+        while not done.wait(0.2):  # a short wait keeps Ctrl-C responsive
+            pass
     except KeyboardInterrupt:
         if job is not None:
             queue.pause_job(job)
@@ -104,3 +92,6 @@ def _destination(dest: Path | str) -> Path:
             raise DownloadError(f"{path} is a file, not a folder to download into", url=None)
         path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+__all__ = ["ProgressCallback", "download_file"]
