@@ -9,6 +9,7 @@ from modeldepot.cli import models as _models  # noqa: F401  isort: skip
 from modeldepot.cli import tools as _tools  # noqa: F401  isort: skip
 from modeldepot.cli import storage as _storage  # noqa: F401  isort: skip
 from modeldepot.cli import install as _install  # noqa: F401  isort: skip
+from modeldepot.cli import download as _download  # noqa: F401  isort: skip  (after install: its `download` wins)
 from modeldepot.cli import server as _server  # noqa: F401  isort: skip
 
 __all__ = ["app", "main"]

@@ -1,4 +1,4 @@
-"""Install commands: install, jobs, cancel, download, civitai lookup, doctor."""
+"""Install commands: install, jobs, cancel, civitai lookup, doctor."""
 
 from __future__ import annotations
 
@@ -6,32 +6,20 @@ import json
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
 from modeldepot.cli._app import HomeOption, JsonOption, app, console, err_console, fail, open_manager, parse_enum
+from modeldepot.cli._progress import transfer_bar
 
 civitai_app = typer.Typer(help="Civitai helpers.", no_args_is_help=True)
 app.add_typer(civitai_app, name="civitai")
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}", markup=False),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=False,
-    )
 
 
 def _watch(mm: Any, jobs: list[Any]) -> None:
     """One bar per file and one total per job, until every job ends."""
     from modeldepot.events import Event
 
-    with _progress() as progress:
+    with transfer_bar() as progress:
         totals: dict[int, Any] = {}
         files: dict[tuple[int, str], Any] = {}
 
@@ -98,17 +86,23 @@ def install(
     parse_enum(ModelType, type, "--type")
     overrides = {k: v for k, v in {"name": name, "base": base, "type": type, "variant": variant}.items() if v}
     with open_manager(home) as mm:
+        if no_wait:
+            _enqueue(mm, sources, overrides or None, inplace=inplace, force=force, token=token)
+            return
         jobs = [
             mm.install.heuristic_import(s, config=overrides or None, access_token=token, inplace=inplace, force=force)
             for s in sources
         ]
-        if no_wait:
-            console.print(", ".join(f"job {j.id}: {j.source}" for j in jobs))
-            return
         try:
             _watch(mm, jobs)
+            # Jobs this process took over from an earlier one (interrupted, or queued with
+            # --no-wait) finish too: leaving now would only hand them on again.
+            others = [j for j in mm.install.list_jobs() if j not in jobs and not j.in_terminal_state]
+            for job in others:
+                err_console.print(f"also finishing job {job.id}: {job.source}", highlight=False, markup=False)
+            _watch(mm, others)
         except KeyboardInterrupt:
-            for job in jobs:
+            for job in mm.install.list_jobs():
                 mm.install.pause_job(job)
             err_console.print("paused; run the same command again to resume")
             raise typer.Exit(130) from None
@@ -138,9 +132,37 @@ def install(
         raise typer.Exit(1)
 
 
+def _enqueue(
+    mm: Any, sources: list[str], overrides: dict[str, Any] | None, *, inplace: bool, force: bool, token: str | None
+) -> None:
+    """``--no-wait``: record the jobs for a running server, or say plainly that nothing runs them yet."""
+    if token:
+        raise fail(
+            "--token cannot be used with --no-wait: tokens are never stored, so the job could not use it "
+            "(set it in remote_api_tokens for the server, or install without --no-wait)"
+        )
+    config = {**(overrides or {}), **({"force": True} if force else {})} or None
+    servers: list[str] = []
+    for source in sources:
+        row, servers = mm.install.enqueue(source, config, inplace=inplace)
+        console.print(f"job {row.id}: {row.source} ({row.status})", highlight=False, markup=False)
+    if servers:
+        pids = ", ".join(s.split(":")[1] for s in servers)
+        console.print(f"a modeldepot server on this home (pid {pids}) runs the queued jobs; see `modeldepot jobs`")
+    else:
+        console.print(
+            "no modeldepot server is running on this home: nothing runs these jobs until `modeldepot serve` "
+            "or `modeldepot install` runs here",
+            highlight=False,
+        )
+
+
 @app.command("jobs")
 def jobs(home: HomeOption = None, as_json: JsonOption = False) -> None:
-    """List install jobs recorded in the database (unfinished ones resume on the next start)."""
+    """List install jobs recorded in the database, with the process that runs each one.
+
+    Unfinished jobs no live process runs resume when `modeldepot install` or `modeldepot serve` starts.
+    """
     from modeldepot.install import persisted_jobs
 
     with open_manager(home) as mm:
@@ -149,10 +171,11 @@ def jobs(home: HomeOption = None, as_json: JsonOption = False) -> None:
         console.print_json(json.dumps(rows))
         return
     table = Table(header_style="bold")
-    for col in ("id", "status", "source"):
+    for col in ("id", "status", "pid", "source"):
         table.add_column(col, overflow="fold")
     for row in rows:
-        table.add_row(str(row["id"]), row["status"], row["source"])
+        pid = str(row["pid"]) if row["pid"] and row["status"] not in ("completed", "error", "cancelled") else ""
+        table.add_row(str(row["id"]), row["status"], pid, row["source"])
     console.print(table)
 
 
@@ -173,22 +196,6 @@ def cancel(
     if before in ended:
         raise fail(f"job {job_id} already {ended[before]}; nothing to cancel")
     console.print(f"cancelled job {job_id}")
-
-
-@app.command("download")
-def download(
-    url: Annotated[str, typer.Argument(help="URL of a file")],
-    dest: Annotated[str, typer.Argument(help="Destination file, or folder (an existing one, or any path ending in /)")],
-    token: Annotated[str | None, typer.Option(help="Bearer token for this download (never stored)")] = None,
-    home: HomeOption = None,
-) -> None:
-    """Download one file (resumable, multi-connection) with a progress bar; nothing is registered."""
-    from modeldepot.config import DepotConfig
-    from modeldepot.download import cli_download
-
-    config = DepotConfig.load(**({"home": home} if home else {}))
-    path = cli_download(url, dest, config, access_token=token)
-    console.print(f"saved {path}", highlight=False)
 
 
 @civitai_app.command("lookup")
@@ -218,7 +225,7 @@ def doctor(
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Check records against the disk: missing files, interrupted jobs, staging leftovers."""
+    """Check records against the disk: missing files, unfinished jobs, staging leftovers (takes over no job)."""
     with open_manager(home) as mm:
         report = mm.install.sync_to_config(prune_missing=fix)
     # What is still wrong after this run: missing files are fixed (forgotten) only with --fix.
@@ -230,7 +237,8 @@ def doctor(
             action = "forgotten" if fix else "missing (use --fix to forget)"
             console.print(f"{item['name']} ({item['key']}): {item['path']} {action}", highlight=False, markup=False)
         console.print(
-            f"{len(report['missing'])} missing, {report['resumed']} job(s) resumed, "
+            f"{len(report['missing'])} missing, {report['unfinished']} unfinished job(s) "
+            f"(they run when `modeldepot install` or `modeldepot serve` starts), "
             f"{report['cleaned']} staging leftover(s) removed",
             highlight=False,
         )
