@@ -170,6 +170,10 @@ class Database:
                         )
                     if app_id == 0:
                         conn.exec_driver_sql(f"PRAGMA application_id={APP_ID}")
+                else:
+                    # Two processes opening a fresh PostgreSQL database at once would both try to
+                    # create the table ("IF NOT EXISTS" is not atomic there): one waits.
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(4242)"))
                 conn.exec_driver_sql(
                     "CREATE TABLE IF NOT EXISTS schema_versions"
                     " (component VARCHAR(64) PRIMARY KEY, version INTEGER NOT NULL)"

@@ -25,7 +25,7 @@ from modeldepot.download._redact import redact_url
 from modeldepot.errors import ModelDepotError, UnknownJobIDException
 from modeldepot.install._checks import check_looks_like_model
 from modeldepot.install._jobs import InstallStatus, ModelInstallJob
-from modeldepot.install._jobtable import JobRow, JobTable, Owner, owner_pid
+from modeldepot.install._jobtable import JobRow, JobTable, Owner, owner_gone, owner_pid
 from modeldepot.install._local import LocalInstaller
 from modeldepot.remote.plan import DownloadPlan, plan_download
 from modeldepot.remote.sources import (
@@ -97,9 +97,22 @@ class JobRunner:
         for thread in self._threads:
             thread.join(timeout=30)
         self._threads.clear()
+        self._pause_downloads()  # before the release: whoever takes a job over resumes our files
         with contextlib.suppress(ModelDepotError):
             self.table.release(self.owner)
             self.table.unwatch(self.owner)
+
+    def _pause_downloads(self) -> None:
+        if not self.services.built("downloads"):
+            return
+        downloads = self.services.downloads
+        running = [j._download for j in self.list_jobs() if j._download is not None and not j._following]
+        for download in running:
+            if not download.in_terminal_state:
+                downloads.pause_job(download)
+        for download in running:
+            with contextlib.suppress(TimeoutError):
+                downloads.wait_for_job(download, timeout=30)
 
     @property
     def started(self) -> bool:
@@ -115,9 +128,13 @@ class JobRunner:
         """This process's staging folder for a job: per job and per owner."""
         return self._staging_root / f"{job_id}-{self.owner.token}"
 
-    def _adopt_staging(self, job_id: int) -> None:
-        """Taking a job over: the previous owner's partial download becomes ours (it resumes)."""
+    def _adopt_staging(self, job_id: int, previous_owner: str | None) -> None:
+        """Taking a job over: the previous owner's partial download becomes ours (it resumes) when
+        that process stopped cleanly or is dead. One that is alive but silent (frozen, or its lease
+        lapsed) may still write there, so the download then starts afresh in our own folder."""
         mine = self.staging(job_id)
+        if previous_owner is not None and previous_owner != self.owner.id and not owner_gone(previous_owner):
+            return
         for other in sorted(self._staging_root.glob(f"{job_id}-*")) if self._staging_root.is_dir() else []:
             if other == mine:
                 continue
@@ -164,7 +181,7 @@ class JobRunner:
         claimed = self.table.claim(row.id, self.owner, self.lease)
         if claimed is not None:
             log.info("taking over install job %s (%s)", row.id, row.source)
-            return self._run(self._new_job(claimed, source))
+            return self._run(self._new_job(claimed, source), row.owner)
         job = self._new_job(row, source)
         job.notes.append(f"being installed by another process (pid {owner_pid(row.owner)}); waiting for it")
         job._following = True
@@ -219,10 +236,10 @@ class JobRunner:
     def _spawn(self, target: Any, job: ModelInstallJob) -> None:
         threading.Thread(target=target, args=(job,), name=f"install-{job.id}", daemon=True).start()
 
-    def _run(self, job: ModelInstallJob) -> ModelInstallJob:
-        """Run a job this process owns."""
+    def _run(self, job: ModelInstallJob, previous_owner: str | None = None) -> ModelInstallJob:
+        """Run a job this process owns (taken from ``previous_owner``, if it had one)."""
         self._register(job)
-        self._adopt_staging(job.id)
+        self._adopt_staging(job.id, previous_owner)
         source = job._source_obj
         if isinstance(source, LocalModelSource):
             job.local_path = Path(source.path)
@@ -253,7 +270,7 @@ class JobRunner:
             claimed = self.table.claim(row.id, self.owner, self.lease)
             if claimed is not None:
                 log.info("resuming install job %s (%s)", row.id, row.source)
-                self._run(self._new_job(claimed, source))
+                self._run(self._new_job(claimed, source), row.owner)
 
     def _installed_from(self, source: str) -> ModelConfigBase | None:
         for record in self.services.store.search_models(q=source):
@@ -298,7 +315,7 @@ class JobRunner:
                     job.notes.append("its process stopped; resumed here")
                     with self._lock:
                         self._jobs.pop(job.id, None)
-                    self._run_taken(job)
+                    self._run_taken(job, row.owner)
                     return
             changed = (row.bytes, row.total_bytes, row.status) != (job.bytes, job.total_bytes, job.status.value)
             job.bytes, job.total_bytes = row.bytes, row.total_bytes
@@ -307,9 +324,9 @@ class JobRunner:
             if changed:
                 self._emit(job, "model_install_downloading" if job.downloading else f"model_install_{job.status.value}")
 
-    def _run_taken(self, job: ModelInstallJob) -> None:
+    def _run_taken(self, job: ModelInstallJob, previous_owner: str | None) -> None:
         job._following = False
-        self._run(job)
+        self._run(job, previous_owner)
 
     def _end_followed(self, job: ModelInstallJob, row: JobRow) -> None:
         if row.status == "completed" and row.model_key:
