@@ -1,10 +1,11 @@
 """End-to-end install of a multi-file repo from fakehub, against the download alone.
 
-    python benchmarks/bench_install.py [--gib 2] [--files 5]
+    python benchmarks/bench_install.py [--gib 2] [--files 5] [--rounds 3] [--before WORKTREE/src]
 
-Same fakehub, same files, same machine, one run: (1) the download queue fetching the repo's files
-into a folder (the baseline), (2) ``modeldepot install org/repo`` (download + identify + store +
-record + materialise), (3) installing the same repo again (no bytes may be downloaded).
+Same fakehub, same files, same machine, one run, each measurement in a fresh process, rounds
+interleaved in a rotating order: (1) the download queue fetching the repo's files into a folder
+(the baseline), (2) ``install org/repo`` with the code in ``--before`` (e.g. a git worktree of the
+previous commit), (3) with this code, then installing the same repo again (no bytes downloaded).
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 
 from modeldepot.download import ConnectPolicy, DownloadQueueService, RemoteFile
 from modeldepot.manager import ModelManager
@@ -59,64 +63,113 @@ def make_repo(root: Path, total: int, nfiles: int) -> dict[str, Path]:
     return files
 
 
+def _child(kind: str, hub_url: str, work: Path) -> None:
+    """One timed measurement in this (fresh) process; prints JSON."""
+    if kind == "download":
+        from modeldepot.remote import HuggingFaceClient
+
+        with HuggingFaceClient(hub_url) as client:
+            info, sel = client.select_files("bench/repo")
+            parts = [
+                RemoteFile(
+                    url=client.resolve_url("bench/repo", info.sha, f.path), path=f.path, size=f.size, sha256=f.sha256
+                )
+                for f in sel.files
+            ]
+        q = DownloadQueueService(policy=ConnectPolicy.of([hub_url]))
+        q.start()
+        t = time.perf_counter()
+        job = q.multifile_download(parts, work / "dl")
+        q.wait_for_job(job)
+        elapsed = time.perf_counter() - t
+        q.stop()
+        assert job.complete, job.error
+        print(json.dumps({"seconds": elapsed}))
+        return
+    with ModelManager.open(
+        home=work / "home", hf_endpoint=hub_url, allow_private_urls=True, link_modes=["hardlink", "copy"]
+    ) as mm:
+        t = time.perf_counter()
+        first = mm.install.wait_for_job(mm.install.heuristic_import("bench/repo"))
+        elapsed = time.perf_counter() - t
+        assert first.complete, first.error
+        t = time.perf_counter()
+        second = mm.install.wait_for_job(mm.install.heuristic_import("bench/repo"))
+        again = time.perf_counter() - t
+        assert second.complete, second.error
+    print(json.dumps({"seconds": elapsed, "again": again}))
+
+
+def _run_child(kind: str, hub: FakeHub, work: Path, src: Path | None) -> dict[str, float]:
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = str(src)  # before: the package from a worktree of the base commit
+    scratch = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=work))
+    try:
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", kind, "--hub", hub.url, "--work", str(scratch)],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+        return result
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--gib", type=float, default=2.0)
     ap.add_argument("--files", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--before", type=Path, help="src/ folder of the code to compare against (a git worktree)")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--hub", help=argparse.SUPPRESS)
+    ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child:
+        _child(args.child, args.hub, args.work)
+        return
     work = Path(tempfile.mkdtemp(prefix="modeldepot-bench-install-", dir="/tmp"))
     try:
         files = make_repo(work / "src", int(args.gib * 1024**3), args.files)
         total = sum(p.stat().st_size for p in files.values())
+        kinds: list[tuple[str, str, Path | None]] = [("download", "download alone (queue)", None)]
+        if args.before is not None:
+            kinds.append(("install", "install, before", args.before))
+        kinds.append(("install", "install, after", None))
+        times: dict[str, list[float]] = {label: [] for _k, label, _s in kinds}
+        again: dict[str, list[float]] = {label: [] for kind, label, _s in kinds if kind == "install"}
+        ratios: dict[str, list[float]] = {label: [] for _k, label, _s in kinds[1:]}
         with FakeHub() as hub:
-            hub.add_hf_repo("bench/repo", {k: p for k, p in files.items()})
-            # Baseline: the download queue alone, same files, same endpoint.
-            from modeldepot.remote import HuggingFaceClient
-
-            with HuggingFaceClient(hub.url) as client:
-                info, sel = client.select_files("bench/repo")
-                parts = [
-                    RemoteFile(
-                        url=client.resolve_url("bench/repo", info.sha, f.path),
-                        path=f.path,
-                        size=f.size,
-                        sha256=f.sha256,
-                    )
-                    for f in sel.files
-                ]
-            q = DownloadQueueService(policy=ConnectPolicy.of([hub.url]))
-            q.start()
-            t = time.perf_counter()
-            job = q.multifile_download(parts, work / "dl")
-            q.wait_for_job(job)
-            t_download = time.perf_counter() - t
-            q.stop()
-            assert job.complete, job.error
-            shutil.rmtree(work / "dl")
-
-            with ModelManager.open(
-                home=work / "home", hf_endpoint=hub.url, allow_private_urls=True, link_modes=["hardlink", "copy"]
-            ) as mm:
-                t = time.perf_counter()
-                first = mm.install.wait_for_job(mm.install.heuristic_import("bench/repo"))
-                t_install = time.perf_counter() - t
-                assert first.complete, first.error
-                hub.stats.reset()
-                t = time.perf_counter()
-                second = mm.install.wait_for_job(mm.install.heuristic_import("bench/repo"))
-                t_again = time.perf_counter() - t
-                assert second.complete
-                bytes_again = hub.stats.bytes_sent_total
-        rows = [
-            ("download alone (queue, multi-file)", t_download, total / t_download / MiB, 1.0),
-            ("install end to end", t_install, total / t_install / MiB, t_install / t_download),
-        ]
-        print(f"repo: {len(files)} files, {len(parts)} selected, {total / 1024**3:.2f} GiB\n")
-        print("| measurement | seconds | MiB/s | ratio to download |")
-        print("|---|---:|---:|---:|")
-        for name, s, mbs, r in rows:
-            print(f"| {name} | {s:.2f} | {mbs:.0f} | {r:.2f} |")
-        print(f"| install again (same source) | {t_again:.3f} | - | bytes downloaded: {bytes_again} |")
+            hub.add_hf_repo("bench/repo", dict(files.items()))
+            _run_child("download", hub, work, None)  # warm-up: page cache, fakehub
+            for r in range(args.rounds):
+                order = kinds[r % len(kinds) :] + kinds[: r % len(kinds)]  # rotate who goes first
+                got: dict[str, float] = {}
+                for kind, label, src in order:
+                    result = _run_child(kind, hub, work, src)
+                    got[label] = result["seconds"]
+                    times[label].append(result["seconds"])
+                    if label in again:
+                        again[label].append(result["again"])
+                for label in ratios:
+                    ratios[label].append(got[label] / got["download alone (queue)"])
+        print(
+            f"repo: {len(files)} files, {total / 1024**3:.2f} GiB; "
+            f"{args.rounds} interleaved rounds, medians (min-max)\n"
+        )
+        print("| measurement | seconds | ratio to the download in the same round |")
+        print("|---|---:|---:|")
+        for _kind, label, _src in kinds:
+            t = times[label]
+            ratio = ratios.get(label)
+            ratio_text = f"{median(ratio):.3f} ({min(ratio):.3f}-{max(ratio):.3f})" if ratio else "1.000"
+            print(f"| {label} | {median(t):.2f} ({min(t):.2f}-{max(t):.2f}) | {ratio_text} |")
+        for label, t in again.items():
+            print(f"| {label}: the same source again | {median(t):.3f} ({min(t):.3f}-{max(t):.3f}) | - |")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -135,7 +135,10 @@ class JobRunner:
         mine = self.staging(job_id)
         if previous_owner is not None and previous_owner != self.owner.id and not owner_gone(previous_owner):
             return
-        for other in sorted(self._staging_root.glob(f"{job_id}-*")) if self._staging_root.is_dir() else []:
+        root = self._staging_root
+        # ``<id>`` alone: the folder of a job recorded before jobs had owners.
+        others = [*sorted(root.glob(f"{job_id}-*")), root / str(job_id)] if root.is_dir() else []
+        for other in (o for o in others if o.exists()):
             if other == mine:
                 continue
             if not mine.exists():

@@ -1,10 +1,5 @@
-"""Installing a local file or folder into the content store: stage, record, materialise.
-
-Order matters for "nothing half-done is ever visible": blobs are written first (protected from gc
-by pending rows), then the manifest and the record are committed in one transaction, then the
-model is materialised into a temp sibling and renamed into place. A crash before the commit leaves
-only unreferenced blobs (gc removes them); after it, ``ContentStore.recover()`` finishes the folder.
-"""
+"""The record step's choices for a stored model: its hash from the staged blobs, a unique name per
+(base, type), and its destination folder under ``models/<base>/<type>/``."""
 
 from __future__ import annotations
 

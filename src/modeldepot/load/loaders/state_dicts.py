@@ -14,7 +14,7 @@ from modeldepot.errors import ModelNotFoundException
 from modeldepot.load._errors import ModelLoadError
 from modeldepot.load.loaders._common import PickleConversionMixin, load_weights
 from modeldepot.load.registry import ModelLoader, ModelLoaderRegistry
-from modeldepot.taxonomy import BaseModelType, ModelFormat, ModelRepoVariant, ModelType, SubModelType
+from modeldepot.taxonomy import WEIGHT_SUFFIXES, BaseModelType, ModelFormat, ModelRepoVariant, ModelType, SubModelType
 
 _Any = BaseModelType.Any
 _LORA_FILES = ("pytorch_lora_weights.safetensors", "pytorch_lora_weights.bin")
@@ -25,7 +25,7 @@ def _first_file(folder: Path, names: tuple[str, ...]) -> Path:
     for n in names:
         if (folder / n).is_file():
             return folder / n
-    weights = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pt"))
+    weights = sorted(p for p in folder.iterdir() if p.suffix.lower() in WEIGHT_SUFFIXES - {".gguf", ".onnx"})
     if len(weights) == 1:
         return weights[0]
     raise ModelNotFoundException(f"{folder}: none of {', '.join(names)} found", folder)
