@@ -175,7 +175,7 @@ def test_ctrl_c_pauses_and_the_same_command_resumes(
     assert "installed" not in first.out
 
     [staging] = list((home / "tmp" / "install").iterdir())
-    assert staging.name.isdigit()
+    assert re.fullmatch(r"\d+-[0-9a-f]{8}", staging.name), staging.name  # per job and per owner
     parts = list(staging.rglob("*.part"))
     assert parts, list(staging.rglob("*"))
     assert not (staging / "unet" / "diffusion_pytorch_model.safetensors").exists()  # ~20 s of data at this rate
@@ -207,8 +207,10 @@ def test_no_wait_returns_at_once_with_the_job_id(hub: FakeHub, env: dict[str, st
     r = _run(env, "install", REPO, "--no-wait", "--home", str(home), timeout=30)
     elapsed = time.monotonic() - started
     assert r.returncode == 0, r.stderr
-    m = re.fullmatch(rf"job (\d+): {re.escape(REPO)}\n", r.stdout)
+    m = re.match(rf"job (\d+): {re.escape(REPO)} \(waiting\)\n", r.stdout)
     assert m, r.stdout
+    # No server runs on this home: the command says what will run the job.
+    assert "nothing runs these jobs until `modeldepot serve`" in " ".join(r.stdout.split()), r.stdout
     job_id = int(m.group(1))
     assert elapsed < 15, elapsed
 

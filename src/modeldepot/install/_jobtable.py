@@ -191,14 +191,16 @@ class JobTable:
                 return row
             if not row.takeable(now):
                 return None
-            conn.execute(
+            # Compare-and-set on the owner we saw: of two processes taking the same job at once,
+            # the second updates nothing (PostgreSQL re-checks the row after the first commits).
+            taken = conn.execute(
                 sa.text(
                     "UPDATE install_jobs SET owner = :o, lease_until = :l, updated_at = :t WHERE id = :i"
-                    " AND (owner IS NULL OR owner = :old)"
+                    f" AND {_NOT_ENDED} AND " + ("owner IS NULL" if row.owner is None else "owner = :old")
                 ),
                 {"o": owner.id, "l": now + lease_seconds, "t": now, "i": job_id, "old": row.owner},
-            )
-        return self.get(job_id)
+            ).rowcount
+        return self.get(job_id) if taken else None
 
     def takeable(self) -> list[JobRow]:
         now = time.time()
