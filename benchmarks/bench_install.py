@@ -143,6 +143,7 @@ def main() -> None:
         times: dict[str, list[float]] = {label: [] for _k, label, _s in kinds}
         again: dict[str, list[float]] = {label: [] for kind, label, _s in kinds if kind == "install"}
         ratios: dict[str, list[float]] = {label: [] for _k, label, _s in kinds[1:]}
+        after_vs_before: list[float] = []
         with FakeHub() as hub:
             hub.add_hf_repo("bench/repo", dict(files.items()))
             _run_child("download", hub, work, None)  # warm-up: page cache, fakehub
@@ -157,6 +158,8 @@ def main() -> None:
                         again[label].append(result["again"])
                 for label in ratios:
                     ratios[label].append(got[label] / got["download alone (queue)"])
+                if "install, before" in got:
+                    after_vs_before.append(got["install, after"] / got["install, before"])
         print(
             f"repo: {len(files)} files, {total / 1024**3:.2f} GiB; "
             f"{args.rounds} interleaved rounds, medians (min-max)\n"
@@ -170,6 +173,9 @@ def main() -> None:
             print(f"| {label} | {median(t):.2f} ({min(t):.2f}-{max(t):.2f}) | {ratio_text} |")
         for label, t in again.items():
             print(f"| {label}: the same source again | {median(t):.3f} ({min(t):.3f}-{max(t):.3f}) | - |")
+        if after_vs_before:
+            r = after_vs_before
+            print(f"\nafter / before, per round: {median(r):.3f} ({min(r):.3f}-{max(r):.3f})")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
