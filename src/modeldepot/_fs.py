@@ -14,6 +14,13 @@ from modeldepot.errors import UnsafePathError
 NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
+def tree_size(path: Path) -> int:
+    """Bytes in a file, or in every file under a folder (following links, as a reader would)."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
 def free_bytes(folder: Path) -> int | None:
     """Free bytes on ``folder``'s file system, or None when that cannot be asked."""
     try:

@@ -51,16 +51,21 @@ class Owner:
         return f"{self.host}:{self.pid}:{self.token}"
 
 
+def _host_and_pid(owner_id: str) -> tuple[str, int | None]:
+    host, _, rest = owner_id.partition(":")
+    pid_text = rest.partition(":")[0]
+    return host, int(pid_text) if pid_text.isdigit() else None
+
+
 def owner_gone(owner_id: str | None) -> bool:
     """True when ``owner_id`` names a process on this host that no longer runs."""
     if not owner_id:
         return True
-    host, _, rest = owner_id.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
+    host, pid = _host_and_pid(owner_id)
+    if host != socket.gethostname() or pid is None:
         return False  # another machine: only its lease can tell
     try:
-        os.kill(int(pid_text), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except PermissionError:
@@ -69,10 +74,7 @@ def owner_gone(owner_id: str | None) -> bool:
 
 
 def owner_pid(owner_id: str | None) -> int | None:
-    if not owner_id:
-        return None
-    pid = owner_id.split(":")[1] if owner_id.count(":") >= 2 else ""
-    return int(pid) if pid.isdigit() else None
+    return _host_and_pid(owner_id)[1] if owner_id else None
 
 
 @dataclass(frozen=True)

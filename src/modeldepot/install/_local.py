@@ -16,10 +16,11 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from modeldepot._fs import tree_size
 from modeldepot.configs import ModelConfigBase
 from modeldepot.errors import DuplicateModelException, HashingError, ModelDepotError, ModelNotFoundException
 from modeldepot.hashing import ModelHash, composite_hash, normalize_algorithm
@@ -55,8 +56,6 @@ class Ingested:
     content_hash: str
     size: int
     staged: StagedModel | None = None
-    #: Manifest entries of an in-place registration (hashed without copying).
-    entries: list[Any] | None = field(default=None, repr=False)
 
 
 def _existing_path(model_path: str | Path) -> Path:
@@ -64,12 +63,6 @@ def _existing_path(model_path: str | Path) -> Path:
     if not path.exists():
         raise ModelNotFoundException(f"{path}: no such file or folder", path=path)
     return path.resolve()
-
-
-def _size_of(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 class LocalInstaller:
@@ -175,7 +168,7 @@ class LocalInstaller:
                     path=path,
                     name=overrides.pop("name", None) or default_name(path),
                     content_hash=content_hash,
-                    file_size=_size_of(path),
+                    file_size=tree_size(path),
                     overrides=overrides,
                     source=overrides.pop("source", None) or str(path),
                     source_type=ModelSourceType.Path,

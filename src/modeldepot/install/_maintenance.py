@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from modeldepot._fs import tree_size
 from modeldepot.configs import class_for
 from modeldepot.errors import (
     DuplicateModelException,
@@ -241,7 +242,7 @@ def download_and_cache(
 def _evict_download_cache(cache: Path, keep: Path, cap: int) -> None:
     entries = []
     for folder in cache.iterdir():
-        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        size = tree_size(folder)
         entries.append((folder.stat().st_mtime, size, folder))
     total = sum(e[1] for e in entries)
     for _mtime, size, folder in sorted(entries):

@@ -45,6 +45,13 @@ log = logging.getLogger(__name__)
 _STOP = object()
 
 
+def staging_folders(root: Path, job_id: int) -> list[Path]:
+    """Every owner's staging folder of a job (``<id>`` alone: a job recorded before jobs had owners)."""
+    if not root.is_dir():
+        return []
+    return [p for p in (*sorted(root.glob(f"{job_id}-*")), root / str(job_id)) if p.exists()]
+
+
 class JobRunner:
     """Install jobs of this process: submitted, followed, resumed, persisted."""
 
@@ -135,10 +142,7 @@ class JobRunner:
         mine = self.staging(job_id)
         if previous_owner is not None and previous_owner != self.owner.id and not owner_gone(previous_owner):
             return
-        root = self._staging_root
-        # ``<id>`` alone: the folder of a job recorded before jobs had owners.
-        others = [*sorted(root.glob(f"{job_id}-*")), root / str(job_id)] if root.is_dir() else []
-        for other in (o for o in others if o.exists()):
+        for other in staging_folders(self._staging_root, job_id):
             if other == mine:
                 continue
             if not mine.exists():
@@ -318,7 +322,8 @@ class JobRunner:
                     job.notes.append("its process stopped; resumed here")
                     with self._lock:
                         self._jobs.pop(job.id, None)
-                    self._run_taken(job, row.owner)
+                    job._following = False
+                    self._run(job, row.owner)
                     return
             changed = (row.bytes, row.total_bytes, row.status) != (job.bytes, job.total_bytes, job.status.value)
             job.bytes, job.total_bytes = row.bytes, row.total_bytes
@@ -326,10 +331,6 @@ class JobRunner:
                 job.status = InstallStatus(row.status)
             if changed:
                 self._emit(job, "model_install_downloading" if job.downloading else f"model_install_{job.status.value}")
-
-    def _run_taken(self, job: ModelInstallJob, previous_owner: str | None) -> None:
-        job._following = False
-        self._run(job, previous_owner)
 
     def _end_followed(self, job: ModelInstallJob, row: JobRow) -> None:
         if row.status == "completed" and row.model_key:
@@ -622,4 +623,4 @@ class JobRunner:
                 del self._jobs[job_id]
 
 
-__all__ = ["JobRunner"]
+__all__ = ["JobRunner", "staging_folders"]

@@ -25,7 +25,7 @@ from modeldepot.install._jobs import ModelInstallJob
 from modeldepot.install._jobtable import JobRow, JobTable
 from modeldepot.install._local import LocalInstaller, remove_path
 from modeldepot.install._result import PathResult
-from modeldepot.install._runner import JobRunner
+from modeldepot.install._runner import JobRunner, staging_folders
 from modeldepot.remote.sources import AnyModelSource, parse_source
 from modeldepot.taxonomy import ModelSourceType
 
@@ -322,6 +322,6 @@ def cancel_persisted_job(db: Database, config: DepotConfig, job_id: int) -> str:
     before = table.cancel(job_id)
     if row.takeable(time.time()):
         # No live process runs it (a live owner removes its own staging when it sees the cancel).
-        for folder in (config.tmp_dir / "install").glob(f"{job_id}-*"):
+        for folder in staging_folders(config.tmp_dir / "install", job_id):
             shutil.rmtree(folder, ignore_errors=True)
     return before
