@@ -80,6 +80,10 @@ class JobRunner:
 
         ``watch`` (a server): keep taking jobs that appear with no owner (``install --no-wait``).
         """
+        if watch:
+            # Said at once, not at the first heartbeat: a `--no-wait` right after the server
+            # started must already see it.
+            self.table.watch(self.owner, self.lease)
         with self._lock:
             if self._started:
                 self._watching = self._watching or watch
