@@ -25,7 +25,11 @@ from sqlalchemy.exc import OperationalError
 from modeldepot.errors import DatabaseError
 
 Migration = Callable[[Connection], None]
-_WRITE_FLAG = "modeldepot_write"
+WRITE_FLAG = "modeldepot_write"
+#: Each component's schema version (``Database.migrate``).
+VERSIONS_TABLE_DDL = (
+    "CREATE TABLE IF NOT EXISTS schema_versions (component VARCHAR(64) PRIMARY KEY, version INTEGER NOT NULL)"
+)
 #: Marker table: a file without it (and not empty) is not ours.
 APP_ID = 0x4D445054  # "MDPT", stored in SQLite's application_id
 BUSY_TIMEOUT_MS = 30_000
@@ -58,7 +62,7 @@ def _sqlite_engine(path: Path) -> Engine:
         # Writers (``Database.begin``) take the write lock up front with IMMEDIATE, so concurrent
         # writers queue on busy_timeout instead of failing on a lock upgrade; readers
         # (``Database.connect``) use a deferred BEGIN and never block anyone in WAL mode.
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get(_WRITE_FLAG) else "BEGIN")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get(WRITE_FLAG) else "BEGIN")
 
     return engine
 
@@ -112,12 +116,12 @@ class Database:
         """A transaction; translates driver errors into ``DatabaseError``."""
         try:
             with self.engine.connect() as conn:
-                conn.info[_WRITE_FLAG] = True
+                conn.info[WRITE_FLAG] = True
                 try:
                     with conn.begin():
                         yield conn
                 finally:
-                    conn.info.pop(_WRITE_FLAG, None)
+                    conn.info.pop(WRITE_FLAG, None)
         except OperationalError as exc:
             raise DatabaseError(f"database {self.url}: {exc.orig}", path=self.url) from exc
 
@@ -174,10 +178,7 @@ class Database:
                     # Two processes opening a fresh PostgreSQL database at once would both try to
                     # create the table ("IF NOT EXISTS" is not atomic there): one waits.
                     conn.execute(sa.text("SELECT pg_advisory_xact_lock(4242)"))
-                conn.exec_driver_sql(
-                    "CREATE TABLE IF NOT EXISTS schema_versions"
-                    " (component VARCHAR(64) PRIMARY KEY, version INTEGER NOT NULL)"
-                )
+                conn.exec_driver_sql(VERSIONS_TABLE_DDL)
         except SADatabaseError as exc:
             raise DatabaseError(f"{self.url} is not a usable database: {exc.orig}", path=self.url) from exc
 

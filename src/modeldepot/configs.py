@@ -43,6 +43,24 @@ def new_key() -> str:
     return uuid.uuid4().hex
 
 
+_TYPE_ALIAS = AliasChoices("type", "model_type")
+_FORMAT_ALIAS = AliasChoices("format", "model_format")
+_BASE_ALIAS = AliasChoices("base", "base_model")
+
+
+def _pin_type(value: ModelType) -> Any:
+    """The ``type`` field of a class that holds one type (the seed's ``model_type`` still accepted)."""
+    return Field(default=value, validation_alias=_TYPE_ALIAS)
+
+
+def _pin_format(value: ModelFormat) -> Any:
+    return Field(default=value, validation_alias=_FORMAT_ALIAS)
+
+
+def _pin_base(value: BaseModelType) -> Any:
+    return Field(default=value, validation_alias=_BASE_ALIAS)
+
+
 class SubmodelDefinition(BaseModel):
     """One part of a pipeline folder (``unet``, ``vae``...), relative to the model path."""
 
@@ -64,9 +82,9 @@ class ModelConfigBase(BaseModel):
 
     key: str = Field(default_factory=new_key, description="Random 32-hex id made at install")
     name: str = Field(min_length=1, description="Human name, unique per (base, type) by convention")
-    type: ModelType = Field(validation_alias=AliasChoices("type", "model_type"))
-    format: ModelFormat = Field(validation_alias=AliasChoices("format", "model_format"))
-    base: BaseModelType = Field(validation_alias=AliasChoices("base", "base_model"))
+    type: ModelType = Field(validation_alias=_TYPE_ALIAS)
+    format: ModelFormat = Field(validation_alias=_FORMAT_ALIAS)
+    base: BaseModelType = Field(validation_alias=_BASE_ALIAS)
     compatible_bases: set[BaseModelType] = Field(
         default_factory=set, description="Every base this model works with; always includes base"
     )
@@ -121,7 +139,22 @@ class ModelConfigBase(BaseModel):
 
 
 class _CheckpointMixin(BaseModel):
-    config_path: str | None = Field(default=None, description="Legacy config file for the checkpoint")
+    # The seed doc calls this field ``config``; pydantic reserves ``model_config``, not ``config``,
+    # but the stored name stays ``config_path`` so existing records and JSON keep their shape.
+    config_path: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("config_path", "config"),
+        description="Legacy config file for the checkpoint (input alias: config)",
+    )
+
+    @property
+    def config(self) -> str | None:
+        """The seed doc's name for :attr:`config_path`."""
+        return self.config_path
+
+    @config.setter
+    def config(self, value: str | None) -> None:
+        self.config_path = value
 
 
 class _DiffusersMixin(BaseModel):
@@ -139,203 +172,165 @@ class _MainMixin(BaseModel):
 
 
 class MainDiffusersConfig(_DiffusersMixin, _MainMixin, ModelConfigBase):
-    type: Literal[ModelType.Main] = Field(default=ModelType.Main, validation_alias=AliasChoices("type", "model_type"))
-    format: Literal[ModelFormat.Diffusers] = Field(
-        default=ModelFormat.Diffusers, validation_alias=AliasChoices("format", "model_format")
-    )
+    type: Literal[ModelType.Main] = _pin_type(ModelType.Main)
+    format: Literal[ModelFormat.Diffusers] = _pin_format(ModelFormat.Diffusers)
 
 
 class MainCheckpointConfig(_CheckpointMixin, _MainMixin, ModelConfigBase):
-    type: Literal[ModelType.Main] = Field(default=ModelType.Main, validation_alias=AliasChoices("type", "model_type"))
-    format: Literal[ModelFormat.Checkpoint] = Field(
-        default=ModelFormat.Checkpoint, validation_alias=AliasChoices("format", "model_format")
-    )
+    type: Literal[ModelType.Main] = _pin_type(ModelType.Main)
+    format: Literal[ModelFormat.Checkpoint] = _pin_format(ModelFormat.Checkpoint)
 
 
 class VAEDiffusersConfig(_DiffusersMixin, ModelConfigBase):
-    type: Literal[ModelType.VAE] = Field(default=ModelType.VAE, validation_alias=AliasChoices("type", "model_type"))
-    format: Literal[ModelFormat.Diffusers] = Field(
-        default=ModelFormat.Diffusers, validation_alias=AliasChoices("format", "model_format")
-    )
+    type: Literal[ModelType.VAE] = _pin_type(ModelType.VAE)
+    format: Literal[ModelFormat.Diffusers] = _pin_format(ModelFormat.Diffusers)
 
 
 class VAECheckpointConfig(_CheckpointMixin, ModelConfigBase):
-    type: Literal[ModelType.VAE] = Field(default=ModelType.VAE, validation_alias=AliasChoices("type", "model_type"))
-    format: Literal[ModelFormat.Checkpoint] = Field(
-        default=ModelFormat.Checkpoint, validation_alias=AliasChoices("format", "model_format")
-    )
+    type: Literal[ModelType.VAE] = _pin_type(ModelType.VAE)
+    format: Literal[ModelFormat.Checkpoint] = _pin_format(ModelFormat.Checkpoint)
 
 
 class LoRALyCORISConfig(ModelConfigBase):
     """A single-file LoRA: kohya, LyCORIS (LoHa/LoKr) or PEFT keys."""
 
-    type: Literal[ModelType.LoRA] = Field(default=ModelType.LoRA, validation_alias=AliasChoices("type", "model_type"))
-    format: Literal[ModelFormat.LyCORIS] = Field(
-        default=ModelFormat.LyCORIS, validation_alias=AliasChoices("format", "model_format")
-    )
+    type: Literal[ModelType.LoRA] = _pin_type(ModelType.LoRA)
+    format: Literal[ModelFormat.LyCORIS] = _pin_format(ModelFormat.LyCORIS)
 
 
 class LoRADiffusersConfig(ModelConfigBase):
-    type: Literal[ModelType.LoRA] = Field(default=ModelType.LoRA, validation_alias=AliasChoices("type", "model_type"))
-    format: Literal[ModelFormat.Diffusers] = Field(
-        default=ModelFormat.Diffusers, validation_alias=AliasChoices("format", "model_format")
-    )
+    type: Literal[ModelType.LoRA] = _pin_type(ModelType.LoRA)
+    format: Literal[ModelFormat.Diffusers] = _pin_format(ModelFormat.Diffusers)
 
 
 class ControlNetDiffusersConfig(_DiffusersMixin, ModelConfigBase):
-    type: Literal[ModelType.ControlNet] = Field(
-        default=ModelType.ControlNet, validation_alias=AliasChoices("type", "model_type")
-    )
-    format: Literal[ModelFormat.Diffusers] = Field(
-        default=ModelFormat.Diffusers, validation_alias=AliasChoices("format", "model_format")
-    )
+    type: Literal[ModelType.ControlNet] = _pin_type(ModelType.ControlNet)
+    format: Literal[ModelFormat.Diffusers] = _pin_format(ModelFormat.Diffusers)
 
 
 class ControlNetCheckpointConfig(_CheckpointMixin, ModelConfigBase):
-    type: Literal[ModelType.ControlNet] = Field(
-        default=ModelType.ControlNet, validation_alias=AliasChoices("type", "model_type")
-    )
-    format: Literal[ModelFormat.Checkpoint] = Field(
-        default=ModelFormat.Checkpoint, validation_alias=AliasChoices("format", "model_format")
-    )
+    type: Literal[ModelType.ControlNet] = _pin_type(ModelType.ControlNet)
+    format: Literal[ModelFormat.Checkpoint] = _pin_format(ModelFormat.Checkpoint)
 
 
 class TextualInversionFileConfig(ModelConfigBase):
-    type: Literal[ModelType.TextualInversion] = Field(
-        default=ModelType.TextualInversion, validation_alias=AliasChoices("type", "model_type")
-    )
-    format: Literal[ModelFormat.EmbeddingFile] = Field(
-        default=ModelFormat.EmbeddingFile, validation_alias=AliasChoices("format", "model_format")
-    )
+    type: Literal[ModelType.TextualInversion] = _pin_type(ModelType.TextualInversion)
+    format: Literal[ModelFormat.EmbeddingFile] = _pin_format(ModelFormat.EmbeddingFile)
 
 
 class TextualInversionFolderConfig(ModelConfigBase):
-    type: Literal[ModelType.TextualInversion] = Field(
-        default=ModelType.TextualInversion, validation_alias=AliasChoices("type", "model_type")
-    )
-    format: Literal[ModelFormat.EmbeddingFolder] = Field(
-        default=ModelFormat.EmbeddingFolder, validation_alias=AliasChoices("format", "model_format")
-    )
+    type: Literal[ModelType.TextualInversion] = _pin_type(ModelType.TextualInversion)
+    format: Literal[ModelFormat.EmbeddingFolder] = _pin_format(ModelFormat.EmbeddingFolder)
 
 
 class IPAdapterInvokeAIConfig(ModelConfigBase):
-    type: Literal[ModelType.IPAdapter] = Field(
-        default=ModelType.IPAdapter, validation_alias=AliasChoices("type", "model_type")
-    )
-    format: Literal[ModelFormat.InvokeAI] = Field(
-        default=ModelFormat.InvokeAI, validation_alias=AliasChoices("format", "model_format")
-    )
+    type: Literal[ModelType.IPAdapter] = _pin_type(ModelType.IPAdapter)
+    format: Literal[ModelFormat.InvokeAI] = _pin_format(ModelFormat.InvokeAI)
     image_encoder_model_id: str | None = None
 
 
 class IPAdapterCheckpointConfig(ModelConfigBase):
-    type: Literal[ModelType.IPAdapter] = Field(
-        default=ModelType.IPAdapter, validation_alias=AliasChoices("type", "model_type")
-    )
-    format: Literal[ModelFormat.Checkpoint] = Field(
-        default=ModelFormat.Checkpoint, validation_alias=AliasChoices("format", "model_format")
-    )
+    type: Literal[ModelType.IPAdapter] = _pin_type(ModelType.IPAdapter)
+    format: Literal[ModelFormat.Checkpoint] = _pin_format(ModelFormat.Checkpoint)
 
 
 class T2IAdapterConfig(_DiffusersMixin, ModelConfigBase):
-    type: Literal[ModelType.T2IAdapter] = Field(
-        default=ModelType.T2IAdapter, validation_alias=AliasChoices("type", "model_type")
-    )
-    format: Literal[ModelFormat.Diffusers] = Field(
-        default=ModelFormat.Diffusers, validation_alias=AliasChoices("format", "model_format")
-    )
+    type: Literal[ModelType.T2IAdapter] = _pin_type(ModelType.T2IAdapter)
+    format: Literal[ModelFormat.Diffusers] = _pin_format(ModelFormat.Diffusers)
 
 
 class T2IAdapterCheckpointConfig(_CheckpointMixin, ModelConfigBase):
     """A single-file T2I-Adapter (the original TencentARC layout)."""
 
-    type: Literal[ModelType.T2IAdapter] = Field(
-        default=ModelType.T2IAdapter, validation_alias=AliasChoices("type", "model_type")
-    )
-    format: Literal[ModelFormat.Checkpoint] = Field(
-        default=ModelFormat.Checkpoint, validation_alias=AliasChoices("format", "model_format")
-    )
+    type: Literal[ModelType.T2IAdapter] = _pin_type(ModelType.T2IAdapter)
+    format: Literal[ModelFormat.Checkpoint] = _pin_format(ModelFormat.Checkpoint)
 
 
 class CLIPVisionDiffusersConfig(_DiffusersMixin, ModelConfigBase):
-    type: Literal[ModelType.CLIPVision] = Field(
-        default=ModelType.CLIPVision, validation_alias=AliasChoices("type", "model_type")
-    )
-    format: Literal[ModelFormat.Diffusers] = Field(
-        default=ModelFormat.Diffusers, validation_alias=AliasChoices("format", "model_format")
-    )
+    type: Literal[ModelType.CLIPVision] = _pin_type(ModelType.CLIPVision)
+    format: Literal[ModelFormat.Diffusers] = _pin_format(ModelFormat.Diffusers)
     clip_variant: ClipVariantType | None = None
 
 
 class CLIPVisionCheckpointConfig(ModelConfigBase):
-    type: Literal[ModelType.CLIPVision] = Field(
-        default=ModelType.CLIPVision, validation_alias=AliasChoices("type", "model_type")
-    )
-    format: Literal[ModelFormat.Checkpoint] = Field(
-        default=ModelFormat.Checkpoint, validation_alias=AliasChoices("format", "model_format")
-    )
+    type: Literal[ModelType.CLIPVision] = _pin_type(ModelType.CLIPVision)
+    format: Literal[ModelFormat.Checkpoint] = _pin_format(ModelFormat.Checkpoint)
     clip_variant: ClipVariantType | None = None
 
 
 class CLIPEmbedDiffusersConfig(_DiffusersMixin, ModelConfigBase):
-    type: Literal[ModelType.CLIPEmbed] = Field(
-        default=ModelType.CLIPEmbed, validation_alias=AliasChoices("type", "model_type")
-    )
-    format: Literal[ModelFormat.Diffusers] = Field(
-        default=ModelFormat.Diffusers, validation_alias=AliasChoices("format", "model_format")
-    )
+    type: Literal[ModelType.CLIPEmbed] = _pin_type(ModelType.CLIPEmbed)
+    format: Literal[ModelFormat.Diffusers] = _pin_format(ModelFormat.Diffusers)
     clip_variant: ClipVariantType | None = None
 
 
 class CLIPEmbedCheckpointConfig(ModelConfigBase):
-    type: Literal[ModelType.CLIPEmbed] = Field(
-        default=ModelType.CLIPEmbed, validation_alias=AliasChoices("type", "model_type")
-    )
-    format: Literal[ModelFormat.Checkpoint] = Field(
-        default=ModelFormat.Checkpoint, validation_alias=AliasChoices("format", "model_format")
-    )
+    type: Literal[ModelType.CLIPEmbed] = _pin_type(ModelType.CLIPEmbed)
+    format: Literal[ModelFormat.Checkpoint] = _pin_format(ModelFormat.Checkpoint)
     clip_variant: ClipVariantType | None = None
 
 
 class T5EncoderConfig(ModelConfigBase):
-    type: Literal[ModelType.T5Encoder] = Field(
-        default=ModelType.T5Encoder, validation_alias=AliasChoices("type", "model_type")
-    )
-    format: Literal[ModelFormat.T5Encoder] = Field(
-        default=ModelFormat.T5Encoder, validation_alias=AliasChoices("format", "model_format")
-    )
+    type: Literal[ModelType.T5Encoder] = _pin_type(ModelType.T5Encoder)
+    format: Literal[ModelFormat.T5Encoder] = _pin_format(ModelFormat.T5Encoder)
 
 
 class T5EncoderCheckpointConfig(ModelConfigBase):
-    type: Literal[ModelType.T5Encoder] = Field(
-        default=ModelType.T5Encoder, validation_alias=AliasChoices("type", "model_type")
-    )
-    format: Literal[ModelFormat.Checkpoint] = Field(
-        default=ModelFormat.Checkpoint, validation_alias=AliasChoices("format", "model_format")
-    )
+    type: Literal[ModelType.T5Encoder] = _pin_type(ModelType.T5Encoder)
+    format: Literal[ModelFormat.Checkpoint] = _pin_format(ModelFormat.Checkpoint)
 
 
 class SpandrelImageToImageConfig(ModelConfigBase):
     """An upscaler or restorer loadable by spandrel (ESRGAN family, SwinIR...)."""
 
-    type: Literal[ModelType.SpandrelImageToImage] = Field(
-        default=ModelType.SpandrelImageToImage, validation_alias=AliasChoices("type", "model_type")
-    )
-    format: Literal[ModelFormat.Checkpoint] = Field(
-        default=ModelFormat.Checkpoint, validation_alias=AliasChoices("format", "model_format")
-    )
+    type: Literal[ModelType.SpandrelImageToImage] = _pin_type(ModelType.SpandrelImageToImage)
+    format: Literal[ModelFormat.Checkpoint] = _pin_format(ModelFormat.Checkpoint)
     architecture: str | None = None
+
+
+class _ONNXMainConfig(_DiffusersMixin, _MainMixin, ModelConfigBase):
+    """An ONNX export of a diffusers pipeline (``model_index.json``, ``unet/model.onnx``...).
+
+    ONNX folders carry no legacy yaml config, so what the model needs (prediction type, upcast
+    attention) lives in the record. modeldepot identifies, stores and serves them; it loads none.
+    """
+
+    type: Literal[ModelType.Main] = _pin_type(ModelType.Main)
+    format: Literal[ModelFormat.ONNX] = _pin_format(ModelFormat.ONNX)
+
+
+class ONNXSD1Config(_ONNXMainConfig):
+    base: Literal[BaseModelType.StableDiffusion1] = _pin_base(BaseModelType.StableDiffusion1)
+
+
+class ONNXSD2Config(_ONNXMainConfig):
+    """SD-2 defaults as the seed doc has them: v-prediction (the 768-v model) and upcast attention."""
+
+    base: Literal[BaseModelType.StableDiffusion2] = _pin_base(BaseModelType.StableDiffusion2)
+    prediction_type: SchedulerPredictionType = SchedulerPredictionType.VPrediction
+    upcast_attention: bool = True
+
+
+class ONNXSDXLConfig(_ONNXMainConfig):
+    base: Literal[BaseModelType.StableDiffusionXL] = _pin_base(BaseModelType.StableDiffusionXL)
+
+
+class ONNXConfig(_ONNXMainConfig):
+    """An ONNX pipeline of a base without its own class (an SDXL refiner, an unknown base)."""
+
+    @model_validator(mode="after")
+    def _no_dedicated_class(self) -> ONNXConfig:
+        dedicated = CONFIG_CLASSES.get(config_tag(self) or "")
+        if dedicated is not None and dedicated is not type(self):
+            raise ValueError(f"an ONNX {self.base} model is an {dedicated.__name__}")
+        return self
 
 
 class UnknownModelConfig(ModelConfigBase):
     """A file we could not identify, kept with the reasons so the user can override."""
 
-    type: Literal[ModelType.Unknown] = Field(
-        default=ModelType.Unknown, validation_alias=AliasChoices("type", "model_type")
-    )
-    format: Literal[ModelFormat.Unknown] = Field(
-        default=ModelFormat.Unknown, validation_alias=AliasChoices("format", "model_format")
-    )
+    type: Literal[ModelType.Unknown] = _pin_type(ModelType.Unknown)
+    format: Literal[ModelFormat.Unknown] = _pin_format(ModelFormat.Unknown)
 
 
 _CLASSES: tuple[type[ModelConfigBase], ...] = (
@@ -360,12 +355,22 @@ _CLASSES: tuple[type[ModelConfigBase], ...] = (
     T5EncoderConfig,
     T5EncoderCheckpointConfig,
     SpandrelImageToImageConfig,
+    ONNXSD1Config,
+    ONNXSD2Config,
+    ONNXSDXLConfig,
+    ONNXConfig,
     UnknownModelConfig,
 )
+#: (type, format) pairs whose record class also depends on the base (InvokeAI's ONNXSD1/SD2 split):
+#: their tag is "type.format.base" when that base has a class, else "type.format".
+_BY_BASE = frozenset({f"{ModelType.Main.value}.{ModelFormat.ONNX.value}"})
 
 
 def _tag_of(cls: type[ModelConfigBase]) -> str:
-    return f"{cls.model_fields['type'].default.value}.{cls.model_fields['format'].default.value}"
+    fields = cls.model_fields
+    pair = f"{fields['type'].default.value}.{fields['format'].default.value}"
+    base = fields["base"].default
+    return f"{pair}.{base.value}" if pair in _BY_BASE and isinstance(base, BaseModelType) else pair
 
 
 #: "type.format" -> record class
@@ -378,17 +383,30 @@ def _as_value(v: Any) -> str | None:
     return str(getattr(v, "value", v))
 
 
+def tag_for(type: ModelType | str, format: ModelFormat | str, base: BaseModelType | str | None = None) -> str:
+    """The union tag of a record: ``"<type>.<format>"``, or ``"<type>.<format>.<base>"`` for the
+    pairs split by base (ONNX main models) when that base has its own class."""
+    pair = f"{_as_value(type)}.{_as_value(format)}"
+    if pair in _BY_BASE and base is not None:
+        specific = f"{pair}.{_as_value(base)}"
+        if specific in CONFIG_CLASSES:
+            return specific
+    return pair
+
+
 def config_tag(value: Any) -> str | None:
-    """The discriminator: ``"<type>.<format>"`` from a dict (any alias) or a record."""
+    """The discriminator (:func:`tag_for`) of a dict (any alias) or a record."""
     if isinstance(value, dict):
         t = value.get("type", value.get("model_type"))
         f = value.get("format", value.get("model_format"))
+        b = value.get("base", value.get("base_model"))
     else:
         t = getattr(value, "type", None)
         f = getattr(value, "format", None)
+        b = getattr(value, "base", None)
     if t is None or f is None:
         return None
-    return f"{_as_value(t)}.{_as_value(f)}"
+    return tag_for(t, f, b)
 
 
 if TYPE_CHECKING:
@@ -403,9 +421,14 @@ else:
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(AnyModelConfig)
 
 
-def class_for(type: ModelType | str, format: ModelFormat | str) -> type[ModelConfigBase]:
-    """The record class for a (type, format) pair, or a clear error listing what exists."""
-    tag = f"{_as_value(type)}.{_as_value(format)}"
+def class_for(
+    type: ModelType | str, format: ModelFormat | str, base: BaseModelType | str | None = None
+) -> type[ModelConfigBase]:
+    """The record class for a (type, format[, base]), or a clear error listing what exists.
+
+    Without ``base``, a pair split by base (ONNX) answers its generic class, whose fields are
+    those of every class of the pair."""
+    tag = tag_for(type, format, base)
     try:
         return CONFIG_CLASSES[tag]
     except KeyError:
@@ -468,6 +491,11 @@ def apply_changes(config: ModelConfigBase, changes: dict[str, Any] | ModelConfig
     merged.update(normalized)
     tag = config_tag(merged)
     target = CONFIG_CLASSES.get(tag or "")
+    if target is not None and "config" in normalized and "config_path" in target.model_fields:
+        # The seed's name for config_path; the merged dict already holds config_path, which
+        # would win over the alias.
+        merged["config_path"] = merged.pop("config")
+        normalized["config_path"] = normalized.pop("config")
     if target is not None:
         for k in list(merged):
             if k not in target.model_fields and k not in normalized:
@@ -492,6 +520,10 @@ __all__ = [
     "MainCheckpointConfig",
     "MainDiffusersConfig",
     "ModelConfigBase",
+    "ONNXConfig",
+    "ONNXSD1Config",
+    "ONNXSD2Config",
+    "ONNXSDXLConfig",
     "SpandrelImageToImageConfig",
     "SubmodelDefinition",
     "T2IAdapterCheckpointConfig",
@@ -508,4 +540,5 @@ __all__ = [
     "config_tag",
     "new_key",
     "parse_config",
+    "tag_for",
 ]

@@ -99,6 +99,10 @@ class ModelRepoVariant(_StrEnum):
     ONNX = "onnx"
     OpenVINO = "openvino"
     Flax = "flax"
+    # Document 002's spellings, aliases of the members above.
+    DEFAULT = "default"
+    OPENVINO = "openvino"
+    FLAX = "flax"
 
 
 class SchedulerPredictionType(_StrEnum):

@@ -152,3 +152,11 @@ def test_invokeai_style_construction(tmp_path: Path, records: str) -> None:
     finally:
         installer.stop()
         store.close()
+
+
+def test_install_accepts_the_documented_config_field(mm: ModelManager, tmp_path: Path) -> None:
+    """Seed 002 calls a checkpoint's config file ``config``; it is ``config_path`` here."""
+    src = factories.write_sd1_checkpoint(tmp_path / "c.safetensors")
+    key = mm.install.register_path(src, {"config": "configs/stable-diffusion/v1-inference.yaml"})
+    rec = mm.store.get_model(key)
+    assert rec.config_path == "configs/stable-diffusion/v1-inference.yaml" == rec.config  # type: ignore[attr-defined]

@@ -22,6 +22,9 @@ CONTRACT = [
     "all_models",
     "model_info_by_name",
     "version",
+    "schema_version",
+    "get_model_by_attr",
+    "open",
     "from_db_file",
     "search_models",
     "count_models",
@@ -32,7 +35,21 @@ CONTRACT = [
 
 def test_all_lists_exactly_the_public_names() -> None:
     assert sorted(records.__all__) == sorted(
-        ["ModelRecordServiceBase", "ModelRecordServiceFile", "ModelRecordServiceSQL", "RecordFilter"]
+        [
+            "BaseModelType",
+            "DuplicateModelException",
+            "InvalidModelConfigException",
+            "ModelFormat",
+            "ModelRecordServiceBase",
+            "ModelRecordServiceFile",
+            "ModelRecordServiceSQL",
+            "ModelType",
+            "ModelVariantType",
+            "RecordFilter",
+            "SchedulerPredictionType",
+            "UnknownModelException",
+            "resolve_model_path",
+        ]
     )
     for name in records.__all__:
         assert getattr(records, name) is not None
@@ -44,6 +61,7 @@ def test_every_store_implements_the_contract() -> None:
         for name in CONTRACT:
             assert callable(getattr(cls, name)), (cls, name)
     assert callable(ModelRecordServiceSQL.from_url)
+    assert callable(ModelRecordServiceSQL.from_connection)
 
 
 def test_sql_mutators_accept_a_connection() -> None:

@@ -38,7 +38,7 @@ def test_new_file_carries_the_marker(yaml_store: ModelRecordServiceFile, yaml_pa
     doc = yaml.safe_load(yaml_path.read_text())
     assert doc["__metadata__"] == {"format": "modeldepot-records", "version": 1}
     assert doc["models"] == {}
-    assert yaml_store.version() == 1
+    assert yaml_store.schema_version() == 1 and yaml_store.version() == "3.2"
 
 
 def test_file_layout_is_readable_and_round_trips(yaml_store: ModelRecordServiceFile, yaml_path: Path) -> None:

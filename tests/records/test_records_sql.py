@@ -37,6 +37,7 @@ LOOKUPS = {
     "base+type": RecordFilter.build(base="sdxl", type="main"),
     "hash": RecordFilter(hash="blake3:00"),
     "path": RecordFilter(path="/m/x"),
+    "path, both spellings": RecordFilter(paths=("sd-1/x", "/models/sd-1/x")),  # search_by_path under models_dir
     "tags": RecordFilter(tags=("a", "b")),
 }
 
@@ -192,7 +193,8 @@ def test_from_db_file_and_from_url_pick_the_backend(tmp_path: Path, pg_url: str)
         assert isinstance(s1, ModelRecordServiceSQL) and s1.db.is_sqlite
         assert isinstance(s2, ModelRecordServiceSQL) and s2.db.dialect == "postgresql"
         assert s3.db.is_sqlite and (tmp_path / "b.db").exists()
-        assert s1.version() == s2.version() == s3.version() == SCHEMA_VERSION
+        assert s1.schema_version() == s2.schema_version() == s3.schema_version() == SCHEMA_VERSION
+        assert s1.version() == s2.version() == s3.version() == "3.2"
     finally:
         for s in (s1, s2, s3):
             s.close()
@@ -250,7 +252,7 @@ def test_v1_database_tags_are_folded_by_the_migration(tmp_path: Path, backend: s
         conn.execute(model_tags.insert(), [{"key": cfg.key, "tag": t} for t in cfg.tags])
     store = ModelRecordServiceSQL(db)
     try:
-        assert store.version() == SCHEMA_VERSION
+        assert store.schema_version() == SCHEMA_VERSION
         with db.connect() as conn:
             rows = sorted(conn.execute(sa.select(model_tags.c.tag)).scalars())
         assert rows == ["portrait", "été"]

@@ -403,13 +403,14 @@ def test_persists_across_reopen(open_store) -> None:  # type: ignore[no-untyped-
     first = open_store()
     keys = _populate(first)
     first.update_model(keys["anything"], {"description": "kept"})
-    version = first.version()
+    version = first.schema_version()
     first.close()
     again = open_store()
     assert {m.key for m in again.all_models()} == set(keys.values())
     assert again.get_model(keys["anything"]).description == "kept"
     assert _names(again.search_by_attr(base="sd-2")) == ["sd-vae"]
-    assert again.version() == version >= 1
+    assert again.schema_version() == version >= 1
+    assert again.version() == first.version() == "3.2"
 
 
 def test_two_handles_see_each_others_writes(open_store) -> None:  # type: ignore[no-untyped-def]

@@ -1,5 +1,6 @@
-"""Folders: diffusers pipelines (``model_index.json``), standalone diffusers / transformers submodels
-(``config.json``), LoRA / embedding / IP-Adapter folders. Reads JSON configs and headers only.
+"""Folders: diffusers pipelines (``model_index.json``) and their ONNX exports, standalone diffusers /
+transformers submodels (``config.json``), LoRA / embedding / IP-Adapter folders. Reads JSON configs
+and headers only (never an ``.onnx`` file: its name is all an ONNX folder is recognised by).
 
 The walk never follows a symbolic link into a folder it has already visited, and stops at a
 fixed depth and entry count, so a symlink loop or a huge tree costs milliseconds.
@@ -210,6 +211,87 @@ def _pipeline(root: Path, index: dict[str, Any]) -> Identification:
     return result
 
 
+def _onnx_evidence(root: Path, index: dict[str, Any]) -> str | None:
+    """Why ``root`` is an ONNX export of a pipeline (diffusers' ``OnnxStableDiffusionPipeline``,
+    optimum's ``ORTStableDiffusion*Pipeline``), or None."""
+    cls = _class_of(index)
+    if cls.startswith(("Onnx", "ORT")):
+        return f"model_index.json _class_name {cls!r}"
+    runtime = sorted(k for k, e in index.items() if isinstance(e, list) and e[-1:] == ["OnnxRuntimeModel"])
+    if runtime:
+        return f"model_index.json loads {', '.join(runtime)} with OnnxRuntimeModel"
+    unet = root / "unet"
+    torch_weights = WEIGHT_SUFFIXES - {".onnx"}
+    # Both forms in one folder: the torch weights load, so it stays a diffusers pipeline.
+    if (unet / "model.onnx").is_file() and not any(has_suffix(p.name, torch_weights) for p in walk_files(unet, 0)):
+        return "unet/model.onnx and no torch weights beside it"
+    return None
+
+
+def _onnx_base(root: Path, index: dict[str, Any], unet: dict[str, Any] | None) -> tuple[BaseModelType, str, float]:
+    """The base of an ONNX pipeline, the reason, and how sure: exports carry few configs, so each
+    clue is tried from the most to the least direct."""
+    cls = _class_of(index)
+    if unet is not None and _int(unet, "cross_attention_dim") in WIDTH_TO_BASE:
+        cad = _int(unet, "cross_attention_dim")
+        return WIDTH_TO_BASE[cad or 0], f"unet/config.json cross_attention_dim {cad}", 0.95
+    if "XL" in cls or isinstance(index.get("text_encoder_2"), list):
+        if index.get("requires_aesthetics_score") is True:
+            return B.StableDiffusionXLRefiner, "model_index.json requires_aesthetics_score: an SDXL refiner", 0.85
+        return B.StableDiffusionXL, f"model_index.json: {cls!r} with a second text encoder", 0.85
+    te = read_json(root / "text_encoder" / "config.json")
+    width = _int(te, "hidden_size") if te is not None else None
+    if width in (768, 1024):
+        base = B.StableDiffusion1 if width == 768 else B.StableDiffusion2
+        return base, f"text_encoder/config.json hidden_size {width}: CLIP {'L' if width == 768 else 'H'}", 0.9
+    tok = read_json(root / "tokenizer" / "special_tokens_map.json")
+    pad = tok.get("pad_token") if tok is not None else None
+    pad = pad.get("content") if isinstance(pad, dict) else pad
+    if pad == "!":
+        return B.StableDiffusion2, "tokenizer pads with '!': the OpenCLIP tokenizer SD-2 ships", 0.8
+    sched = read_json(root / "scheduler" / "scheduler_config.json")
+    if sched is not None and sched.get("prediction_type") == "v_prediction":
+        return B.StableDiffusion2, "scheduler prediction_type v_prediction: SD-2 768-v", 0.75
+    why = f"no unet/text_encoder config says otherwise and the tokenizer pads with {short(pad)}"
+    return B.StableDiffusion1, f"{why}; SD-1 is assumed (as InvokeAI does): override base if wrong", 0.5
+
+
+def _onnx_pipeline(root: Path, index: dict[str, Any], evidence: str) -> Identification:
+    cls = _class_of(index)
+    v = Verdict("onnx_pipeline", True, ModelType.Main, ModelFormat.ONNX)
+    v.why(f"type: main (model_index.json _class_name {cls!r})")
+    v.why(f"format: onnx ({evidence})")
+    unet = read_json(root / "unet" / "config.json")  # optimum exports keep it; diffusers' do not
+    base, why, v.confidence = _onnx_base(root, index, unet)
+    v.base, v.compatible_bases = base, {base}
+    v.why(f"base: {base} ({why})")
+    in_ch = _int(unet, "in_channels") if unet is not None else None
+    if in_ch is not None:
+        v.variant = _VARIANT_BY_IN.get(in_ch, ModelVariantType.Normal).value
+        v.why(f"variant: {v.variant} (unet/config.json in_channels {in_ch})")
+    else:
+        v.variant = (ModelVariantType.Inpaint if "Inpaint" in cls else ModelVariantType.Normal).value
+        v.why(f"variant: {v.variant} (pipeline class {cls!r})")
+    if unet is not None and isinstance(unet.get("upcast_attention"), bool):
+        v.extra["upcast_attention"] = unet["upcast_attention"]
+    sched = read_json(root / "scheduler" / "scheduler_config.json")
+    raw = sched.get("prediction_type") if sched is not None else None
+    if isinstance(raw, str) and raw in {p.value for p in SchedulerPredictionType}:
+        v.prediction_type = SchedulerPredictionType(raw)
+        v.why(f"prediction_type: {raw} (scheduler/scheduler_config.json prediction_type)")
+    kinds = {s.value for s in SubModelType}
+    submodels = {
+        SubModelType(name): name
+        for name, entry in index.items()
+        if isinstance(entry, list) and None not in entry and name in kinds and (root / name).exists()
+    }
+    result = finish([v], Declared(), folder=True, extra={"class_name": cls})
+    result.submodels = submodels
+    result.repo_variant = ModelRepoVariant.ONNX
+    result.reasons.append(f"repo_variant: onnx ({evidence})")
+    return result
+
+
 def _component(root: Path, cfg: dict[str, Any], where: str) -> Identification:
     cls = _class_of(cfg)
     rule = "diffusers_config"
@@ -311,7 +393,8 @@ def identify_folder(root: Path, load: ViewLoader) -> Identification:
         return unknown(["type: unknown (the folder is empty)"], [])
     index = read_json(root / "model_index.json")
     if index is not None:
-        return _pipeline(root, index)
+        evidence = _onnx_evidence(root, index)
+        return _pipeline(root, index) if evidence is None else _onnx_pipeline(root, index, evidence)
     cfg = read_json(root / "config.json")
     if cfg is not None and _class_of(cfg):
         return _component(root, cfg, "config.json")

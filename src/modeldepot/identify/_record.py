@@ -19,6 +19,8 @@ _SUBMODEL_TYPES: dict[SubModelType, ModelType] = {
     SubModelType.UNet: ModelType.Main,
     SubModelType.Transformer: ModelType.Main,
     SubModelType.VAE: ModelType.VAE,
+    SubModelType.VAEDecoder: ModelType.VAE,  # the halves of an ONNX export's VAE
+    SubModelType.VAEEncoder: ModelType.VAE,
     SubModelType.TextEncoder: ModelType.CLIPEmbed,
     SubModelType.TextEncoder2: ModelType.CLIPEmbed,
     SubModelType.TextEncoder3: ModelType.CLIPEmbed,
@@ -31,7 +33,7 @@ def record_fields(ident: Identification) -> dict[str, Any]:
     variant / prediction_type / repo_variant / submodels / clip_variant / architecture /
     image_encoder_model_id / upcast_attention / default size the record class has. Add ``name``
     and ``path`` and pass the result to :func:`modeldepot.configs.parse_config`."""
-    cls = class_for(ident.type, ident.format)
+    cls = class_for(ident.type, ident.format, ident.base)
     fields = cls.model_fields
     out: dict[str, Any] = {
         "type": ident.type,
@@ -63,8 +65,9 @@ def record_fields(ident: Identification) -> dict[str, Any]:
         out["architecture"] = ident.extra["architecture"]
     if "image_encoder_model_id" in fields and ident.extra.get("image_encoder_model_id"):
         out["image_encoder_model_id"] = ident.extra["image_encoder_model_id"]
-    if "upcast_attention" in fields and ident.extra.get("upcast_attention"):
-        out["upcast_attention"] = True
+    if "upcast_attention" in fields and isinstance(ident.extra.get("upcast_attention"), bool):
+        # Written when a config says so either way: ONNX SD-2 records default to True.
+        out["upcast_attention"] = ident.extra["upcast_attention"]
     if "config_path" in fields and ident.extra.get("config_path"):
         out["config_path"] = ident.extra["config_path"]
     size = ident.extra.get("default_resolution")

@@ -13,7 +13,13 @@ from modeldepot.identify import Identification, record_fields
 
 #: Override keys that steer identification rather than being plain record fields.
 IDENTIFY_KEYS = ("type", "format", "base", "variant", "prediction_type", "compatible_bases")
-_ALIASES = {"model_type": "type", "model_format": "format", "base_model": "base", "model_name": "name"}
+_ALIASES = {
+    "model_type": "type",
+    "model_format": "format",
+    "base_model": "base",
+    "model_name": "name",
+    "config": "config_path",  # document 002's name of a checkpoint's config field
+}
 
 
 def normalise_overrides(overrides: dict[str, Any] | None) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """The record-store contract: ``ModelRecordServiceBase`` and the search filter both stores share.
 
 A store keeps one validated record (``modeldepot.configs``) per model key. Implementations only
-provide the primitives (add, update, delete, get, filtered search and count, version); the
+provide the primitives (add, update, delete, get, filtered search and count, schema_version); the
 InvokeAI-compatible conveniences (``search_by_attr``, ``search_by_tag``, ``model_info_by_name``...)
 are built on them here, so both stores answer every query the same way.
 
@@ -14,25 +14,44 @@ Rules every store keeps:
   type already holds is refused with ``DuplicateModelException`` naming the other record's key.
 - A key prefix finds records through an index (``search_by_key_prefix``); ``resolve`` turns what
   a user typed (key, unique name or unique key prefix) into one record.
+- A store told its ``models_dir`` keeps paths under it relative and hands them out absolute
+  (``records/_paths.py``); every path a caller passes in or gets back may be either form.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
-
-from modeldepot.configs import ModelConfigBase, parse_config
+from modeldepot.configs import ModelConfigBase
 from modeldepot.errors import DuplicateModelException, InvalidModelConfigException, UnknownModelException
+from modeldepot.records._paths import ModelPaths
+from modeldepot.records._query import (
+    RecordFilter,
+    as_changes,
+    as_tags,
+    fold_tag,
+    key_prefix_upper_bound,
+    keyed_config,
+    name_taken,
+    search_text,
+    sort_key,
+    to_config,
+    unique_tags,
+    with_unique_tags,
+)
 from modeldepot.taxonomy import BaseModelType, ModelFormat, ModelType
 
-_E = TypeVar("_E", bound=Enum)
+if TYPE_CHECKING:
+    import sqlite3
 
+    from modeldepot.config import DepotConfig
+
+#: What ``version()`` answers: the record layout, in InvokeAI's numbering (the seed doc's "3.2").
+#: Both stores hold the same records; each store's own storage schema is ``schema_version()``.
+RECORDS_VERSION = "3.2"
 #: InvokeAI's keyword spellings accepted by ``search_by_attr``.
 _SEARCH_ALIASES = {"model_name": "name", "base_model": "base", "model_type": "type", "model_format": "format"}
 _YAML_SUFFIXES = (".yaml", ".yml")
@@ -42,172 +61,39 @@ MIN_KEY_PREFIX = 6
 _MAX_CANDIDATES = 10
 
 
-def _coerce_enum(enum_cls: type[_E], value: Any, field: str) -> _E | None:
-    if value is None:
-        return None
-    try:
-        return enum_cls(getattr(value, "value", value))
-    except ValueError:
-        known = ", ".join(str(m.value) for m in enum_cls)
-        raise InvalidModelConfigException(f"unknown {field} {value!r}; known: {known}", field=field) from None
-
-
-def fold_tag(tag: str) -> str:
-    """The form tags are compared (and indexed) in: case-insensitive."""
-    return tag.casefold()
-
-
-def unique_tags(tags: Iterable[str]) -> list[str]:
-    """``tags`` without case-insensitive repeats, keeping the first spelling of each, in order."""
-    seen: dict[str, str] = {}
-    for tag in tags:
-        seen.setdefault(fold_tag(tag), tag)
-    return list(seen.values())
-
-
-def with_unique_tags(cfg: ModelConfigBase) -> ModelConfigBase:
-    """``cfg``, or a copy of it whose tags repeat no tag in another case."""
-    tags = unique_tags(cfg.tags)
-    return cfg if tags == cfg.tags else cfg.model_copy(update={"tags": tags})
-
-
-def _as_tags(tags: str | Iterable[str] | None) -> tuple[str, ...]:
-    if tags is None:
-        return ()
-    if isinstance(tags, str):
-        tags = (tags,)
-    return tuple(dict.fromkeys(fold_tag(str(t)) for t in tags))
-
-
-def key_prefix_upper_bound(prefix: str) -> str | None:
-    """The smallest string above every string that starts with ``prefix`` (code-point order),
-    so a prefix search is the index range ``prefix <= key < bound``; ``None``: no upper bound."""
-    chars = list(prefix)
-    while chars:
-        nxt = ord(chars[-1]) + 1
-        if 0xD800 <= nxt <= 0xDFFF:  # surrogates cannot be stored; the next code point can
-            nxt = 0xE000
-        if nxt <= 0x10FFFF:
-            chars[-1] = chr(nxt)
-            return "".join(chars)
-        chars.pop()
-    return None
-
-
-def name_taken(cfg: ModelConfigBase, other_key: str) -> DuplicateModelException:
-    """The error for a record taking a name another record of its base and type holds."""
-    return DuplicateModelException(
-        f"another {cfg.base.value}/{cfg.type.value} model is already named {cfg.name!r} (key {other_key}); "
-        "choose another name",
-        key=other_key,
-    )
-
-
-@dataclass(frozen=True)
-class RecordFilter:
-    """One normalised query. Every field is ANDed; ``None`` / empty means "any".
-
-    ``tags`` are compared case-insensitively (they are stored case-folded here).
-    """
-
-    name: str | None = None
-    base: BaseModelType | None = None
-    type: ModelType | None = None
-    format: ModelFormat | None = None
-    tags: tuple[str, ...] = ()
-    q: str | None = None
-    path: str | None = None
-    hash: str | None = None
-
-    def __post_init__(self) -> None:
-        folded = _as_tags(self.tags)
-        if folded != self.tags:
-            object.__setattr__(self, "tags", folded)
-
-    @classmethod
-    def build(
-        cls,
-        name: str | None = None,
-        base: BaseModelType | str | None = None,
-        type: ModelType | str | None = None,
-        format: ModelFormat | str | None = None,
-        tag: str | Iterable[str] | None = None,
-        q: str | None = None,
-        path: str | Path | None = None,
-        hash: str | None = None,
-    ) -> RecordFilter:
-        """Validate enum values up front, so a typo is an error rather than an empty result."""
-        return cls(
-            name=name,
-            base=_coerce_enum(BaseModelType, base, "base"),
-            type=_coerce_enum(ModelType, type, "type"),
-            format=_coerce_enum(ModelFormat, format, "format"),
-            tags=_as_tags(tag),
-            q=q.lower() if q else None,
-            path=str(path) if path is not None else None,
-            hash=hash,
-        )
-
-    def matches(self, cfg: ModelConfigBase) -> bool:
-        """The reference semantics; the SQL store expresses the same thing as indexed SQL."""
-        if self.name is not None and cfg.name != self.name:
-            return False
-        if self.base is not None and cfg.base != self.base and self.base not in cfg.compatible_bases:
-            return False
-        if self.type is not None and cfg.type != self.type:
-            return False
-        if self.format is not None and cfg.format != self.format:
-            return False
-        if self.path is not None and cfg.path != self.path:
-            return False
-        if self.hash is not None and cfg.hash != self.hash:
-            return False
-        if self.tags and not set(self.tags).issubset({fold_tag(t) for t in cfg.tags}):
-            return False
-        return not (self.q is not None and self.q not in search_text(cfg))
-
-
-def search_text(cfg: ModelConfigBase) -> str:
-    """What ``q`` searches: name, description, tags and source, lower-cased."""
-    parts = [cfg.name, cfg.description or "", *cfg.tags, cfg.source or ""]
-    return "\n".join(parts).lower()
-
-
-def sort_key(cfg: ModelConfigBase) -> tuple[str, str, str, str]:
-    """Stable output order for every listing: (base, type, name), then key."""
-    return (cfg.base.value, cfg.type.value, cfg.name, cfg.key)
-
-
-def as_changes(changes: object) -> ModelConfigBase | dict[str, Any]:
-    """Normalise ``update_model`` input: a record, a sparse dict, or any pydantic model whose
-    explicitly set fields are the changes (InvokeAI passes a ``ModelRecordChanges``)."""
-    if isinstance(changes, ModelConfigBase | dict):
-        return changes
-    if isinstance(changes, BaseModel):
-        return changes.model_dump(exclude_unset=True)
-    raise InvalidModelConfigException(f"changes must be a config object or a mapping, not {type(changes).__name__}")
-
-
-def to_config(config: ModelConfigBase | dict[str, Any]) -> ModelConfigBase:
-    """A validated record from a record or a dict (``InvalidModelConfigException`` names the field),
-    its tags without case-insensitive repeats."""
-    if isinstance(config, ModelConfigBase):
-        return with_unique_tags(config)
-    if isinstance(config, dict):
-        return with_unique_tags(parse_config(config))
-    raise InvalidModelConfigException(
-        f"a model record must be a config object or a mapping, not {type(config).__name__}"
-    )
-
-
 class ModelRecordServiceBase(ABC):
     """Abstract store of model records (InvokeAI's ``ModelRecordServiceBase`` contract)."""
+
+    #: How this store spells paths; stores set it from their ``models_dir`` keyword.
+    _paths: ModelPaths = ModelPaths()
+
+    @property
+    def models_dir(self) -> Path | None:
+        """The folder relative record paths are relative to (None: paths are kept as given)."""
+        return self._paths.models_dir
+
+    def _stored(self, cfg: ModelConfigBase) -> ModelConfigBase:
+        """``cfg`` as written: its path relative when it lies under ``models_dir``."""
+        path = self._paths.stored(cfg.path)
+        return cfg if path == cfg.path else cfg.model_copy(update={"path": path})
+
+    def _readable(self, cfg: ModelConfigBase) -> ModelConfigBase:
+        """A record as handed out: its path absolute. Changes ``cfg`` (each read parses or copies
+        a record of its own); ``validate_assignment`` would re-run every validator for one str."""
+        path = self._paths.readable(cfg.path)
+        if path != cfg.path:
+            object.__setattr__(cfg, "path", path)
+        return cfg
 
     # ---- primitives every store implements -------------------------------------------------
 
     @abstractmethod
-    def add_model(self, config: ModelConfigBase | dict[str, Any]) -> ModelConfigBase:
-        """Add a record; returns it.
+    def add_model(self, key: Any = None, config: Any = None) -> ModelConfigBase:
+        """Add a record; returns it (as ``get_model`` would).
+
+        Two forms: the seed doc's ``add_model(key, config)`` and ``add_model(config)`` (the record
+        keeps its own key); ``config`` is a record object or a dict (validated through the
+        ``AnyModelConfig`` union).
 
         Raises:
             InvalidModelConfigException: a dict that does not validate (names the field).
@@ -252,8 +138,12 @@ class ModelRecordServiceBase(ABC):
         """How many records match ``flt``."""
 
     @abstractmethod
-    def version(self) -> int:
-        """The schema version of the underlying database or file."""
+    def schema_version(self) -> int:
+        """The version of this store's own storage schema (SQL migrations, YAML file layout)."""
+
+    def version(self) -> str:
+        """The version of the record layout, as the seed doc has it (currently ``"3.2"``)."""
+        return RECORDS_VERSION
 
     def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing to release
         """Release connections and handles."""
@@ -387,9 +277,21 @@ class ModelRecordServiceBase(ABC):
         """Alias of :meth:`search_by_attr`."""
         return self.search_by_attr(name, base, type, format, **aliases)
 
+    def get_model_by_attr(
+        self,
+        name: str | None = None,
+        base: BaseModelType | str | None = None,
+        type: ModelType | str | None = None,
+        format: ModelFormat | str | None = None,
+        **aliases: Any,
+    ) -> list[ModelConfigBase]:
+        """Alias of :meth:`search_by_attr`."""
+        return self.search_by_attr(name, base, type, format, **aliases)
+
     def search_by_path(self, path: str | Path) -> list[ModelConfigBase]:
-        """Records whose ``path`` is exactly ``path`` (at most one: paths are unique)."""
-        return self._search(RecordFilter(path=str(path)))
+        """Records whose ``path`` is ``path`` (at most one: paths are unique). Absolute or relative
+        to ``models_dir``; compared as strings otherwise (a symlink is another path)."""
+        return self._search(RecordFilter(paths=self._paths.forms(path)))
 
     def search_by_hash(self, hash: str) -> list[ModelConfigBase]:
         """Records whose content hash is ``hash``."""
@@ -397,7 +299,7 @@ class ModelRecordServiceBase(ABC):
 
     def search_by_tag(self, tags: str | Iterable[str]) -> list[ModelConfigBase]:
         """Records carrying every tag in ``tags``, compared case-insensitively."""
-        return self._search(RecordFilter(tags=_as_tags(tags)))
+        return self._search(RecordFilter(tags=as_tags(tags)))
 
     def all_models(self) -> list[ModelConfigBase]:
         """Every record, in (base, type, name) order."""
@@ -427,30 +329,50 @@ class ModelRecordServiceBase(ABC):
     # ---- construction ----------------------------------------------------------------------
 
     @classmethod
-    def from_db_file(cls, db_file: str | Path) -> ModelRecordServiceBase:
+    def from_db_file(cls, db_file: str | Path, *, models_dir: str | Path | None = None) -> ModelRecordServiceBase:
         """Open the store a path names: ``.yaml``/``.yml`` -> YAML file, else SQLite.
 
         A ``postgresql://`` URL opens the PostgreSQL store. A file of the wrong kind or an
-        unknown schema raises ``DatabaseError`` and is left untouched.
+        unknown schema raises ``DatabaseError`` and is left untouched. ``models_dir``: the folder
+        relative record paths are relative to.
         """
         from modeldepot.records.file import ModelRecordServiceFile
         from modeldepot.records.sql import ModelRecordServiceSQL
 
         text = str(db_file)
         if text.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
-            return ModelRecordServiceSQL.from_url(text)
+            return ModelRecordServiceSQL.from_url(text, models_dir=models_dir)
         if Path(text).suffix.lower() in _YAML_SUFFIXES:
-            return ModelRecordServiceFile.from_db_file(text)
-        return ModelRecordServiceSQL.from_db_file(text)
+            return ModelRecordServiceFile.from_db_file(text, models_dir=models_dir)
+        return ModelRecordServiceSQL.from_db_file(text, models_dir=models_dir)
+
+    @classmethod
+    def open(
+        cls, config: DepotConfig, conn: sqlite3.Connection | None = None, lock: Any = None
+    ) -> ModelRecordServiceBase:
+        """The store the settings name (the seed doc's web-server entry point).
+
+        ``config.db`` a ``.yaml`` file: the YAML store there. Else, with ``conn`` (and the
+        ``lock`` that guards it): the SQL store on that connection; without: the SQLite file or
+        PostgreSQL URL ``config.db`` names. Paths are relative to ``config.models_dir``.
+        """
+        from modeldepot.records.sql import ModelRecordServiceSQL
+
+        url, models_dir = config.db_url, config.models_path
+        if conn is not None and Path(url).suffix.lower() not in _YAML_SUFFIXES:
+            return ModelRecordServiceSQL.from_connection(conn, lock, models_dir=models_dir)
+        return cls.from_db_file(url, models_dir=models_dir)
 
 
 __all__ = [
     "MIN_KEY_PREFIX",
+    "RECORDS_VERSION",
     "ModelRecordServiceBase",
     "RecordFilter",
     "as_changes",
     "fold_tag",
     "key_prefix_upper_bound",
+    "keyed_config",
     "name_taken",
     "search_text",
     "sort_key",

@@ -13,6 +13,8 @@ records another process added are kept), applies the change and replaces the fil
 (temp file + fsync + rename). Reads use an in-memory copy, reloaded whenever the file's identity
 (inode, size, mtime) changes. A file that does not parse or validate raises ``DatabaseError``
 naming the file and the problem, and is never overwritten.
+
+Paths under ``models_dir`` are written relative to it; records are handed out with absolute paths.
 """
 
 from __future__ import annotations
@@ -35,11 +37,13 @@ from modeldepot.errors import (
     InvalidModelConfigException,
     UnknownModelException,
 )
+from modeldepot.records._paths import ModelPaths
 from modeldepot.records.base import (
     ModelRecordServiceBase,
     RecordFilter,
     as_changes,
     key_prefix_upper_bound,
+    keyed_config,
     name_taken,
     sort_key,
     to_config,
@@ -77,8 +81,9 @@ def _to_yaml(records: _Records) -> str:
 class ModelRecordServiceFile(ModelRecordServiceBase):
     """Records in a YAML file (``from_db_file("models.yaml")``)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, models_dir: str | Path | None = None) -> None:
         self.path = Path(path).expanduser()
+        self._paths = ModelPaths.of(models_dir)
         if self.path.is_dir():
             raise DatabaseError(f"record file {self.path} is a folder, not a file", path=self.path)
         self._lock = FileLock(str(self.path) + ".lock", timeout=LOCK_TIMEOUT_S)
@@ -97,8 +102,8 @@ class ModelRecordServiceFile(ModelRecordServiceBase):
                 self._write({})
 
     @classmethod
-    def from_db_file(cls, db_file: str | Path) -> ModelRecordServiceFile:
-        return cls(db_file)
+    def from_db_file(cls, db_file: str | Path, *, models_dir: str | Path | None = None) -> ModelRecordServiceFile:
+        return cls(db_file, models_dir=models_dir)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r})"
@@ -216,19 +221,24 @@ class ModelRecordServiceFile(ModelRecordServiceBase):
 
     # ---- writes --------------------------------------------------------------------------------
 
-    @staticmethod
-    def _check_free(records: _Records, cfg: ModelConfigBase, *, check_key: bool = True) -> None:
+    def _check_free(self, records: _Records, cfg: ModelConfigBase, *, check_key: bool = True) -> None:
         if check_key and cfg.key in records:
             raise DuplicateModelException(f"a model with key {cfg.key} is already registered", key=cfg.key)
+        forms = self._paths.forms(cfg.path)
         for other in records.values():
-            if other.path == cfg.path and other.key != cfg.key:
+            if other.path in forms and other.key != cfg.key:
                 raise DuplicateModelException(
-                    f"path {cfg.path} is already registered as model {other.name!r} (key {other.key})",
+                    f"path {self._paths.readable(cfg.path)} is already registered as model {other.name!r} "
+                    f"(key {other.key})",
                     key=other.key,
                 )
 
-    def add_model(self, config: ModelConfigBase | dict[str, Any]) -> ModelConfigBase:
-        cfg = to_config(config)
+    def _out(self, cfg: ModelConfigBase) -> ModelConfigBase:
+        """A copy to hand out (records are mutable; the cache must not change behind our back)."""
+        return self._readable(cfg.model_copy(deep=True))
+
+    def add_model(self, key: Any = None, config: Any = None) -> ModelConfigBase:
+        cfg = self._stored(keyed_config(key, config))
 
         def change(records: _Records) -> _Records:
             self._check_free(records, cfg)
@@ -236,11 +246,11 @@ class ModelRecordServiceFile(ModelRecordServiceBase):
             return records
 
         self._mutate(change)
-        return cfg
+        return self._out(cfg)
 
     def add_models(self, configs: Iterable[ModelConfigBase | dict[str, Any]]) -> list[ModelConfigBase]:
         """Add many records in one rewrite: all or none."""
-        cfgs = [to_config(c) for c in configs]
+        cfgs = [self._stored(to_config(c)) for c in configs]
 
         def change(records: _Records) -> _Records:
             for cfg in cfgs:
@@ -249,7 +259,7 @@ class ModelRecordServiceFile(ModelRecordServiceBase):
             return records
 
         self._mutate(change)
-        return cfgs
+        return [self._out(c) for c in cfgs]
 
     def update_model(self, key: str, changes: ModelConfigBase | dict[str, Any]) -> ModelConfigBase:
         delta = as_changes(changes)
@@ -259,19 +269,19 @@ class ModelRecordServiceFile(ModelRecordServiceBase):
             old = records.get(key)
             if old is None:
                 raise UnknownModelException(f"unknown model key {key}", key=key)
-            new = with_unique_tags(apply_changes(old, delta))
+            new = self._stored(with_unique_tags(apply_changes(old, delta)))
             if new.path != old.path:
                 self._check_free(records, new, check_key=False)
             if new.name != old.name:
                 for other in records.values():
                     if (other.name, other.base, other.type) == (new.name, new.base, new.type) and other.key != key:
                         raise name_taken(new, other.key)
-            records[key] = new.model_copy(deep=True)
-            result.append(new)
+            records[key] = new
+            result.append(new.model_copy(deep=True))
             return records
 
         self._mutate(change)
-        return result[0]
+        return self._readable(result[0])
 
     def del_model(self, key: str) -> None:
         def change(records: _Records) -> _Records:
@@ -287,8 +297,7 @@ class ModelRecordServiceFile(ModelRecordServiceBase):
         found = self._snapshot().get(key)
         if found is None:
             raise UnknownModelException(f"unknown model key {key}", key=key)
-        # Hand out a copy: records are mutable and the cache must not change behind our back.
-        return found.model_copy(deep=True)
+        return self._out(found)
 
     def exists(self, key: str) -> bool:
         return key in self._snapshot()
@@ -305,7 +314,7 @@ class ModelRecordServiceFile(ModelRecordServiceBase):
         end = len(keys) if upper is None else bisect.bisect_left(keys, upper, lo=start)
         if limit is not None:
             end = min(end, start + max(limit, 0))
-        return [records[k].model_copy(deep=True) for k in keys[start:end]]
+        return [self._out(records[k]) for k in keys[start:end]]
 
     def _matching(self, flt: RecordFilter) -> list[ModelConfigBase]:
         return sorted((c for c in self._snapshot().values() if flt.matches(c)), key=sort_key)
@@ -313,12 +322,12 @@ class ModelRecordServiceFile(ModelRecordServiceBase):
     def _search(self, flt: RecordFilter, offset: int = 0, limit: int | None = None) -> list[ModelConfigBase]:
         found = self._matching(flt)
         end = None if limit is None else offset + limit
-        return [c.model_copy(deep=True) for c in found[offset:end]]
+        return [self._out(c) for c in found[offset:end]]
 
     def _count(self, flt: RecordFilter) -> int:
         return len(self._matching(flt))
 
-    def version(self) -> int:
+    def schema_version(self) -> int:
         with self._mutex:
             self._reload_if_changed()
             return self._version

@@ -9,6 +9,13 @@ Reads use a separate connection pool in autocommit mode (read-only on SQLite): e
 the latest committed state without taking SQLite's write lock, so readers never wait for a
 writer, and a PostgreSQL lookup is a single round trip. Pass ``conn=`` to read inside a
 transaction instead (to see its uncommitted writes).
+
+``from_connection(conn, lock)`` runs everything on a caller's ``sqlite3`` connection instead (the
+seed doc's way to keep records in the application's own database), under the caller's lock.
+
+Paths under ``models_dir`` are stored relative to it (``records/_paths.py``); the unique index on
+``path`` then holds one spelling per model, and a lookup asks for both spellings, so a row an
+older version stored absolute is still found (and a duplicate of it still refused).
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from pydantic import ValidationError
@@ -24,13 +31,15 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
 from modeldepot._db import BUSY_TIMEOUT_MS, Database
-from modeldepot.configs import CONFIG_CLASSES, ModelConfigBase, apply_changes
+from modeldepot.configs import CONFIG_CLASSES, ModelConfigBase, apply_changes, tag_for
 from modeldepot.errors import (
     DatabaseError,
     DuplicateModelException,
     ModelDepotError,
     UnknownModelException,
 )
+from modeldepot.records._connection import connection_database, is_shared
+from modeldepot.records._paths import ModelPaths
 from modeldepot.records._schema import COMPONENT, MIGRATIONS, model_bases, model_tags, models
 from modeldepot.records.base import (
     ModelRecordServiceBase,
@@ -38,14 +47,18 @@ from modeldepot.records.base import (
     as_changes,
     fold_tag,
     key_prefix_upper_bound,
+    keyed_config,
     name_taken,
     search_text,
     to_config,
     with_unique_tags,
 )
 
+if TYPE_CHECKING:
+    import sqlite3
+
 _ORDER = (models.c.base, models.c.type, models.c.name, models.c.key)
-_ROW_COLS = (models.c.key, models.c.type, models.c.format, models.c.config)
+_ROW_COLS = (models.c.key, models.c.type, models.c.format, models.c.base, models.c.config)
 _CHUNK = 500  # bound parameter lists well under SQLite's and PostgreSQL's limits
 
 
@@ -156,6 +169,8 @@ def _select(columns: Sequence[Any], flt: RecordFilter, *, ordered: bool = True) 
         stmt = stmt.where(c.format == flt.format.value)
     if flt.path is not None:
         stmt = stmt.where(c.path == flt.path)
+    if flt.paths:
+        stmt = stmt.where(c.path.in_(flt.paths))
     if flt.hash is not None:
         stmt = stmt.where(c.hash == flt.hash)
     for tag in flt.tags:
@@ -168,15 +183,19 @@ def _select(columns: Sequence[Any], flt: RecordFilter, *, ordered: bool = True) 
 class ModelRecordServiceSQL(ModelRecordServiceBase):
     """Records in the ``models`` table of a :class:`~modeldepot._db.Database`."""
 
-    def __init__(self, db: Database, *, _owns_db: bool = False) -> None:
+    def __init__(self, db: Database, *, models_dir: str | Path | None = None, _owns_db: bool = False) -> None:
         self.db = db
         self._owns_db = _owns_db
+        self._paths = ModelPaths.of(models_dir)
         try:
             self._version = db.migrate(COMPONENT, MIGRATIONS)
         except sa.exc.SQLAlchemyError as exc:
             raise DatabaseError(f"cannot set up the model records in {db.url}: {exc}", path=db.url) from exc
         url = db.engine.url
-        self._reader = _sqlite_read_engine(url) if db.is_sqlite else _postgres_read_engine(url)
+        if is_shared(db):
+            self._reader = db.engine  # one caller's connection: there is nothing else to read from
+        else:
+            self._reader = _sqlite_read_engine(url) if db.is_sqlite else _postgres_read_engine(url)
         # get_model is the hot path: run one precompiled statement on a pooled DB-API
         # connection, skipping SQLAlchemy's per-execution bookkeeping.
         compiled = sa.select(*_ROW_COLS).where(models.c.key == sa.bindparam("k")).compile(dialect=self._reader.dialect)
@@ -187,26 +206,42 @@ class ModelRecordServiceSQL(ModelRecordServiceBase):
     # ---- construction ----------------------------------------------------------------------
 
     @classmethod
-    def from_db_file(cls, db_file: str | Path) -> ModelRecordServiceSQL:
+    def from_db_file(cls, db_file: str | Path, *, models_dir: str | Path | None = None) -> ModelRecordServiceSQL:
         """Open (creating if needed) a SQLite database file; a ``postgresql://`` URL also works."""
-        return cls._open(db_file)
+        return cls._open(db_file, models_dir)
 
     @classmethod
-    def from_url(cls, url: str) -> ModelRecordServiceSQL:
+    def from_url(cls, url: str, *, models_dir: str | Path | None = None) -> ModelRecordServiceSQL:
         """Open a SQLite path / ``sqlite:///`` URL or a ``postgresql://`` URL."""
-        return cls._open(url)
+        return cls._open(url, models_dir)
 
     @classmethod
-    def _open(cls, target: str | Path) -> ModelRecordServiceSQL:
+    def from_connection(
+        cls, connection: sqlite3.Connection, lock: Any = None, *, models_dir: str | Path | None = None
+    ) -> ModelRecordServiceSQL:
+        """Keep the records in a database the caller already has open (the seed doc's form).
+
+        Every statement runs on ``connection`` while holding ``lock`` (the ``threading.Lock`` the
+        caller guards the connection with; None: one of our own). Closing the store leaves the
+        connection open. Open it with ``check_same_thread=False`` to use the store from threads.
+
+        Raises:
+            DatabaseError: not a ``sqlite3.Connection`` (or not a lock), or a closed one.
+        """
+        return cls(connection_database(connection, lock), models_dir=models_dir, _owns_db=True)
+
+    @classmethod
+    def _open(cls, target: str | Path, models_dir: str | Path | None = None) -> ModelRecordServiceSQL:
         db = Database.open(target)
         try:
-            return cls(db, _owns_db=True)
+            return cls(db, models_dir=models_dir, _owns_db=True)
         except BaseException:
             db.close()
             raise
 
     def close(self) -> None:
-        self._reader.dispose()
+        if self._reader is not self.db.engine:
+            self._reader.dispose()
         if self._owns_db:
             self.db.close()
 
@@ -241,8 +276,8 @@ class ModelRecordServiceSQL(ModelRecordServiceBase):
         except sa.exc.SQLAlchemyError as exc:
             raise DatabaseError(f"database {self.db.url}: {exc}", path=self.db.url) from exc
 
-    def _parse(self, key: str, type_: str, format_: str, config: str | bytes) -> ModelConfigBase:
-        cls = CONFIG_CLASSES.get(f"{type_}.{format_}")
+    def _parse(self, key: str, type_: str, format_: str, base: str, config: str | bytes) -> ModelConfigBase:
+        cls = CONFIG_CLASSES.get(tag_for(type_, format_, base))
         if cls is None:
             raise DatabaseError(
                 f"record {key} in {self.db.url} has type/format {type_}.{format_}, unknown to this modeldepot",
@@ -261,7 +296,8 @@ class ModelRecordServiceSQL(ModelRecordServiceBase):
         return None if row is None else self._parse(*row)
 
     def _check_free(self, c: Connection, cfg: ModelConfigBase, *, check_key: bool = True) -> None:
-        same_path = models.c.path == cfg.path
+        """Refuse a record whose key, or path in either spelling, another record holds."""
+        same_path = models.c.path.in_(self._paths.forms(cfg.path))
         cond = sa.or_(models.c.key == cfg.key, same_path) if check_key else sa.and_(same_path, models.c.key != cfg.key)
         row = c.execute(sa.select(models.c.key, models.c.name, models.c.path).where(cond).limit(1)).first()
         if row is None:
@@ -269,7 +305,8 @@ class ModelRecordServiceSQL(ModelRecordServiceBase):
         if check_key and row.key == cfg.key:
             raise DuplicateModelException(f"a model with key {cfg.key} is already registered", key=cfg.key)
         raise DuplicateModelException(
-            f"path {cfg.path} is already registered as model {row.name!r} (key {row.key})", key=row.key
+            f"path {self._paths.readable(row.path)} is already registered as model {row.name!r} (key {row.key})",
+            key=row.key,
         )
 
     def _check_name_free(self, c: Connection, cfg: ModelConfigBase) -> None:
@@ -304,18 +341,18 @@ class ModelRecordServiceSQL(ModelRecordServiceBase):
 
     # ---- writes --------------------------------------------------------------------------------
 
-    def add_model(self, config: ModelConfigBase | dict[str, Any], *, conn: Connection | None = None) -> ModelConfigBase:
-        cfg = to_config(config)
+    def add_model(self, key: Any = None, config: Any = None, *, conn: Connection | None = None) -> ModelConfigBase:
+        cfg = self._stored(keyed_config(key, config))
         with self._writing(conn) as c:
             self._check_free(c, cfg)
             self._insert_rows(c, [cfg])
-        return cfg
+        return self._readable(cfg.model_copy())
 
     def add_models(
         self, configs: Iterable[ModelConfigBase | dict[str, Any]], *, conn: Connection | None = None
     ) -> list[ModelConfigBase]:
         """Add many records in one transaction: all or none."""
-        cfgs = [to_config(x) for x in configs]
+        cfgs = [self._stored(to_config(x)) for x in configs]
         keys: set[str] = set()
         paths: set[str] = set()
         for x in cfgs:
@@ -328,13 +365,14 @@ class ModelRecordServiceSQL(ModelRecordServiceBase):
         with self._writing(conn) as c:
             for i in range(0, len(cfgs), _CHUNK):
                 chunk = cfgs[i : i + _CHUNK]
-                cond = sa.or_(models.c.key.in_([x.key for x in chunk]), models.c.path.in_([x.path for x in chunk]))
+                forms = [f for x in chunk for f in self._paths.forms(x.path)]
+                cond = sa.or_(models.c.key.in_([x.key for x in chunk]), models.c.path.in_(forms))
                 row = c.execute(sa.select(models.c.key, models.c.path).where(cond).limit(1)).first()
                 if row is not None:
-                    what = f"key {row.key}" if row.key in keys else f"path {row.path}"
+                    what = f"key {row.key}" if row.key in keys else f"path {self._paths.readable(row.path)}"
                     raise DuplicateModelException(f"{what} is already registered", key=row.key)
                 self._insert_rows(c, chunk)
-        return cfgs
+        return [self._readable(x.model_copy()) for x in cfgs]
 
     def update_model(
         self, key: str, changes: ModelConfigBase | dict[str, Any], *, conn: Connection | None = None
@@ -344,7 +382,9 @@ class ModelRecordServiceSQL(ModelRecordServiceBase):
             old = self._fetch_one(c, key, for_update=True)
             if old is None:
                 raise UnknownModelException(f"unknown model key {key}", key=key)
-            new = with_unique_tags(apply_changes(old, delta))
+            # Stored spelling in, stored spelling out: a legacy absolute path under models_dir is
+            # rewritten relative here, and a whole record read back (absolute path) is no move.
+            new = self._stored(with_unique_tags(apply_changes(old, delta)))
             if new.path != old.path:
                 self._check_free(c, new, check_key=False)
             if new.name != old.name:
@@ -359,7 +399,7 @@ class ModelRecordServiceSQL(ModelRecordServiceBase):
                 c.execute(model_tags.delete().where(model_tags.c.key == key))
                 if new.tags:
                     c.execute(model_tags.insert(), _tag_rows(new))
-        return new
+        return self._readable(new)
 
     def del_model(self, key: str, *, conn: Connection | None = None) -> None:
         with self._writing(conn) as c:
@@ -379,9 +419,9 @@ class ModelRecordServiceSQL(ModelRecordServiceBase):
             found = None if row is None else self._parse(*row)
         if found is None:
             raise UnknownModelException(f"unknown model key {key}", key=key)
-        return found
+        return self._readable(found)
 
-    def _fast_get(self, key: str) -> tuple[str, str, str, str] | None:
+    def _fast_get(self, key: str) -> tuple[str, str, str, str, str] | None:
         params: tuple[str] | dict[str, str] = (key,) if self._get_positional else {"k": key}
         try:
             raw = self._reader.raw_connection()
@@ -394,14 +434,14 @@ class ModelRecordServiceSQL(ModelRecordServiceBase):
                 raw.close()
         except (self._dbapi_error, sa.exc.SQLAlchemyError) as exc:
             raise DatabaseError(f"database {self.db.url}: {exc}", path=self.db.url) from exc
-        return None if row is None else (row[0], row[1], row[2], row[3])
+        return None if row is None else (row[0], row[1], row[2], row[3], row[4])
 
     def exists(self, key: str, *, conn: Connection | None = None) -> bool:
         with self._reading(conn) as c:
             return c.execute(sa.select(models.c.key).where(models.c.key == key)).first() is not None
 
     def search_by_path(self, path: str | Path, *, conn: Connection | None = None) -> list[ModelConfigBase]:
-        return self._search(RecordFilter(path=str(path)), conn=conn)
+        return self._search(RecordFilter(paths=self._paths.forms(path)), conn=conn)
 
     def search_by_hash(self, hash: str, *, conn: Connection | None = None) -> list[ModelConfigBase]:
         return self._search(RecordFilter(hash=hash), conn=conn)
@@ -416,7 +456,7 @@ class ModelRecordServiceSQL(ModelRecordServiceBase):
             stmt = stmt.limit(limit)
         with self._reading(conn) as c:
             rows = c.execute(stmt).all()
-        return [self._parse(*r) for r in rows]
+        return [self._readable(self._parse(*r)) for r in rows]
 
     def search_by_key_prefix(
         self, prefix: str, limit: int | None = None, *, conn: Connection | None = None
@@ -426,14 +466,14 @@ class ModelRecordServiceSQL(ModelRecordServiceBase):
             stmt = stmt.limit(max(limit, 0))
         with self._reading(conn) as c:
             rows = c.execute(stmt).all()
-        return [self._parse(*r) for r in rows]
+        return [self._readable(self._parse(*r)) for r in rows]
 
     def _count(self, flt: RecordFilter) -> int:
         stmt = _select([sa.func.count()], flt, ordered=False)
         with self._reading(None) as c:
             return int(c.execute(stmt).scalar_one())
 
-    def version(self) -> int:
+    def schema_version(self) -> int:
         return self.db.version(COMPONENT)
 
     # ---- diagnostics -------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -458,4 +459,57 @@ def write_diffusers_t5(root: str | Path, *, d_model: int = 4096) -> Path:
 def write_diffusers_lora(root: str | Path, *, base: str = "sd-1") -> Path:
     root = Path(root)
     write_safetensors(root / "pytorch_lora_weights.safetensors", _peft_lora_keys(base, 4))
+    return root
+
+
+_FAKE_ONNX = b"not a real ONNX graph: identification reads only JSON configs and file names\n"
+_TORCH_CLASS = {"unet": "UNet2DConditionModel", "vae_decoder": "AutoencoderKL", "vae_encoder": "AutoencoderKL"}
+
+
+def write_onnx_pipeline(
+    root: str | Path, base: str = "sd-1", *, layout: str = "diffusers", prediction_type: str | None = None
+) -> Path:
+    """An ONNX export of a pipeline: ``model_index.json``, a ``model.onnx`` per part (unet, text
+    encoders, vae_decoder, vae_encoder), tokenizer and scheduler. The ``.onnx`` files are placeholder
+    bytes: nothing here loads ONNX; identification reads only file names and JSON.
+
+    ``layout="diffusers"``: diffusers' ``OnnxStableDiffusionPipeline`` export (parts loaded with
+    ``OnnxRuntimeModel``, no part configs; SD-2's OpenCLIP tokenizer pads with "!").
+    ``layout="optimum"``: ``optimum-cli export onnx``: the source pipeline's ``model_index.json``
+    and a ``config.json`` beside each ``model.onnx`` (SDXL exists only in this layout)."""
+    root, xl = Path(root), base.startswith("sdxl")
+    if layout not in ("diffusers", "optimum") or (xl and layout == "diffusers"):
+        raise ValueError(f"no {layout!r} ONNX layout for {base}")
+    parts = ["unet", "vae_decoder", "vae_encoder"]
+    parts += ["text_encoder_2"] if xl else []
+    parts += [] if base == "sdxl-refiner" else ["text_encoder"]
+    for name in parts:
+        (root / name).mkdir(parents=True, exist_ok=True)
+        (root / name / "model.onnx").write_bytes(_FAKE_ONNX)
+    pred = prediction_type or ("v_prediction" if base == "sd-2" else "epsilon")
+    write_scheduler(root / "scheduler", "PNDMScheduler", pred)
+    write_tokenizer(root / "tokenizer")
+    index: dict[str, Any] = {
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "scheduler": ["diffusers", "PNDMScheduler"],
+    }
+    if layout == "diffusers":
+        if base == "sd-2":
+            pads = json.loads((root / "tokenizer" / "special_tokens_map.json").read_text()) | {"pad_token": "!"}
+            write_json(root / "tokenizer" / "special_tokens_map.json", pads)
+        index |= {name: ["diffusers", "OnnxRuntimeModel"] for name in parts}
+        index["_class_name"] = "OnnxStableDiffusionPipeline"
+    else:
+        upcast = pred == "v_prediction"
+        write_json(root / "unet" / "config.json", {**unet_config(base), "upcast_attention": upcast})
+        for name in ("text_encoder", "text_encoder_2"):
+            if name in parts:
+                cfg = clip_text_config("G" if name == "text_encoder_2" else {"sd-2": "H"}.get(base, "L"))
+                write_json(root / name / "config.json", cfg)
+                index[name] = ["transformers", cfg["architectures"][0]]
+        index |= {name: ["diffusers", cls] for name, cls in _TORCH_CLASS.items()}
+        index["_class_name"] = _PIPELINE_CLASS[(base, "normal")]
+        if base == "sdxl-refiner":
+            index["requires_aesthetics_score"] = True
+    write_json(root / "model_index.json", {"_diffusers_version": _VERSION, **index})
     return root
