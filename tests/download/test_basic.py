@@ -239,7 +239,7 @@ def test_multifile_rejects_traversal(queue: DownloadQueueService, tmp_path: Path
 
 def test_job_bookkeeping(hub: FakeHub, queue: DownloadQueueService, tmp_path: Path) -> None:
     url = hub.add_file("k.bin", b"k" * 100)
-    job = queue.create_download_job(url, tmp_path / "k.bin")
+    job = queue.create_download_job(url, tmp_path / "k.bin", start=False)
     assert job.status == DownloadJobStatus.IDLE and queue.id_to_job(job.id) is job
     queue.submit_download_job(job)
     queue.wait_for_job(job, timeout=60)
@@ -287,9 +287,10 @@ def test_the_download_package_does_not_import_rich() -> None:
     import subprocess
     import sys
 
-    probe = "import sys, modeldepot.download; print('rich' in sys.modules)"
+    # Nor requests: a requests_session is used through its methods, never by importing requests.
+    probe = "import sys, modeldepot.download; print('rich' in sys.modules, 'requests' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
-    assert out.stdout.strip() == "False", out.stderr
+    assert out.stdout.strip() == "False False", out.stderr
 
 
 def test_adaptive_connection_count(hub: FakeHub, tmp_path: Path) -> None:

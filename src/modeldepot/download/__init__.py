@@ -1,8 +1,11 @@
 """Download queue: fast (ranged, multi-connection, ``pwrite``), resumable and verified downloads.
 
-Public API (DESIGN.md §2): ``DownloadQueueService``, ``DownloadJob``, ``DownloadJobStatus``,
-``MultiFileDownloadJob``, ``RemoteFile``, ``DownloadLimits``, ``ConnectPolicy`` and ``download_file``
-(one download in the foreground; the ``modeldepot download`` command draws its bar around it).
+Public API (DESIGN.md §2, seed 002 "The Download Queue"): ``DownloadQueueService``, the job
+classes ``DownloadJobBase``, ``DownloadJobPath``, ``DownloadJobRemoteSource``, ``DownloadJobURL``
+(also named ``DownloadJob``) and ``MultiFileDownloadJob``, ``DownloadJobStatus``,
+``DownloadEventHandler``, ``RemoteFile``, ``DownloadLimits``, ``ConnectPolicy`` and
+``download_file`` (one download in the foreground; the ``modeldepot download`` command draws its
+bar around it).
 """
 
 from __future__ import annotations
@@ -17,12 +20,16 @@ from modeldepot.download.base import (
     DownloadExceptionHandler,
     DownloadJob,
     DownloadJobBase,
+    DownloadJobPath,
+    DownloadJobRemoteSource,
     DownloadJobStatus,
+    DownloadJobURL,
     DownloadLimits,
     DownloadQueueServiceBase,
     MultiFileDownloadJob,
     RemoteFile,
 )
+from modeldepot.errors import UnknownJobIDException
 
 __all__ = [
     "AnyDownloadJob",
@@ -31,12 +38,16 @@ __all__ = [
     "DownloadExceptionHandler",
     "DownloadJob",
     "DownloadJobBase",
+    "DownloadJobPath",
+    "DownloadJobRemoteSource",
     "DownloadJobStatus",
+    "DownloadJobURL",
     "DownloadLimits",
     "DownloadQueueService",
     "DownloadQueueServiceBase",
     "MultiFileDownloadJob",
     "RemoteFile",
+    "UnknownJobIDException",
     "download_file",
     "redact_url",
     "strip_secrets",

@@ -39,7 +39,6 @@ from modeldepot.download._parts import (
 from modeldepot.download._transfer import Stopped, Transfer, _Item, _Restart
 from modeldepot.errors import DownloadError, InsufficientSpaceError, IntegrityError
 
-log = logging.getLogger(__name__)
 _HASH_BLOCK = 4 * 1024 * 1024
 
 __all__ = ["FileFetcher", "Stopped", "sha256_file"]
@@ -80,12 +79,12 @@ class FileFetcher(Transfer):
                         f"{self._shown}: gave up after starting over {restarts} times (last: {exc})",
                         url=self._shown,
                     ) from exc
-                log.info("%s: %s; restarting from zero", self._shown, exc)
+                self._note(logging.INFO, "%s: %s; restarting from zero", self._shown, exc)
             except IntegrityError:
                 if refetched or self.stop_requested():
                     raise
                 refetched = True
-                log.warning("%s: sha256 mismatch; fetching the file once more", self._shown)
+                self._note(logging.WARNING, "%s: sha256 mismatch; fetching the file once more", self._shown)
 
     # -- one attempt ----------------------------------------------------------------------------
     def _attempt(self) -> Path:

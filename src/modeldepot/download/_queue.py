@@ -1,28 +1,29 @@
 """``DownloadQueueService``: worker threads over a priority queue of download jobs.
 
-Handlers (per job and per queue) and EventBus events run in the job's worker thread. Progress is
-reported about every 1 % of bytes and at most every ``progress_interval`` seconds.
+The queue keeps the jobs and takes the calls; ``_scheduler`` orders and runs them, ``_runner``
+moves the bytes, ``_lifecycle`` changes their status, ``_events`` tells the handlers and the
+EventBus, ``_build`` makes jobs. Handlers
+run in the job's worker thread, except the single "enqueued" event, which runs in the thread that
+enqueued the job.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import queue
-import shutil
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from modeldepot._fs import join_inside
-from modeldepot._tokens import resolve_token
 from modeldepot.config import DepotConfig
-from modeldepot.download._fetch import FileFetcher, Stopped
-from modeldepot.download._parts import remove_partial
+from modeldepot.download._build import job_for_source, multifile_job, space_error, target_for
+from modeldepot.download._events import ENQUEUED, Notifier, event_payload
+from modeldepot.download._lifecycle import Lifecycle
 from modeldepot.download._policy import ConnectPolicy
-from modeldepot.download._redact import redact_text
+from modeldepot.download._runner import JobRunner
+from modeldepot.download._scheduler import Runnable, Scheduler
+from modeldepot.download._session import check_session
 from modeldepot.download.base import (
     HANDLER_NAMES,
     AnyDownloadJob,
@@ -30,25 +31,41 @@ from modeldepot.download.base import (
     DownloadExceptionHandler,
     DownloadJob,
     DownloadJobBase,
+    DownloadJobPath,
+    DownloadJobRemoteSource,
     DownloadJobStatus,
     DownloadLimits,
     DownloadQueueServiceBase,
     MultiFileDownloadJob,
     RemoteFile,
 )
-from modeldepot.errors import InsufficientSpaceError, IntegrityError, UnknownJobIDException
+from modeldepot.errors import DownloadError, InvalidSourceError, UnknownJobIDException
 from modeldepot.events import EventBus
 
 log = logging.getLogger(__name__)
 S = DownloadJobStatus
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
+def _settled(job: DownloadJobBase) -> bool:
+    """Idle, or paused or finished with every handler told (``_done`` is set after them).
+
+    A handler that waits on its own job, while it is being told, finds it settled.
+    """
+    if job.status == S.IDLE:
+        return True
+    if not (job.in_terminal_state or job.paused):
+        return False
+    return job._done.is_set() or job._telling == threading.get_ident()
 
 
 class DownloadQueueService(DownloadQueueServiceBase):
-    """A queue of downloads run by ``max_parallel_dl`` worker threads (lower priority number first)."""
+    """A queue of downloads run by ``max_parallel_dl`` worker threads (lower priority number first).
+
+    Jobs run once the workers are up: ``start()`` starts them; ``join()`` and ``wait_for_job()``
+    start a queue that was never started (waiting on it could never end otherwise), and
+    ``autostart=True`` starts it at the first enqueued job. Until then jobs wait, so a batch
+    enqueued before ``start()`` runs in priority order.
+    """
 
     def __init__(
         self,
@@ -57,65 +74,67 @@ class DownloadQueueService(DownloadQueueServiceBase):
         event_bus: EventBus | None = None,
         limits: DownloadLimits | None = None,
         *,
+        event_handlers: list[DownloadEventHandler] | None = None,
+        requests_session: Any = None,
+        quiet: bool = False,
+        autostart: bool = False,
         preserve_partial_downloads: bool | None = None,
         policy: ConnectPolicy | None = None,
         **handlers: Any,
     ) -> None:
-        """Build the queue (``start()`` runs it).
+        """Build the queue.
 
         Args:
+            event_handlers: seed 002's default handlers, ``handler(job)``, run for every job after
+                the job's own handlers.
+            requests_session: a ``requests.Session`` to stream URL jobs through instead of
+                modeldepot's engine (seed 002, for tests that mount a fake server on the session;
+                see ``_session`` for what changes). Anything without ``get()`` is refused.
+            quiet: no log lines at INFO or above from this queue (they go to DEBUG instead).
+            autostart: start the workers at the first enqueued job.
             policy: where connections may go; default: from ``config`` (its endpoints and
                 ``trusted_hosts`` trusted, ``allow_private_urls``), else only public addresses.
+            handlers: InvokeAI-4 style defaults: ``on_start``, ``on_progress``, ``on_complete``,
+                ``on_error``, ``on_cancelled``, ``on_paused``.
         """
-        handlers.pop("requests_session", None)  # seed signature; this engine has its own HTTP client
         if max_parallel_dl is None:
             max_parallel_dl = config.max_parallel_downloads if config is not None else 5
         if max_parallel_dl < 1:
             raise ValueError("max_parallel_dl must be at least 1")
-        self._max_parallel = max_parallel_dl
-        self._config = config
         self.policy = policy or (ConnectPolicy.from_config(config) if config is not None else ConnectPolicy())
-        self._bus = event_bus
         self.limits = limits or DownloadLimits()
+        session = check_session(requests_session) if requests_session is not None else None
+        self._quiet = quiet
+        self._autostart = autostart
         if preserve_partial_downloads is None:
             preserve_partial_downloads = bool(config and config.preserve_partial_downloads)
-        self._preserve = preserve_partial_downloads
-        self._handlers: dict[str, Any] = {}
+        queue_handlers: dict[str, Any] = {}
         for name, fn in handlers.items():
             if name not in HANDLER_NAMES:
                 raise TypeError(f"unexpected keyword argument {name!r}")
             if fn is not None:
-                self._handlers[name] = fn
-        self._queue: queue.PriorityQueue[tuple[int, int, int, DownloadJob | None]] = queue.PriorityQueue()
-        self._seq = itertools.count()
+                queue_handlers[name] = fn
+        defaults = list(event_handlers or [])
+        for fn in defaults:
+            if not callable(fn):
+                raise TypeError(f"event_handlers must be callables, got {type(fn).__name__}")
+        notifier = Notifier(queue_handlers, defaults, event_bus, self.limits.progress_interval, self._say)
+        runner = JobRunner(self.limits, config, self.policy, session, quiet)
         self._ids = itertools.count(1)
         self._jobs: dict[int, AnyDownloadJob] = {}
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
-        self._threads: list[threading.Thread] = []
-        self._slots = threading.Semaphore(self.limits.max_extra_connections)
-        self._emitted: dict[int, tuple[float, int]] = {}
-        self._speed_probe: dict[int, tuple[float, int]] = {}
+        self._life = Lifecycle(self._cond, notifier, runner, preserve_partial_downloads, self._say)
+        self._scheduler = Scheduler(self._cond, max_parallel_dl, self._life.run, self._say)
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def start(self, *args: Any, **kwargs: Any) -> None:
-        with self._lock:
-            if self._threads:
-                return
-            for i in range(self._max_parallel):
-                t = threading.Thread(target=self._worker, name=f"download-worker-{i}", daemon=True)
-                self._threads.append(t)
-                t.start()
+        self._scheduler.start()
 
     def stop(self, *args: Any, **kwargs: Any) -> None:
         """Pause every unfinished job (partials are kept for a later run) and stop the workers."""
         self.pause_all_jobs()
-        with self._lock:
-            threads, self._threads = self._threads, []
-        for _ in threads:
-            self._queue.put((-(2**62), next(self._seq), 0, None))
-        for t in threads:
-            t.join()
+        self._scheduler.stop()
 
     def __enter__(self) -> DownloadQueueService:
         self.start()
@@ -124,28 +143,52 @@ class DownloadQueueService(DownloadQueueServiceBase):
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def _ensure_workers(self) -> None:
+        """Before waiting on enqueued jobs: start a never-started queue; a stopped one is an error."""
+        with self._lock:
+            if self._scheduler.running or not any(j.status == S.ENQUEUED for j in self._jobs.values()):
+                return
+            if self._scheduler.stopped:
+                raise DownloadError("the download queue is stopped; call start() to run its enqueued jobs")
+        self.start()
+
     # -- creating jobs -----------------------------------------------------------------------------
     def create_download_job(
         self,
-        source: str,
-        dest: Path | str,
+        source: str | Path | Any,
+        destdir: Path | str | None = None,
+        filename: Path | str | None = None,
+        start: bool = True,
         priority: int = 10,
         access_token: str | None = None,
+        event_handlers: list[DownloadEventHandler] | None = None,
+        *,
+        dest: Path | str | None = None,
         expected_sha256: str | None = None,
         **handlers: Any,
-    ) -> DownloadJob:
-        job = DownloadJob(
-            source=str(source),
-            dest=Path(dest),
+    ) -> DownloadJobBase:
+        """Build the job that fits ``source`` and submit it (seed 002); ``start=False`` leaves it IDLE.
+
+        ``source``: an http(s) URL (a ``DownloadJobURL``), or a ``Path`` / an existing local path
+        (a ``DownloadJobPath``, copied). The file lands at ``destdir/filename``, or inside
+        ``destdir`` when it is an existing folder (or written with a trailing ``/``) under the
+        name the source gives it; else ``destdir`` itself is the file. ``dest=`` is the older
+        name of ``destdir``.
+
+        Raises:
+            InvalidSourceError: ``source`` is neither an http(s) URL nor an existing local path.
+            UnsafePathError: ``filename`` would leave ``destdir``.
+        """
+        target = target_for(destdir, dest, filename)
+        job = job_for_source(
+            source,
+            target,
             priority=priority,
             access_token=access_token,
-            expected_sha256=expected_sha256.lower() if expected_sha256 else None,
+            expected_sha256=expected_sha256,
+            event_handlers=event_handlers,
         )
-        job.set_handlers(**handlers)
-        with self._lock:
-            job.id = next(self._ids)
-            self._jobs[job.id] = job
-        return job
+        return self.submit_download_job(job, start=start, **handlers)
 
     def download(
         self,
@@ -161,7 +204,14 @@ class DownloadQueueService(DownloadQueueServiceBase):
         expected_sha256: str | None = None,
         on_paused: DownloadEventHandler | None = None,
     ) -> DownloadJob:
-        job = self.create_download_job(source, dest, priority, access_token, expected_sha256)
+        """Download the URL ``source`` to ``dest`` (a file, or a folder to name the file in) now."""
+        job = DownloadJob(
+            source=str(source),
+            dest=dest,
+            priority=priority,
+            access_token=access_token,
+            expected_sha256=expected_sha256.lower() if expected_sha256 else None,
+        )
         self.submit_download_job(
             job,
             on_start=on_start,
@@ -173,13 +223,38 @@ class DownloadQueueService(DownloadQueueServiceBase):
         )
         return job
 
-    def submit_download_job(self, job: DownloadJob, **handlers: Any) -> None:
+    def submit_download_job(self, job: DownloadJobBase, start: bool = True, **handlers: Any) -> DownloadJobBase:
+        """Give ``job`` an id in this queue and, with ``start``, enqueue it (seed 002).
+
+        A job already enqueued or running is left alone; a paused or finished one is enqueued again.
+
+        Raises:
+            InvalidSourceError: a bare ``DownloadJobBase`` (it names nothing the queue can fetch).
+        """
+        if isinstance(job, MultiFileDownloadJob):
+            job.set_handlers(**handlers)
+            with self._lock:
+                self._register(job)
+                for part in job.download_parts:
+                    part._parent = job
+                    self._register(part)
+            if start:
+                self.submit_multifile_download(job)
+            return job
+        if not isinstance(job, DownloadJobRemoteSource | DownloadJobPath):
+            raise InvalidSourceError(
+                f"a {type(job).__name__} names no source the queue can fetch; "
+                "submit a DownloadJobURL (or DownloadJob), DownloadJobRemoteSource or DownloadJobPath"
+            )
         job.set_handlers(**handlers)
+        jobs: list[Runnable] = []
+        due: list[DownloadJobBase] = []
         with self._lock:
-            if job.id < 0:
-                job.id = next(self._ids)
-            self._jobs[job.id] = job
-            self._enqueue(job)
+            self._register(job)
+            if start and job.status not in (S.ENQUEUED, S.RUNNING):
+                self._ready(job, jobs, due)
+        self._release(jobs, due)
+        return job
 
     def multifile_download(
         self,
@@ -188,73 +263,84 @@ class DownloadQueueService(DownloadQueueServiceBase):
         access_token: str | None = None,
         submit_job: bool = True,
         priority: int = 10,
+        event_handlers: list[DownloadEventHandler] | None = None,
         **handlers: Any,
     ) -> MultiFileDownloadJob:
         """Download ``parts`` into folder ``dest`` (paths relative to it; ``..`` raises UnsafePathError)."""
-        dest = Path(dest)
-        targets = [join_inside(dest, str(p.path)) for p in parts]  # validate all before creating anything
-        mf = MultiFileDownloadJob(dest=dest, priority=priority)
+        mf = multifile_job(
+            parts, Path(dest), priority=priority, access_token=access_token, event_handlers=event_handlers
+        )
         mf.set_handlers(**handlers)
-        for part, target in zip(parts, targets, strict=True):
-            job = DownloadJob(
-                source=part.url,
-                dest=target,
-                priority=priority,
-                access_token=access_token,
-                expected_sha256=part.sha256.lower() if part.sha256 else None,
-                total_bytes=part.size or 0,
-                download_path=target,
-            )
-            job._parent = mf
-            mf.download_parts.append(job)
-        mf.total_bytes = sum(p.size or 0 for p in parts)
         with self._lock:
-            mf.id = next(self._ids)
-            self._jobs[mf.id] = mf
+            self._register(mf)
             for job in mf.download_parts:
-                job.id = next(self._ids)
-                self._jobs[job.id] = job
+                self._register(job)
         if submit_job:
             self.submit_multifile_download(mf)
         return mf
 
     def submit_multifile_download(self, mf: MultiFileDownloadJob) -> None:
-        known = sum(p.total_bytes for p in mf.download_parts)
-        if known:
-            probe = mf.dest
-            while not probe.exists() and probe != probe.parent:
-                probe = probe.parent
-            free = shutil.disk_usage(probe).free
-            if known > free:
-                exc = InsufficientSpaceError(
-                    f"{mf.dest}: {len(mf.download_parts)} files need {known:,} bytes "
-                    f"but only {free:,} are free on {probe}"
-                )
-                with self._lock:
-                    for p in mf.download_parts:
-                        p.status = S.CANCELLED
-                        p._done.set()
-                self._fail(mf, exc)
-                return
+        exc = space_error(mf)
+        if exc is not None:
+            with self._lock:
+                for p in mf.download_parts:
+                    p.status = S.CANCELLED
+                    p._done.set()
+            self._life.fail(mf, exc)
+            return
+        jobs: list[Runnable] = []
+        due: list[DownloadJobBase] = []
         with self._lock:
             mf.status = S.ENQUEUED
             mf._done.clear()
             mf._cancel_requested.clear()
             mf._pause_requested.clear()
+            if not mf._announced:
+                mf._announced = True
+                due.append(mf)
             for job in mf.download_parts:
                 if job.status in (S.IDLE, S.PAUSED):
-                    self._enqueue(job)
+                    self._ready(job, jobs, due)
+        self._release(jobs, due)
 
-    def _enqueue(self, job: DownloadJob) -> None:
-        # Caller holds the lock.
+    def _register(self, job: AnyDownloadJob) -> None:
+        # Caller holds the lock. A job new to this queue gets a fresh id (it may come from another).
+        if self._jobs.get(job.id) is not job:
+            job.id = next(self._ids)
+            self._jobs[job.id] = job
+
+    def _ready(self, job: Runnable, jobs: list[Runnable], due: list[DownloadJobBase]) -> None:
+        """Mark ``job`` enqueued (caller holds the lock) and add it to ``jobs`` for ``_release``;
+        to ``due`` too when its "enqueued" event is due (seed 002: one per job, also across pauses)."""
+        if job.in_terminal_state:
+            job._announced = False  # run again: a new life, announced again
         job._cancel_requested.clear()
         job._pause_requested.clear()
         job._done.clear()
+        job._handler_error = None
         job.status = S.ENQUEUED
         job.error = job.error_type = None
         job._exception = None
-        self._queue.put((job.priority, next(self._seq), job.id, job))
-        self._cond.notify_all()
+        jobs.append(job)
+        if not job._announced:
+            job._announced = True
+            due.append(job)
+
+    def _release(self, jobs: list[Runnable], due: list[DownloadJobBase]) -> None:
+        """Tell the "enqueued" handlers, then put the jobs still enqueued on the heap in one go.
+
+        In this order so no worker runs (and reports) a job before its "enqueued" event is told,
+        and so jobs released together are taken in priority order.
+        """
+        for job in due:
+            self._life.notifier.notify(job, ENQUEUED, None)
+        with self._lock:
+            for job in jobs:
+                if job.status == S.ENQUEUED:
+                    self._scheduler.push(job)
+            if not jobs or not self._autostart or self._scheduler.running or self._scheduler.stopped:
+                return
+        self.start()
 
     # -- inspecting -------------------------------------------------------------------------------
     def list_jobs(self) -> list[AnyDownloadJob]:
@@ -273,83 +359,93 @@ class DownloadQueueService(DownloadQueueServiceBase):
         with self._lock:
             for jid in [j for j, job in self._jobs.items() if job.in_terminal_state]:
                 job = self._jobs[jid]
-                parent = getattr(job, "_parent", None)
+                parent = job._parent
                 if parent is not None and not parent.in_terminal_state:
                     continue
                 del self._jobs[jid]
-                self._emitted.pop(jid, None)
+                self._life.notifier.forget(jid)
 
     def join(self) -> None:
-        """Block until no job is enqueued or running."""
+        """Block until every job is finished, paused or idle, and its handlers have run."""
+        self._ensure_workers()
         with self._cond:
-            while any(j.status in (S.ENQUEUED, S.RUNNING) for j in self._jobs.values()):
+            while not all(_settled(j) for j in self._jobs.values()):
                 self._cond.wait(0.5)
 
     def wait_for_job(self, job: DownloadJobBase, timeout: int | float = 0) -> DownloadJobBase:
-        """Block until ``job`` is finished or paused; ``timeout`` 0 waits forever (else TimeoutError)."""
+        """Block until ``job`` is finished or paused; ``timeout`` 0 waits forever.
+
+        Raises:
+            TimeoutError: ``timeout`` seconds passed first.
+            UnknownJobIDException: ``job`` is unfinished and was not submitted to this queue.
+        """
+        if not job.in_terminal_state:
+            self._known(job)
+        if job.status == S.ENQUEUED:
+            self._ensure_workers()
         deadline = time.monotonic() + timeout if timeout else None
         with self._cond:
-            while not (job.in_terminal_state or job.paused or job.status == S.IDLE):
+            while not _settled(job):
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     raise TimeoutError(f"download job {job.id} did not finish within {timeout} s")
                 self._cond.wait(0.5 if left is None else min(left, 0.5))
         return job
 
+    def _known(self, job: DownloadJobBase) -> None:
+        with self._lock:
+            if self._jobs.get(job.id) is not job:
+                raise UnknownJobIDException(
+                    f"download job {job.id} was not submitted to this queue (or was pruned)", job_id=job.id
+                )
+
     # -- controlling ------------------------------------------------------------------------------
     def start_job(self, job: DownloadJobBase) -> None:
-        """(Re)start a paused or idle job; a resumed job continues from the bytes on disk."""
+        """(Re)start a paused or idle job; a resumed download continues from the bytes on disk."""
+        self._known(job)
         if isinstance(job, MultiFileDownloadJob):
             self.submit_multifile_download(job)
             return
-        if not isinstance(job, DownloadJob):
-            raise TypeError(f"cannot start a {type(job).__name__}")
+        jobs: list[Runnable] = []
+        due: list[DownloadJobBase] = []
         with self._lock:
-            if job.status in (S.IDLE, S.PAUSED):
-                self._jobs[job.id] = job
-                self._enqueue(job)
+            self._start_locked(job, jobs, due)
+        self._release(jobs, due)
+
+    def _start_locked(self, job: DownloadJobBase, jobs: list[Runnable], due: list[DownloadJobBase]) -> None:
+        if isinstance(job, DownloadJobRemoteSource | DownloadJobPath) and job.status in (S.IDLE, S.PAUSED):
+            self._ready(job, jobs, due)
+
+    def change_priority(self, job: DownloadJobBase, delta: int) -> None:
+        """Add ``delta`` to ``job.priority`` (lower runs first); a waiting job moves in the queue."""
+        self._known(job)
+        with self._lock:
+            job.priority += delta
+            if isinstance(job, DownloadJobRemoteSource | DownloadJobPath) and job.status == S.ENQUEUED:
+                self._scheduler.push(job)  # the older entry is now stale
 
     def pause_job(self, job: DownloadJobBase) -> None:
-        if isinstance(job, MultiFileDownloadJob):
-            job._pause_requested.set()
-            for p in job.download_parts:
-                self.pause_job(p)
-            return
-        with self._lock:
-            if job.status == S.RUNNING:
-                job._pause_requested.set()
-                return
-            if job.status not in (S.ENQUEUED, S.IDLE):
-                return
-            job.status = S.PAUSED
-        self._finished(job, "on_paused", "download_paused")
+        """Pause ``job``; ``start_job`` continues it (a download from the bytes on disk)."""
+        self._known(job)
+        self._life.pause(job)
 
     def cancel_job(self, job: DownloadJobBase) -> None:
-        if isinstance(job, MultiFileDownloadJob):
-            job._cancel_requested.set()
-            for p in job.download_parts:
-                self.cancel_job(p)
-            with self._lock:
-                idle = job.status in (S.IDLE, S.PAUSED, S.ENQUEUED) and not any(p.running for p in job.download_parts)
-                if idle:
-                    job.status = S.CANCELLED
-            if idle:
-                self._finished(job, "on_cancelled", "download_cancelled")
-            return
-        with self._lock:
-            if job.status == S.RUNNING:
-                job._cancel_requested.set()
-                return
-            if job.in_terminal_state:
-                return
-            job.status = S.CANCELLED
-        if isinstance(job, DownloadJob):
-            self._discard_partial(job)
-        self._finished(job, "on_cancelled", "download_cancelled")
+        """Cancel ``job`` and remove its partial files (unless kept by ``preserve_partial_downloads``)."""
+        self._known(job)
+        self._life.cancel(job)
 
     def start_all_jobs(self) -> None:
-        for job in self._top_level():
-            self.start_job(job)
+        """Enqueue every idle or paused job; jobs enqueued together start in priority order."""
+        jobs: list[Runnable] = []
+        due: list[DownloadJobBase] = []
+        batch = self._top_level()
+        with self._lock:
+            for job in batch:
+                self._start_locked(job, jobs, due)
+        self._release(jobs, due)
+        for job in batch:
+            if isinstance(job, MultiFileDownloadJob) and job.status in (S.IDLE, S.PAUSED):
+                self.submit_multifile_download(job)
 
     def pause_all_jobs(self) -> None:
         for job in self._top_level():
@@ -362,195 +458,12 @@ class DownloadQueueService(DownloadQueueServiceBase):
                 self.cancel_job(job)
 
     def _top_level(self) -> list[AnyDownloadJob]:
-        return [j for j in self.list_jobs() if getattr(j, "_parent", None) is None]
+        return [j for j in self.list_jobs() if j._parent is None]
 
-    # -- running ----------------------------------------------------------------------------------
-    def _worker(self) -> None:
-        while True:
-            _prio, _seq, _id, job = self._queue.get()
-            if job is None:
-                return
-            with self._lock:
-                if job.status != S.ENQUEUED:
-                    continue  # cancelled, paused or already picked up by another entry
-                job.status = S.RUNNING
-                job.job_started = _now()
-                job.job_ended = None
-                self._cond.notify_all()
-            try:
-                self._run(job)
-            except Exception:  # never let a bug kill a worker thread
-                log.exception("download job %s crashed", job.id)
-
-    def _run(self, job: DownloadJob) -> None:
-        explicit = job.access_token.get_secret_value() if job.access_token else None
-        token = resolve_token(job.url, explicit=explicit, config=self._config)
-        fetcher: FileFetcher
-
-        def tick() -> None:
-            job.bytes = fetcher.written
-            self._progress(job)
-
-        fetcher = FileFetcher(job, self.limits, token, self._slots, lambda: self._started(job), tick, self.policy)
-        self._emitted.pop(job.id, None)
-        self._speed_probe.pop(job.id, None)
-        try:
-            path = fetcher.run()
-        except Stopped:
-            if job._cancel_requested.is_set():
-                with self._lock:
-                    job.status = S.CANCELLED
-                self._discard_partial(job)
-                self._finished(job, "on_cancelled", "download_cancelled")
-            else:
-                with self._lock:
-                    job.status = S.PAUSED
-                    job.bytes = fetcher.written
-                self._finished(job, "on_paused", "download_paused")
-            return
-        except Exception as exc:
-            exc.args = tuple(redact_text(a, token) if isinstance(a, str) else a for a in exc.args)
-            if not isinstance(exc, IntegrityError):
-                self._discard_partial(job)
-            self._fail(job, exc)
-            return
-        job.download_path = path
-        job.bytes = job.total_bytes = fetcher.written if job.total_bytes == 0 else job.total_bytes
-        self._progress(job, force=True)
-        with self._lock:
-            job.status = S.COMPLETED
-        self._finished(job, "on_complete", "download_complete")
-
-    def _discard_partial(self, job: DownloadJob) -> None:
-        if self._preserve:
-            return
-        target = job.download_path or (None if job.dest.is_dir() else job.dest)
-        if target is not None:
-            remove_partial(target)
-
-    def _fail(self, job: DownloadJobBase, exc: BaseException) -> None:
-        with self._lock:
-            job._exception = exc
-            job.error_type = type(exc).__name__
-            job.error = str(exc)
-            job.status = S.ERROR
-        self._finished(job, "on_error", "download_error", exc)
-
-    # -- events -------------------------------------------------------------------------------------
-    def _started(self, job: DownloadJob) -> None:
-        self._emitted[job.id] = (time.monotonic(), job.bytes)
-        self._speed_probe[job.id] = (time.monotonic(), job.bytes)
-        self._dispatch(job, "on_start", "download_started")
-
-    def _progress(self, job: DownloadJobBase, force: bool = False) -> None:
-        now = time.monotonic()
-        t0, b0 = self._speed_probe.get(job.id, (now, job.bytes))
-        if now - t0 >= 0.25:
-            inst = (job.bytes - b0) / (now - t0)
-            job.speed = inst if job.speed == 0 else 0.5 * job.speed + 0.5 * inst
-            self._speed_probe[job.id] = (now, job.bytes)
-        last_t, last_b = self._emitted.get(job.id, (0.0, -1))
-        if job.bytes == last_b:
-            return
-        step = job.total_bytes / 100 if job.total_bytes else 0
-        if not force and (now - last_t < self.limits.progress_interval or job.bytes - last_b < step):
-            return
-        self._emitted[job.id] = (now, job.bytes)
-        self._dispatch(job, "on_progress", "download_progress")
-
-    def _finished(self, job: DownloadJobBase, handler: str, event: str, exc: BaseException | None = None) -> None:
-        with self._lock:
-            job.job_ended = _now()
-            job._done.set()
-            self._cond.notify_all()
-        self._dispatch(job, handler, event, exc)
-
-    def _dispatch(self, job: DownloadJobBase, handler: str, event: str, exc: BaseException | None = None) -> None:
-        for fn in (job._handlers.get(handler), self._handlers.get(handler)):
-            if fn is None:
-                continue
-            try:
-                fn(job, exc) if handler == "on_error" else fn(job)
-            except Exception:  # a broken callback must not break the download
-                log.exception("download handler %s for job %s failed", handler, job.id)
-        if self._bus is not None:
-            self._bus.emit(event, **self.event_payload(job))
-        parent = getattr(job, "_parent", None)
-        if isinstance(parent, MultiFileDownloadJob) and isinstance(job, DownloadJob):
-            self._update_parent(parent, job, handler, exc)
+    def _say(self, level: int, msg: str, *args: Any, **kwargs: Any) -> None:
+        log.log(logging.DEBUG if self._quiet and level >= logging.INFO else level, msg, *args, **kwargs)
 
     @staticmethod
     def event_payload(job: DownloadJobBase) -> dict[str, Any]:
         """JSON-able, secret-free description of a job for events and the API."""
-        data: dict[str, Any] = {
-            "id": job.id,
-            "source": str(getattr(job, "source", "")),
-            "dest": str(job.dest),
-            "download_path": str(job.download_path) if job.download_path else None,
-            "status": job.status.value,
-            "bytes": job.bytes,
-            "total_bytes": job.total_bytes,
-            "speed": round(job.speed, 1),
-            "eta": None if job.eta is None else round(job.eta, 1),
-        }
-        if job.error_type:
-            data["error_type"] = job.error_type
-            data["error"] = job.error
-        if isinstance(job, MultiFileDownloadJob):
-            data["parts"] = [
-                {
-                    "id": p.id,
-                    "source": p.source,
-                    "download_path": str(p.download_path) if p.download_path else None,
-                    "status": p.status.value,
-                    "bytes": p.bytes,
-                    "total_bytes": p.total_bytes,
-                }
-                for p in job.download_parts
-            ]
-        return data
-
-    def _update_parent(
-        self, mf: MultiFileDownloadJob, part: DownloadJob, handler: str, exc: BaseException | None
-    ) -> None:
-        emit: tuple[str, str] | None = None
-        with self._lock:
-            mf.refresh_totals()
-            if mf.in_terminal_state:
-                return
-            parts = mf.download_parts
-            if handler == "on_start" and mf.status != S.RUNNING:
-                mf.status = S.RUNNING
-                mf.job_started = mf.job_started or _now()
-                self._emitted[mf.id] = (time.monotonic(), mf.bytes)
-                emit = ("on_start", "download_started")
-            elif handler == "on_error":
-                mf.status = S.ERROR
-                mf._exception = exc
-                mf.error_type = type(exc).__name__ if exc else "DownloadError"
-                mf.error = f"{part.source}: {exc}"
-                emit = ("on_error", "download_error")
-            elif all(p.complete for p in parts):
-                mf.status = S.COMPLETED
-                mf.download_path = mf.dest
-                emit = ("on_complete", "download_complete")
-            elif all(p.in_terminal_state for p in parts) and any(p.cancelled for p in parts):
-                mf.status = S.CANCELLED
-                emit = ("on_cancelled", "download_cancelled")
-            elif handler == "on_paused" and all(p.paused or p.complete for p in parts):
-                mf.status = S.PAUSED
-                emit = ("on_paused", "download_paused")
-        if emit is None:
-            if handler == "on_progress":
-                self._progress(mf)
-            return
-        if emit[0] == "on_error":
-            for p in mf.download_parts:
-                if not p.in_terminal_state:
-                    self.cancel_job(p)
-        if emit[0] in ("on_start",):
-            self._dispatch(mf, *emit)
-        else:
-            if emit[0] == "on_complete":
-                self._progress(mf, force=True)
-            self._finished(mf, emit[0], emit[1], exc if emit[0] == "on_error" else None)
+        return event_payload(job)

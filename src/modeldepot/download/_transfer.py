@@ -33,7 +33,7 @@ from modeldepot.download._http import (
 from modeldepot.download._parts import PartState, part_path
 from modeldepot.download._policy import ConnectPolicy
 from modeldepot.download._redact import redact_text
-from modeldepot.download.base import DownloadJob, DownloadLimits
+from modeldepot.download.base import DownloadJobRemoteSource, DownloadLimits
 from modeldepot.errors import DownloadError, InsufficientSpaceError
 
 log = logging.getLogger("modeldepot.download._fetch")
@@ -59,9 +59,12 @@ class _Item:
 class Transfer:
     """Shared state of one download and the connection threads that fill its ``.part`` file."""
 
+    #: Log at DEBUG what would be INFO or above (a queue built with ``quiet=True``).
+    quiet = False
+
     def __init__(
         self,
-        job: DownloadJob,
+        job: DownloadJobRemoteSource,
         limits: DownloadLimits,
         token: str | None,
         extra_slots: threading.Semaphore,
@@ -100,6 +103,9 @@ class Transfer:
     @property
     def written(self) -> int:
         return self._written
+
+    def _note(self, level: int, msg: str, *args: object) -> None:
+        log.log(logging.DEBUG if self.quiet and level >= logging.INFO else level, msg, *args)
 
     def stop_requested(self) -> bool:
         return self.job._cancel_requested.is_set() or self.job._pause_requested.is_set()
@@ -288,7 +294,7 @@ class Transfer:
                     f"{self._shown}: connection failed {failures} times at byte {pos:,}: {self._clean(why)}",
                     url=self._shown,
                 ) from exc
-            log.info("%s: retrying at byte %d after: %s", self._shown, pos, self._clean(why))
+            self._note(logging.INFO, "%s: retrying at byte %d after: %s", self._shown, pos, self._clean(why))
             self._sleep(backoff_delay(failures, self.limits.backoff_base, self.limits.backoff_max, None))
 
     def _pump(self, resp: Response, cursor: list[int], end: int | None, buf: memoryview) -> None:
@@ -447,7 +453,7 @@ class Transfer:
                     self._release(resp)
                     raise
             delay = backoff_delay(failures, self.limits.backoff_base, self.limits.backoff_max, retry_after)
-            log.info("%s: retry %d in %.1f s", self._shown, failures, delay)
+            self._note(logging.INFO, "%s: retry %d in %.1f s", self._shown, failures, delay)
             self._sleep(delay)
 
     def _check_answer(self, resp: Response, pos: int) -> None:

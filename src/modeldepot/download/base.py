@@ -1,12 +1,20 @@
 """Download jobs, their statuses and limits, and the queue's abstract interface (DESIGN.md §2).
 
-A ``DownloadJob`` is a pydantic model so the API can serve it as JSON; its runtime plumbing
-(handlers, the real URL with any query token, the access token, the exception) lives in private
-attributes that are never dumped or shown in ``repr``.
+The job classes follow seed 002's hierarchy::
+
+    DownloadJobBase                 id, priority, source, destination, status, event_handlers, ...
+    ├── DownloadJobPath             a local file or folder copied (or moved) to the destination
+    ├── DownloadJobRemoteSource     bytes, total_bytes, access_token: anything fetched over HTTP
+    │   └── DownloadJobURL          an http(s) URL, checked when the job is built (= ``DownloadJob``)
+    └── MultiFileDownloadJob        several URLs into one folder, with one total
+
+Jobs are pydantic models so the API can serve them as JSON; the runtime plumbing (handlers, the
+real URL with any query token, the access token, the exception) is excluded from dumps and reprs.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -15,12 +23,15 @@ from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
 
 from modeldepot.download._redact import redact_url
+from modeldepot.errors import InvalidSourceError
 
 MiB = 1024 * 1024
+_SEPARATORS = tuple(s for s in (os.sep, os.altsep) if s)
 
 
 class DownloadJobStatus(StrEnum):
@@ -99,21 +110,31 @@ class RemoteFile:
         return f"RemoteFile(url={redact_url(self.url)!r}, path={str(self.path)!r}, size={self.size})"
 
 
+#: Seed 002's handler: called with the job at every status change (and about every 1 % of a
+#: running download); it looks at ``job.status``.
 DownloadEventHandler = Callable[["DownloadJobBase"], None]
 DownloadExceptionHandler = Callable[["DownloadJobBase", "BaseException | None"], None]
 HANDLER_NAMES = ("on_start", "on_progress", "on_complete", "on_error", "on_cancelled", "on_paused")
 
 
 class DownloadJobBase(BaseModel):
-    """Fields and status helpers shared by single- and multi-file jobs."""
+    """Fields and status helpers shared by every job (seed 002's ``DownloadJobBase``).
+
+    ``destination`` (also accepted, and readable, as ``dest``) is a file path, or an existing
+    folder to put the file in under the name the source gives it. ``event_handlers`` are
+    ``handler(job)`` callables run in the job's thread whenever its status changes; they are
+    never dumped. ``job_sequence`` numbers the jobs in the order workers took them off the queue.
+    """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, validate_assignment=False)
 
     id: int = -1
+    source: str | Path = ""
     dest: Path
     download_path: Path | None = None
     priority: int = 10
     status: DownloadJobStatus = DownloadJobStatus.IDLE
+    event_handlers: list[DownloadEventHandler] = Field(default_factory=list, exclude=True, repr=False)
     bytes: int = 0
     total_bytes: int = 0
     speed: float = 0.0  # bytes per second, smoothed
@@ -121,15 +142,55 @@ class DownloadJobBase(BaseModel):
     error: str | None = None
     job_started: datetime | None = None
     job_ended: datetime | None = None
+    job_sequence: int | None = None
+    #: Keep partial files after an error or a cancel (the queue's own setting also keeps them).
+    preserve_partial_downloads: bool = False
 
     _handlers: dict[str, Any] = PrivateAttr(default_factory=dict)
     _exception: BaseException | None = PrivateAttr(default=None)
     _cancel_requested: threading.Event = PrivateAttr(default_factory=threading.Event)
     _pause_requested: threading.Event = PrivateAttr(default_factory=threading.Event)
     _done: threading.Event = PrivateAttr(default_factory=threading.Event)
+    # Set when one of ``event_handlers`` raised: the job stops and ends in ERROR with it.
+    _handler_error: BaseException | None = PrivateAttr(default=None)
+    _announced: bool = PrivateAttr(default=False)  # the single "enqueued" event was sent
+    _telling: int | None = PrivateAttr(default=None)  # thread running its final handlers, if any
+    _entry: int = PrivateAttr(default=-1)  # the queue entry that may run this job (older ones are stale)
+    _parent: Any = PrivateAttr(default=None)
+    # ``destination="models/"``: a folder even before it exists (``Path`` drops the slash).
+    _dest_is_dir: bool = PrivateAttr(default=False)
+
+    def __init__(self, **data: Any) -> None:
+        if "destination" in data:
+            if data.get("dest") is not None:
+                raise TypeError("give either destination= or dest=, not both")
+            data["dest"] = data.pop("destination")
+        raw = data.get("dest")
+        super().__init__(**data)
+        self._dest_is_dir = isinstance(raw, str) and raw.endswith(_SEPARATORS)
 
     def __hash__(self) -> int:
         return hash(self.id)
+
+    @property
+    def destination(self) -> Path:
+        """Seed 002's name of ``dest``."""
+        return self.dest
+
+    @destination.setter
+    def destination(self, value: Path | str) -> None:
+        self.dest = Path(value)
+
+    # -- event handlers (seed 002) -------------------------------------------------------------
+    def add_event_handler(self, handler: DownloadEventHandler) -> None:
+        """Add ``handler(job)`` after the handlers already attached (pause the job first if it runs)."""
+        if not callable(handler):
+            raise TypeError(f"an event handler must be callable, got {type(handler).__name__}")
+        self.event_handlers.append(handler)
+
+    def clear_event_handlers(self) -> None:
+        """Remove every handler attached to this job (the queue's default handlers still run)."""
+        self.event_handlers.clear()
 
     # -- status helpers (seed names) ------------------------------------------------------------
     @property
@@ -190,10 +251,32 @@ class DownloadJobBase(BaseModel):
                 self._handlers[name] = fn
 
 
-class DownloadJob(DownloadJobBase):
-    """One URL to one file (or into a folder, named by Content-Disposition or the URL)."""
+class DownloadJobPath(DownloadJobBase):
+    """A local file or folder brought to ``destination`` through the same queue and events.
 
-    #: The URL with secrets (``?token=``, signatures, passwords) replaced by ``***``.
+    The source is **copied** (it stays where it is) unless ``move=True``: then it is renamed when
+    source and destination share a file system, else copied and the source removed afterwards.
+    The copy is written under a temporary name beside the destination and renamed when complete;
+    a paused copy starts again from the beginning.
+    """
+
+    source: Path
+    move: bool = False
+
+    def __init__(self, **data: Any) -> None:
+        if "source" in data:
+            data["source"] = Path(data["source"]).expanduser()
+        super().__init__(**data)
+
+
+class DownloadJobRemoteSource(DownloadJobBase):
+    """Anything fetched from a remote: adds ``bytes``/``total_bytes`` progress and ``access_token``.
+
+    ``source`` is shown and dumped with secrets (``?token=``, signatures, passwords) replaced by
+    ``***``; the real URL is kept privately for the fetch (``url``). ``access_token`` is a
+    ``SecretStr``: never dumped, logged or shown.
+    """
+
     source: str
     access_token: SecretStr | None = Field(default=None, exclude=True, repr=False)
     content_type: str | None = None
@@ -203,7 +286,6 @@ class DownloadJob(DownloadJobBase):
     connections: int = 0
 
     _url: str = PrivateAttr(default="")
-    _parent: Any = PrivateAttr(default=None)
 
     def __init__(self, **data: Any) -> None:
         raw = str(data.get("source", ""))
@@ -220,26 +302,46 @@ class DownloadJob(DownloadJobBase):
         return self._url or self.source
 
 
+class DownloadJobURL(DownloadJobRemoteSource):
+    """One http(s) URL to one file (or into a folder, named by Content-Disposition or the URL).
+
+    Raises:
+        InvalidSourceError: when ``source`` is not an http or https URL with a host.
+    """
+
+    def __init__(self, **data: Any) -> None:
+        raw = str(data.get("source", ""))
+        try:
+            parts = urlsplit(raw)
+            ok = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+        except ValueError:
+            ok = False
+        if not ok:
+            raise InvalidSourceError(f"{redact_url(raw) or '(empty)'}: not an http(s) URL a download job can fetch")
+        super().__init__(**data)
+
+
+#: The URL job under the name the installer, the CLI and earlier releases use.
+DownloadJob = DownloadJobURL
+
+
 class MultiFileDownloadJob(DownloadJobBase):
     """Several files into one folder, with one total; ``download_parts`` are ordinary jobs."""
 
     download_parts: list[DownloadJob] = Field(default_factory=list)
 
-    @property
-    def source(self) -> str:
-        return f"{len(self.download_parts)} files"
-
     def refresh_totals(self) -> None:
+        self.source = f"{len(self.download_parts)} files"
         self.bytes = sum(p.bytes for p in self.download_parts)
         self.total_bytes = sum(p.total_bytes for p in self.download_parts)
         self.speed = sum(p.speed for p in self.download_parts if p.running)
 
 
-AnyDownloadJob = DownloadJob | MultiFileDownloadJob
+AnyDownloadJob = DownloadJobRemoteSource | DownloadJobPath | MultiFileDownloadJob
 
 
 class DownloadQueueServiceBase(ABC):
-    """The seed's download queue interface."""
+    """The seed's download queue interface (seed 002's names, plus InvokeAI 4's ``download``)."""
 
     @abstractmethod
     def start(self, *args: Any, **kwargs: Any) -> None: ...
@@ -267,10 +369,20 @@ class DownloadQueueServiceBase(ABC):
     ) -> MultiFileDownloadJob: ...
 
     @abstractmethod
-    def submit_download_job(self, job: DownloadJob, **handlers: Any) -> None: ...
+    def submit_download_job(self, job: DownloadJobBase, start: bool = True, **handlers: Any) -> DownloadJobBase: ...
 
     @abstractmethod
-    def create_download_job(self, source: str, dest: Path | str, **kwargs: Any) -> DownloadJob: ...
+    def create_download_job(
+        self,
+        source: str | Path,
+        destdir: Path | str | None = None,
+        filename: Path | str | None = None,
+        start: bool = True,
+        priority: int = 10,
+        access_token: str | None = None,
+        event_handlers: list[DownloadEventHandler] | None = None,
+        **kwargs: Any,
+    ) -> DownloadJobBase: ...
 
     @abstractmethod
     def list_jobs(self) -> list[AnyDownloadJob]: ...
@@ -298,6 +410,9 @@ class DownloadQueueServiceBase(ABC):
 
     @abstractmethod
     def cancel_job(self, job: DownloadJobBase) -> None: ...
+
+    @abstractmethod
+    def change_priority(self, job: DownloadJobBase, delta: int) -> None: ...
 
     @abstractmethod
     def join(self) -> None: ...
