@@ -7,6 +7,7 @@ Exception tree::
     ├── InvalidModelConfigException (ValueError)   a record that does not validate
     ├── UnknownModelException (KeyError)           no record with that key / name
     ├── DuplicateModelException                    key, path or hash already registered
+    │   └── AmbiguousModelException (ValueError)   a name/base/type that matches several records
     ├── ModelNotFoundException (FileNotFoundError) a record's files are missing
     ├── DatabaseError                              foreign, corrupt or too-new database file
     ├── HashingError (OSError)                     a file cannot be hashed
@@ -21,11 +22,13 @@ Exception tree::
     ├── DownloadError                              transport / HTTP failures
     │   ├── RemoteAccessError (PermissionError)    401/403: token missing or wrong
     │   ├── RemoteNotFoundError (FileNotFoundError) 404/410
-    │   │   └── NoLoadableFilesError               a repo with no weights for the asked variant
+    │   │   ├── NoLoadableFilesError               a repo with no weights for the asked variant
+    │   │   └── UnknownMetadataException           no metadata: the repo or version does not exist
     │   ├── IntegrityError                         sha256 mismatch after download
     │   ├── BlockedAddressError                    a hop resolves to a private address (403 in the API)
     │   └── InsufficientSpaceError (OSError)
     ├── UnknownJobIDException (KeyError)
+    ├── InvalidMetadataError (ValueError)          JSON that is not model metadata
     ├── InvalidSourceError (ValueError)            a source string that matches nothing
     │   └── UnsafeSourcePathError (also UnsafePathError)  ../ in a repo subfolder or file name
     ├── LoaderNotFoundError (LookupError)          no loader for (base, type, format)
@@ -76,6 +79,16 @@ class DuplicateModelException(ModelDepotError):
     def __init__(self, message: str, key: str | None = None) -> None:
         super().__init__(message)
         self.key = key
+
+
+class AmbiguousModelException(DuplicateModelException, ValueError):
+    """Several records match a name, base and type (``load_model_by_attr``, the normalized view's
+    ``get_model_by_name``). A ``ValueError``, as document 002 says of ``load_model_by_attr``, and
+    still a :class:`DuplicateModelException` for code that caught that before; ``keys`` lists them."""
+
+    def __init__(self, message: str, key: str | None = None, keys: tuple[str, ...] = ()) -> None:
+        super().__init__(message, key=key or (keys[0] if keys else None))
+        self.keys = keys
 
 
 class ModelNotFoundException(ModelDepotError, FileNotFoundError):
@@ -140,6 +153,14 @@ class RemoteAccessError(DownloadError, PermissionError):
 
 class RemoteNotFoundError(DownloadError, FileNotFoundError):
     """404/410 from a remote."""
+
+
+class UnknownMetadataException(RemoteNotFoundError):
+    """The repo, model or model version has no metadata because it does not exist (or is hidden)."""
+
+
+class InvalidMetadataError(ModelDepotError, ValueError):
+    """A JSON text that is not model metadata (nor a stored Hugging Face / Civitai answer)."""
 
 
 class IntegrityError(DownloadError):
@@ -229,6 +250,7 @@ class NotAllowedError(ModelDepotError, PermissionError):
 
 
 __all__ = [
+    "AmbiguousModelException",
     "BlobCorruptError",
     "BlockedAddressError",
     "ConfigurationError",
@@ -242,6 +264,7 @@ __all__ = [
     "IdentificationError",
     "InsufficientSpaceError",
     "IntegrityError",
+    "InvalidMetadataError",
     "InvalidModelConfigException",
     "InvalidSafetensorsError",
     "InvalidSourceError",
@@ -258,6 +281,7 @@ __all__ = [
     "SubmodelRequiredError",
     "TorchNotInstalledError",
     "UnknownJobIDException",
+    "UnknownMetadataException",
     "UnknownModelException",
     "UnsafePathError",
     "UnsafePickleError",

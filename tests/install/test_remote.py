@@ -209,3 +209,21 @@ def test_fp16_variant_downloads_only_fp16_weights(mm: ModelManager, hub: FakeHub
     assert weights and all(".fp16." in p.name for p in weights)
     fetched = {r.path for r in hub.stats.requests}
     assert not any(p.endswith("diffusion_pytorch_model.safetensors") for p in fetched)
+
+
+def test_default_variant_is_fp16_when_the_repo_has_it_and_the_job_says_so(
+    mm: ModelManager, hub: FakeHub, tmp_path: Path
+) -> None:
+    """Seed 002: an HFModelSource with no variant prefers fp16, falling back to the plain files."""
+    fp16 = factories.write_diffusers_pipeline(tmp_path / "fp16", fp16=True)
+    hub.add_hf_repo("acme/both", {**tree(factories.write_diffusers_pipeline(tmp_path / "plain")), **tree(fp16)})
+    job = mm.install.wait_for_job(mm.install.heuristic_import("acme/both"), timeout=60)
+    assert job.complete, job.error
+    assert job.variant == "fp16" and job.variant_reason and "fp16" in job.variant_reason
+    assert any("fp16" in n for n in job.notes)
+    assert job.config_out is not None
+    assert all(".fp16." in p.name for p in Path(job.config_out.path).rglob("*.safetensors"))
+    publish_pipeline(hub, tmp_path, "acme/plain")
+    plain = mm.install.wait_for_job(mm.install.heuristic_import("acme/plain"), timeout=60)
+    assert plain.complete, plain.error
+    assert plain.variant == "default" and plain.variant_reason and "no fp16" in plain.variant_reason

@@ -115,7 +115,7 @@ def test_revision_branch(client: HuggingFaceClient) -> None:
 
 
 def test_select_files_reads_model_index_and_prefers_the_variant_branch(client: HuggingFaceClient) -> None:
-    _, sel = client.select_files("org/sd", None)
+    _, sel = client.select_files("org/sd", ModelRepoVariant.Default)
     assert sel.paths == [
         "model_index.json",
         "unet/config.json",
@@ -123,6 +123,14 @@ def test_select_files_reads_model_index_and_prefers_the_variant_branch(client: H
         "vae/config.json",
         "vae/diffusion_pytorch_model.safetensors",
     ]
+    assert sel.variant_reason == "variant default (the unlabelled files)"
+    # No variant asked for: the fp16 files of main win (vae has none, so its default is kept, and said).
+    info, pref = client.select_files("org/sd", None)
+    assert info.revision is None and pref.chosen_variant == ModelRepoVariant.FP16
+    assert "unet/diffusion_pytorch_model.fp16.safetensors" in pref.paths
+    assert "vae/diffusion_pytorch_model.safetensors" in pref.paths
+    assert pref.variant_reason == "variant fp16 (default: the repo has fp16 files)"
+    assert "no fp16 weights for vae; using default" in pref.notes
     info16, sel16 = client.select_files("org/sd", ModelRepoVariant.FP16)
     assert info16.revision == "fp16" and sel16.variant_used == ModelRepoVariant.FP16
     assert sel16.notes[0] == "using the 'fp16' branch"

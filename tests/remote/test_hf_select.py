@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from modeldepot.errors import RemoteNotFoundError, UnsafePathError
-from modeldepot.remote import HFFile, NoLoadableFilesError, select_hf_files
+from modeldepot.remote import HFFile, NoLoadableFilesError, select_hf_files, select_preferred
 from modeldepot.remote.hf_select import framework_of
 from modeldepot.taxonomy import ModelRepoVariant
 
@@ -440,3 +440,83 @@ def test_variant_branch_listing_has_no_fallback_note() -> None:
 )
 def test_framework_of(path: str, framework: str | None) -> None:
     assert framework_of(path) == framework
+
+
+# -- no variant asked for: fp16 preferred ------------------------------------------------------------
+
+
+def test_preferred_takes_fp16_when_the_repo_has_it() -> None:
+    sel = select_preferred(SD15, model_index=SD15_INDEX)
+    assert sel.paths == select_hf_files(SD15, FP16, None, model_index=SD15_INDEX).paths
+    assert sel.chosen_variant == FP16
+    assert sel.variant_reason == "variant fp16 (default: the repo has fp16 files)"
+
+
+def test_preferred_falls_back_to_the_unlabelled_files() -> None:
+    files = [f for f in SD15 if ".fp16." not in f.path]
+    sel = select_preferred(files, model_index=SD15_INDEX)
+    assert sel.paths == select_hf_files(files, ModelRepoVariant.Default, None, model_index=SD15_INDEX).paths
+    assert sel.chosen_variant == ModelRepoVariant.Default
+    assert sel.variant_reason == "variant default (default: no fp16 files)"
+    assert not any(n.startswith("no fp16") for n in sel.notes)  # not asked for, so not news
+
+
+def test_preferred_looks_only_at_the_subfolder_asked_for() -> None:
+    files = [f for f in SDXL if f.path != "vae/diffusion_pytorch_model.fp16.safetensors"]
+    vae = select_preferred(files, "vae")
+    assert vae.paths == ["vae/config.json", "vae/diffusion_pytorch_model.safetensors"]
+    assert vae.chosen_variant == ModelRepoVariant.Default
+    unet = select_preferred(files, "unet")
+    assert "unet/diffusion_pytorch_model.fp16.safetensors" in unet.paths and unet.chosen_variant == FP16
+
+
+def test_preferred_keeps_a_named_file_as_is() -> None:
+    sel = select_preferred(SDXL, "unet/diffusion_pytorch_model.safetensors")
+    assert sel.paths == ["unet/diffusion_pytorch_model.safetensors"]
+    assert sel.variant_reason == "variant default (the file asked for)"
+
+
+def test_preferred_on_a_repo_with_only_other_frameworks_says_so() -> None:
+    files = listing(["config.json", "flax_model.msgpack"])
+    with pytest.raises(NoLoadableFilesError, match=r"no loadable default weights.*flax"):
+        select_preferred(files)
+
+
+def test_explicit_variant_reasons() -> None:
+    assert select_hf_files(SD15, FP16, model_index=SD15_INDEX).variant_reason == "variant fp16 (asked for)"
+    plain = [f for f in SD15 if ".fp16." not in f.path]
+    missing = select_hf_files(plain, FP16, model_index=SD15_INDEX)
+    assert missing.variant_reason == "variant default (asked for fp16, but the repo has no fp16 files)"
+
+
+# -- onnx / openvino subfolders ----------------------------------------------------------------------
+
+
+def test_onnx_vae_is_the_decoder_and_encoder() -> None:
+    sel = select_hf_files(SDXL, ModelRepoVariant.ONNX, "vae")
+    assert sel.paths == [
+        "vae_decoder/config.json",
+        "vae_decoder/model.onnx",
+        "vae_encoder/config.json",
+        "vae_encoder/model.onnx",
+    ]
+    assert sel.subfolders == ("vae_decoder", "vae_encoder") and sel.chosen_variant == ModelRepoVariant.ONNX
+    assert "'vae' is vae_decoder + vae_encoder in this repo's onnx layout" in sel.notes
+    # The torch VAE is still the torch VAE.
+    assert select_hf_files(SDXL, FP16, "vae").subfolders == ("vae",)
+
+
+def test_onnx_whole_pipeline_includes_the_split_vae() -> None:
+    sel = select_hf_files(SDXL, ModelRepoVariant.ONNX, None, model_index=SDXL_INDEX)
+    assert {"vae_decoder/model.onnx", "vae_encoder/model.onnx", "unet/model.onnx"} <= set(sel.paths)
+    assert not any(p.startswith("vae/") for p in sel.paths)
+
+
+def test_onnx_export_under_an_onnx_folder() -> None:
+    files = listing(
+        ["config.json", "model.safetensors", "onnx/text_encoder/model.onnx", "onnx/text_encoder/config.json"]
+    )
+    sel = select_hf_files(files, ModelRepoVariant.ONNX, "text_encoder")
+    assert sel.paths == ["onnx/text_encoder/config.json", "onnx/text_encoder/model.onnx"]
+    with pytest.raises(RemoteNotFoundError, match="no file or folder 'unet'"):
+        select_hf_files(files, ModelRepoVariant.ONNX, "unet")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import traceback as _traceback
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
@@ -48,6 +49,9 @@ class ModelInstallJob(BaseModel):
     speed: float = 0.0
     parts: list[dict[str, Any]] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
+    #: A Hugging Face install's variant as chosen (fp16 by default when the repo has fp16 files) and why.
+    variant: str | None = None
+    variant_reason: str | None = None
     #: What the install did once completed: "installed", "registered", "already_installed" or
     #: "already_registered" (the content was known; ``config_out`` is the existing model).
     outcome: str | None = None
@@ -113,6 +117,13 @@ class ModelInstallJob(BaseModel):
         return self._exception
 
     @property
+    def traceback(self) -> str | None:
+        """The failure's traceback, for debugging. Seed 002 puts it in ``error``; here ``error`` stays
+        the one-line message that the API, CLI and web page show, and events carry both."""
+        exc = self._exception
+        return "".join(_traceback.format_exception(exc)) if exc is not None else None
+
+    @property
     def eta(self) -> float | None:
         if self.speed <= 0 or self.total_bytes <= 0:
             return None
@@ -130,6 +141,9 @@ class ModelInstallJob(BaseModel):
         return data
 
     def event_payload(self) -> dict[str, Any]:
+        """Every install event's payload: seed 002's keys (``source``, ``local_path`` - the download
+        folder while downloading -, ``bytes``, ``total_bytes``, ``parts`` with each file's ``source``,
+        ``local_path``, ``bytes`` and ``total_bytes``, ``key``, ``error_type``, ``error``) and more."""
         return {
             "id": self.id,
             "source": self.source,
@@ -143,4 +157,5 @@ class ModelInstallJob(BaseModel):
             "key": self.config_out.key if self.config_out else None,
             "error_type": self.error_type,
             "error": self.error,
+            "traceback": self.traceback,
         }

@@ -171,7 +171,13 @@ def _version(data: dict[str, Any], endpoint: str, model: CivitaiModelSummary | N
     )
 
 
-def _plain_text(text: str | None) -> str | None:
+def version_from_api(data: dict[str, Any], endpoint: str = "https://civitai.com") -> CivitaiVersion:
+    """A version from Civitai's ``model-versions`` answer (live, or as a record stores it, whose
+    ``"model"`` may be the full model answer)."""
+    return _version(data, endpoint.rstrip("/"))
+
+
+def plain_text(text: str | None) -> str | None:
     """Civitai descriptions are HTML; records hold plain text."""
     if not text:
         return None
@@ -264,7 +270,7 @@ def metadata_for_record(version: CivitaiVersion) -> dict[str, Any]:
         "tags": list(dict.fromkeys(tags)),
         "author": model.author if model else None,
         "thumbnail_url": version.image_urls[0] if version.image_urls else None,
-        "description": _plain_text((model.description if model else None) or version.description),
+        "description": plain_text((model.description if model else None) or version.description),
         "source_api_response": json.dumps(raw, sort_keys=True, default=str),
     }
     # base and type are always present (None when unknown); other empty values are left out so
@@ -470,4 +476,6 @@ __all__ = [
     "display_name",
     "metadata_for_record",
     "normalise_hash",
+    "plain_text",
+    "version_from_api",
 ]

@@ -72,6 +72,8 @@ class HFRepoInfo(BaseModel):
     private: bool = False
     library_name: str | None = None
     pipeline_tag: str | None = None
+    #: The hub this came from (None when read back from a stored answer).
+    endpoint: str | None = None
     raw: dict[str, Any] = Field(default_factory=dict, repr=False)
 
     @property
@@ -96,7 +98,8 @@ def _license(card: dict[str, Any], tags: list[str]) -> str | None:
     return None
 
 
-def _parse_time(value: Any) -> datetime | None:
+def parse_time(value: Any) -> datetime | None:
+    """An ISO 8601 time from a remote's JSON (``...Z`` included); None when absent or malformed."""
     if not isinstance(value, str) or not value:
         return None
     try:
@@ -120,6 +123,41 @@ def _file_from_sibling(entry: dict[str, Any]) -> HFFile:
 def _check_repo_id(repo_id: str) -> None:
     if not is_valid_repo_id(repo_id):
         raise InvalidSourceError(f"{repo_id!r} is not a valid Hugging Face repo id (expected org/name)")
+
+
+def resolve_url(endpoint: str, repo_id: str, revision: str | None, path: str) -> str:
+    """The download URL of a repo file on ``endpoint`` (``{endpoint}/{repo}/resolve/{rev}/{path}``)."""
+    _check_repo_id(repo_id)
+    safe_relpath(path)
+    rev = quote(revision or "main", safe="")
+    return f"{endpoint.rstrip('/')}/{repo_id}/resolve/{rev}/{quote(path)}"
+
+
+def repo_info_from_api(
+    data: dict[str, Any], repo_id: str | None = None, revision: str | None = None, *, endpoint: str | None = None
+) -> HFRepoInfo:
+    """An ``HFRepoInfo`` from the Hub's ``/api/models/{repo}`` answer (live, or as stored in a record)."""
+    repo = str(data.get("id") or data.get("modelId") or repo_id or "")
+    card = data.get("cardData") if isinstance(data.get("cardData"), dict) else {}
+    tags = [str(t) for t in data.get("tags") or []]
+    siblings = [_file_from_sibling(s) for s in data.get("siblings") or [] if isinstance(s, dict)]
+    return HFRepoInfo(
+        repo_id=repo,
+        revision=revision,
+        sha=data.get("sha"),
+        siblings=siblings,
+        tags=tags,
+        card_data=card or {},
+        author=data.get("author") or (repo.split("/")[0] if "/" in repo else None),
+        license=_license(card or {}, tags),
+        last_modified=parse_time(data.get("lastModified")),
+        gated=data.get("gated") or False,
+        private=bool(data.get("private")),
+        library_name=data.get("library_name"),
+        pipeline_tag=data.get("pipeline_tag"),
+        endpoint=endpoint.rstrip("/") if endpoint else None,
+        raw=data,
+    )
 
 
 def resolve_hf_token(url: str, token: str | None = None, config: DepotConfig | None = None) -> str | None:
@@ -201,10 +239,7 @@ class HuggingFaceClient:
         return "/".join([f"{self.endpoint}/api/models/{repo_id}", *rest])
 
     def resolve_url(self, repo_id: str, revision: str | None, path: str) -> str:
-        _check_repo_id(repo_id)
-        safe_relpath(path)
-        rev = quote(revision or "main", safe="")
-        return f"{self.endpoint}/{repo_id}/resolve/{rev}/{quote(path)}"
+        return resolve_url(self.endpoint, repo_id, revision, path)
 
     # -- errors ----------------------------------------------------------------------------------
 
@@ -267,25 +302,7 @@ class HuggingFaceClient:
         _, data = self._get_json(url, repo_id, revision, params={"blobs": "true"})
         if not isinstance(data, dict):
             raise DownloadError(f"Hugging Face sent an unexpected answer for repo {repo_id!r}", url=redact_url(url))
-        card = data.get("cardData") if isinstance(data.get("cardData"), dict) else {}
-        tags = [str(t) for t in data.get("tags") or []]
-        siblings = [_file_from_sibling(s) for s in data.get("siblings") or [] if isinstance(s, dict)]
-        return HFRepoInfo(
-            repo_id=str(data.get("id") or repo_id),
-            revision=revision,
-            sha=data.get("sha"),
-            siblings=siblings,
-            tags=tags,
-            card_data=card or {},
-            author=data.get("author") or (repo_id.split("/")[0] if "/" in repo_id else None),
-            license=_license(card or {}, tags),
-            last_modified=_parse_time(data.get("lastModified")),
-            gated=data.get("gated") or False,
-            private=bool(data.get("private")),
-            library_name=data.get("library_name"),
-            pipeline_tag=data.get("pipeline_tag"),
-            raw=data,
-        )
+        return repo_info_from_api(data, repo_id, revision, endpoint=self.endpoint)
 
     def list_files(self, repo_id: str, revision: str | None = None, path: str | None = None) -> list[HFFile]:
         """Every file of a revision (recursive tree listing, following ``Link: rel="next"`` pages)."""
@@ -351,6 +368,18 @@ class HuggingFaceClient:
             return
         self._raise_for_status(response, repo_id, revision, path)
 
+    def _listing(
+        self, repo_id: str, revision: str | None, subfolder: str | None
+    ) -> tuple[HFRepoInfo, list[HFFile], dict[str, Any] | None]:
+        """A revision's info, its files with sizes, and its parsed ``model_index.json`` (whole repos only)."""
+        info = self.model_info(repo_id, revision)
+        files = info.siblings if all(f.size is not None for f in info.siblings) else self.list_files(repo_id, revision)
+        model_index = None
+        if subfolder is None and any(f.path == "model_index.json" for f in files):
+            data = self.fetch_json(repo_id, info.sha or revision, "model_index.json")
+            model_index = data if isinstance(data, dict) else None
+        return info, files, model_index
+
     def select_files(
         self,
         repo_id: str,
@@ -361,23 +390,32 @@ class HuggingFaceClient:
         """List a revision and choose the files a model needs (fetching ``model_index.json`` if present).
 
         When no revision is given and a variant branch (``fp16``) exists, that branch is listed.
+        ``variant=None`` (none asked for) prefers fp16: the fp16-labelled files of the revision, else
+        an ``fp16`` branch, else the unlabelled files; ``ModelRepoVariant.Default`` always means the
+        unlabelled files. ``Selection.variant_reason`` says which was chosen.
         """
-        from modeldepot.remote.hf_select import select_hf_files
+        from modeldepot.remote.hf_select import select_hf_files, select_preferred
 
-        on_branch = False
-        if revision is None:
-            revision = self.revision_for_variant(repo_id, variant)
-            on_branch = revision is not None
-        info = self.model_info(repo_id, revision)
-        files = info.siblings if all(f.size is not None for f in info.siblings) else self.list_files(repo_id, revision)
-        model_index = None
-        if subfolder is None and any(f.path == "model_index.json" for f in files):
-            data = self.fetch_json(repo_id, info.sha or revision, "model_index.json")
-            model_index = data if isinstance(data, dict) else None
+        if variant is None:
+            info, files, model_index = self._listing(repo_id, revision, subfolder)
+            selection = select_preferred(files, subfolder, model_index=model_index)
+            single = bool(subfolder) and len(selection.files) == 1 and selection.files[0].path == subfolder
+            if selection.variant_used == ModelRepoVariant.FP16 or single or revision is not None:
+                return info, selection
+            if not self.branch_exists(repo_id, ModelRepoVariant.FP16.value):
+                return info, selection
+            chosen, reason = ModelRepoVariant.FP16, "variant fp16 (default: the repo has an 'fp16' branch)"
+            revision, on_branch = ModelRepoVariant.FP16.value, True
+        else:
+            chosen, reason, on_branch = variant, None, False
+            if revision is None:
+                revision = self.revision_for_variant(repo_id, chosen)
+                on_branch = revision is not None
+        info, files, model_index = self._listing(repo_id, revision, subfolder)
         # A variant branch (the old diffusers convention) holds that variant under the plain names.
-        selection = select_hf_files(files, variant, subfolder, model_index=model_index, variant_branch=on_branch)
-        if on_branch:
-            selection = dataclasses.replace(selection, notes=[f"using the {revision!r} branch", *selection.notes])
+        selection = select_hf_files(files, chosen, subfolder, model_index=model_index, variant_branch=on_branch)
+        notes = [f"using the {revision!r} branch", *selection.notes] if on_branch else selection.notes
+        selection = dataclasses.replace(selection, notes=notes, variant_reason=reason or selection.variant_reason)
         return info, selection
 
 
@@ -402,5 +440,7 @@ __all__ = [
     "HuggingFaceClient",
     "cached_login_token",
     "hf_metadata_for_record",
+    "repo_info_from_api",
     "resolve_hf_token",
+    "resolve_url",
 ]

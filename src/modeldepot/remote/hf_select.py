@@ -14,11 +14,16 @@ Rules, per folder:
 
 Which folders: with ``model_index.json`` only the folders it names (plus root configs); without it,
 the root alone when the root holds weights, else every folder. A subfolder or file can be asked
-for (``text_encoder+tokenizer`` joins several).
+for (``text_encoder+tokenizer`` joins several); for onnx / openvino, ``vae`` also finds the export's
+``vae_decoder`` + ``vae_encoder``.
+
+No variant asked for (``select_preferred``): fp16 when the scope has fp16 weights, else the
+unlabelled ones; every ``Selection`` says which variant it chose and why in ``variant_reason``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -66,11 +71,23 @@ _FALLBACK_ORDER: tuple[str | None, ...] = (None, "fp16", "bf16", "fp32", "ema", 
 
 @dataclass(frozen=True)
 class Selection:
-    """The chosen files, which variant they are, and what was decided on the way."""
+    """The chosen files, which variant they are, and what was decided on the way.
+
+    ``variant_reason`` is one line saying which variant was chosen and why (shown with the install
+    job); ``subfolders`` are the repo folders the files came from when a subfolder was asked for
+    (``vae`` may stand for ``vae_decoder`` + ``vae_encoder`` in an onnx repo).
+    """
 
     files: list[HFFile]
     variant_used: ModelRepoVariant | None
     notes: list[str] = field(default_factory=list)
+    variant_reason: str | None = None
+    subfolders: tuple[str, ...] = ()
+
+    @property
+    def chosen_variant(self) -> ModelRepoVariant | None:
+        """The variant the chosen files are (the seed's name for ``variant_used``)."""
+        return self.variant_used
 
     @property
     def paths(self) -> list[str]:
@@ -273,6 +290,7 @@ def select_hf_files(
     want = _LABEL_VARIANTS.get(variant) if variant is not None else None
 
     scoped: list[HFFile]
+    resolved: list[str] = []
     if subfolder:
         targets = [t.strip("/") for t in subfolder.split("+") if t.strip("/")]
         for target in targets:
@@ -281,16 +299,21 @@ def select_hf_files(
         if single:
             if len(targets) != 1:
                 raise RemoteNotFoundError(f"{subfolder!r}: a single file cannot be joined with '+' to other parts")
-            return Selection([by_path[single[0]]], _variant_of_file(single[0]), notes)
+            used_by_file = variant_of_file(single[0])
+            why = f"variant {(used_by_file or ModelRepoVariant.Default).value} (the file asked for)"
+            return Selection([by_path[single[0]]], used_by_file, notes, why)
         scoped = []
         for target in targets:
-            under = [f for f in files if f.path.startswith(target + "/")]
-            if not under:
+            found = _folders_for(target, files, framework)
+            if not found:
                 tops = sorted({f.path.split("/", 1)[0] for f in files if "/" in f.path})
                 raise RemoteNotFoundError(
                     f"the repo has no file or folder {target!r} (folders: {', '.join(tops) or 'none'})"
                 )
-            scoped.extend(under)
+            if found != [target]:
+                notes.append(f"{target!r} is {' + '.join(found)} in this repo's {framework} layout")
+            resolved.extend(found)
+            scoped.extend(f for f in files if any(f.path.startswith(d + "/") for d in found))
     else:
         scoped = _scope_whole_repo(files, model_index, framework, notes)
 
@@ -312,7 +335,8 @@ def select_hf_files(
         if subfolder is None or not chosen:
             other = f" (it only has {', '.join(skipped)} weights; ask for that variant)" if skipped else ""
             raise NoLoadableFilesError(f"{where} has no loadable {variant or 'default'} weights{other}")
-        return Selection(sorted(chosen, key=lambda f: f.path), None, notes)
+        why = "no weights in this part (configs only)"
+        return Selection(sorted(chosen, key=lambda f: f.path), None, notes, why, tuple(resolved))
     if skipped:
         notes.append(f"skipped weights for other frameworks: {', '.join(skipped)}")
     if framework != "torch":
@@ -325,10 +349,71 @@ def select_hf_files(
         named = [lab for lab in labels if lab is not None]
         only = named[0] if len(named) == 1 and named[0] in ("fp16", "fp32") else None
         used = ModelRepoVariant(only) if only else ModelRepoVariant.Default
-    return Selection(sorted(chosen, key=lambda f: f.path), used, notes)
+    why = _explicit_reason(variant, used)
+    return Selection(sorted(chosen, key=lambda f: f.path), used, notes, why, tuple(resolved))
 
 
-def _variant_of_file(path: str) -> ModelRepoVariant | None:
+def _explicit_reason(asked: ModelRepoVariant | None, used: ModelRepoVariant | None) -> str:
+    shown = (used or ModelRepoVariant.Default).value
+    if asked is None or asked == ModelRepoVariant.Default:
+        return f"variant {shown} (the unlabelled files)"
+    if used == asked:
+        return f"variant {shown} (asked for)"
+    return f"variant {shown} (asked for {asked.value}, but the repo has no {asked.value} files)"
+
+
+def select_preferred(
+    files: list[HFFile],
+    subfolder: str | None = None,
+    *,
+    model_index: Mapping[str, Any] | None = None,
+) -> Selection:
+    """No variant asked for: fp16 when the repo (or the subfolder) has fp16 weights, else the unlabelled ones.
+
+    This is the seed's ``HFModelSource`` default (``variant=fp16``) with the fallback it implies:
+    fp16 halves the download and is what inference runs in, but a repo without fp16 files still
+    installs. ``variant_reason`` says which way it went.
+    """
+    if subfolder and subfolder.strip("/") in {f.path for f in files}:
+        return select_hf_files(files, None, subfolder, model_index=model_index)
+    try:
+        fp16 = select_hf_files(files, ModelRepoVariant.FP16, subfolder, model_index=model_index)
+    except NoLoadableFilesError:
+        fp16 = None  # the default selection below raises with the plainer message
+    if fp16 is not None and fp16.variant_used == ModelRepoVariant.FP16:
+        return dataclasses.replace(fp16, variant_reason="variant fp16 (default: the repo has fp16 files)")
+    plain = select_hf_files(files, ModelRepoVariant.Default, subfolder, model_index=model_index)
+    shown = (plain.variant_used or ModelRepoVariant.Default).value
+    return dataclasses.replace(plain, variant_reason=f"variant {shown} (default: no fp16 files)")
+
+
+def _folders_for(target: str, files: list[HFFile], framework: str) -> list[str]:
+    """The repo folders a subfolder name means for this framework.
+
+    Torch layouts use the name as is. Exported layouts rename parts: diffusers' onnx / openvino
+    pipelines split ``vae`` into ``vae_decoder`` and ``vae_encoder``, and some repos keep the export
+    under an ``onnx/`` folder; a folder holding the framework's weights wins over one that does not.
+    """
+
+    def has(folder: str, fw: str | None = None) -> bool:
+        return any(f.path.startswith(folder + "/") and (fw is None or framework_of(f.path) == fw) for f in files)
+
+    if framework == "torch":
+        return [target] if has(target) else []
+    parent, _, leaf = target.rpartition("/")
+    prefix = f"{parent}/" if parent else ""
+    candidates = [[target], [f"{framework}/{target}"]]
+    if leaf == "vae":
+        split = [f"{prefix}vae_decoder", f"{prefix}vae_encoder"]
+        candidates += [split, [f"{framework}/{s}" for s in split]]
+    for group in candidates:
+        found = [folder for folder in group if has(folder, framework)]
+        if found:
+            return found
+    return [target] if has(target) else []
+
+
+def variant_of_file(path: str) -> ModelRepoVariant | None:
     m = _WEIGHT_RE.match(path.rsplit("/", 1)[-1])
     label = (m["l1"] or m["l2"]) if m else None
     if label == "fp16":
@@ -346,6 +431,11 @@ def _scope_whole_repo(
     if has_index:
         if model_index is not None:
             names = _component_folders(model_index)
+            if framework != "torch" and "vae" in names:
+                # An export beside a torch pipeline splits the VAE; the torch index still says "vae".
+                present = {f.path.split("/", 1)[0] for f in files if "/" in f.path}
+                split = {"vae_decoder", "vae_encoder"} & present
+                names = (names - {"vae"}) | split if split else names
         else:
             names = {f.path.split("/", 1)[0] for f in files if "/" in f.path and _is_config(f)}
             notes.append("model_index.json was not read; keeping every folder that has a config")
@@ -366,4 +456,11 @@ def _scope_whole_repo(
     return list(files)
 
 
-__all__ = ["NoLoadableFilesError", "Selection", "framework_of", "select_hf_files"]
+__all__ = [
+    "NoLoadableFilesError",
+    "Selection",
+    "framework_of",
+    "select_hf_files",
+    "select_preferred",
+    "variant_of_file",
+]

@@ -4,8 +4,10 @@ Accepted forms (``parse_source``):
 
 - an existing local file or folder (``~`` expanded; an existing path always wins), or ``file://PATH``;
 - ``REPO[@REVISION][:VARIANT][:SUBPATH]`` for Hugging Face, e.g. ``org/name``, ``org/name:fp16``,
-  ``org/name:fp16:vae``, ``org/name::vae``, ``org/name::path/file.safetensors``; a SUBPATH ending in a
-  weight extension names one file, anything else a subfolder (several joined with ``+``);
+  ``org/name:fp16:vae``, ``org/name:onnx:vae``, ``org/name::vae``, ``org/name::path/file.safetensors``;
+  a SUBPATH ending in a weight extension names one file, anything else a subfolder (several joined
+  with ``+``); a leading ``/`` (``org/name::/checkpoints/x.safetensors``) means the same path from the
+  repo root. Without a VARIANT the fp16 files are preferred when the repo has them (see ``plan``);
 - ``https://huggingface.co/org/name`` (or ``hf.co``), ``.../tree/REV[/SUB]``, ``.../resolve/REV/PATH``,
   ``.../blob/REV/PATH``; the configured ``hf_endpoint`` host is treated the same way;
 - Civitai: ``https://civitai.com/models/ID[/slug][?modelVersionId=V]``, ``.../api/download/models/V``,
@@ -27,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from modeldepot._fs import safe_relpath
 from modeldepot.download._redact import redact_url, strip_secrets
@@ -49,8 +51,8 @@ CIVITAI_HOSTS = frozenset({"civitai.com", "www.civitai.com"})
 ACCEPTED_FORMS = (
     "a local file or folder path",
     "an http(s) URL of a model file",
-    "a Hugging Face repo id: org/name, org/name:fp16, org/name:fp16:vae, org/name::vae, "
-    "org/name::path/file.safetensors, org/name@revision",
+    "a Hugging Face repo id: org/name, org/name:fp16, org/name:fp16:vae, org/name:onnx:vae, org/name::vae, "
+    "org/name::path/file.safetensors (or ::/path/from/the/repo/root), org/name@revision",
     "a Hugging Face URL: https://huggingface.co/org/name[/tree/REV/SUB | /resolve/REV/PATH | /blob/REV/PATH]",
     "a Civitai URL: https://civitai.com/models/ID[?modelVersionId=V], https://civitai.com/api/download/models/V",
     "civitai:VERSION_ID or civitai:model/MODEL_ID",
@@ -96,7 +98,12 @@ class URLModelSource(_SourceBase):
 
 
 class HFModelSource(_SourceBase):
-    """A Hugging Face repo, optionally narrowed to a variant, a subfolder or a single file."""
+    """A Hugging Face repo, optionally narrowed to a variant, a subfolder or a single file.
+
+    ``variant=None`` is the seed's default (fp16): the plan takes the repo's fp16 files when it has
+    them, else the unqualified ones (fp32 instead when the settings ask for ``precision: float32``);
+    ``ModelRepoVariant.Default`` always means the unqualified files. ``subfolder`` may be a ``Path``.
+    """
 
     repo_id: str
     variant: ModelRepoVariant | None = None
@@ -114,6 +121,15 @@ class HFModelSource(_SourceBase):
         for sub in [*(self.subfolder or "").split("+"), self.file or ""]:
             if sub:
                 _check_subpath(sub, f"subfolder or file {sub!r} of {self.repo_id}")
+
+    @field_validator("subfolder", "file", mode="before")
+    @classmethod
+    def _path_as_text(cls, value: Any) -> Any:
+        # The seed documents ``subfolder`` as a Path; it is kept as POSIX text (a repo path).
+        if isinstance(value, os.PathLike):
+            text = Path(value).as_posix()
+            return None if text == "." else text
+        return value
 
     @property
     def subpath(self) -> str | None:
@@ -220,7 +236,9 @@ def _hf_from_parts(
             ) from None
     subfolder = file = None
     if sub:
-        sub = sub.rstrip("/")
+        # A leading "/" means "from the repo root" (the seed's ``repo::/checkpoints/x.safetensors``);
+        # it is the same place as the relative spelling, so the canonical string drops it.
+        sub = "+".join(part.removeprefix("/") for part in sub.rstrip("/").split("+"))
         for part in sub.split("+"):
             _check_subpath(part, f"subfolder or file {part!r} of {repo_id}")
         if force_file or (("+" not in sub) and _names_weights(sub)):
