@@ -63,3 +63,46 @@ def test_load_by_key_with_an_unknown_submodel_lists_the_parts(tmp_path: Path) ->
         key = mm.install.register_path(pipe)
         with pytest.raises(InvalidSubmodelError, match="unet"):
             mm.load_model_by_key(key, "nonsense")
+
+
+def test_load_model_by_attr_on_two_matches_is_a_value_error(tmp_path: Path) -> None:
+    from modeldepot.errors import DuplicateModelException, ModelDepotError
+    from modeldepot.manager import AmbiguousModelException
+
+    with ModelManager.open(home=tmp_path / "home") as mm:
+        for seed in (1, 2):
+            mm.install.register_path(
+                factories.write_lora(tmp_path / f"style-{seed}.safetensors", seed=seed), {"name": "style"}
+            )
+        with pytest.raises(ValueError, match="more than one model named 'style'") as info:
+            mm.load_model_by_attr("style", "sd-1", "lora")
+        # Seed 002 documents ValueError; code that caught the earlier DuplicateModelException still does.
+        assert isinstance(info.value, AmbiguousModelException)
+        assert isinstance(info.value, DuplicateModelException) and isinstance(info.value, ModelDepotError)
+
+
+def test_loading_registered_local_and_remote_models(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    from modeldepot.testing.fakehub import FakeHub
+
+    lora = factories.write_lora(tmp_path / "style.safetensors", seed=3)
+    with FakeHub() as hub, ModelManager.open(home=tmp_path / "home", allow_private_urls=True) as mm:
+        key = mm.install.register_path(lora, {"name": "style"})
+        by_key = mm.load_model_by_key(key)
+        assert mm.load.get_model_by_key(key).model is by_key.model  # the facade's loader knows the store
+        assert by_key.location == str(lora) and by_key.precision == "float32"
+
+        local = mm.load_local_model(tmp_path / "style.safetensors")
+        assert local.config.key != key and set(local.model) == set(by_key.model)
+        seen: list[Path] = []
+        mine = mm.load_local_model(lora, loader=lambda p: seen.append(p) or {"w": torch.ones(1)})
+        assert seen == [lora] and torch.equal(mine.model["w"], torch.ones(1))
+
+        url = hub.add_file("files/loras/style.safetensors", lora)
+        remote = mm.load_remote_model(url)
+        assert remote.config.type == "lora" and set(remote.model) == set(by_key.model)
+        assert Path(remote.location) == mm.download_and_cache_model(url)
+        hub.stats.reset()
+        assert mm.load_remote_model(url).model is remote.model  # cached file, cached model
+        assert hub.stats.requests == []
+        assert [m.key for m in mm.store.all_models()] == [key]  # nothing else was registered

@@ -13,16 +13,20 @@ from typing import TYPE_CHECKING, Any
 from modeldepot._compose import open_services
 from modeldepot._db import Database
 from modeldepot.config import DepotConfig
+from modeldepot.errors import AmbiguousModelException, DuplicateModelException
 from modeldepot.events import EventBus
 from modeldepot.taxonomy import BaseModelType, ModelType, SubModelType
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from modeldepot.configs import ModelConfigBase
     from modeldepot.download import DownloadQueueService
     from modeldepot.hashing import HashCache
     from modeldepot.install import ModelInstallService
     from modeldepot.load import LoadedModel, ModelLoadService
     from modeldepot.records import ModelRecordServiceBase
+    from modeldepot.remote.sources import AnyModelSource
     from modeldepot.storage import ContentStore, NormalizedStore
 
 
@@ -90,23 +94,31 @@ class ModelManager:
 
     @property
     def load(self) -> ModelLoadService:
+        """The load service; its ``get_model_by_key`` looks keys up in :attr:`store`."""
         return self.services.load
 
     # Loading by record -------------------------------------------------------------------
+    # ``context`` is InvokeAI's invocation context (any object; see ModelLoadService.load_model).
 
     def load_model_by_config(
-        self, config: ModelConfigBase, submodel_type: SubModelType | str | None = None, *, partial: bool = False
+        self,
+        config: ModelConfigBase,
+        submodel_type: SubModelType | str | None = None,
+        context: Any = None,
+        *,
+        partial: bool = False,
     ) -> LoadedModel:
         """Load ``config`` (or one part of it) through the cache; loads are exact unless ``partial``.
 
         An unknown ``submodel_type`` is an ``InvalidSubmodelError`` listing the model's parts.
         """
-        return self.load.load_model(config, submodel_type, partial=partial)
+        return self.load.load_model(config, submodel_type, context, partial=partial)
 
     def load_model_by_key(
-        self, key: str, submodel_type: SubModelType | str | None = None, *, partial: bool = False
+        self, key: str, submodel_type: SubModelType | str | None = None, context: Any = None, *, partial: bool = False
     ) -> LoadedModel:
-        return self.load_model_by_config(self.store.get_model(key), submodel_type, partial=partial)
+        """Load the model registered under ``key``; ``UnknownModelException`` if there is none."""
+        return self.load_model_by_config(self.store.get_model(key), submodel_type, context, partial=partial)
 
     def load_model_by_attr(
         self,
@@ -114,11 +126,63 @@ class ModelManager:
         base_model: BaseModelType | str,
         model_type: ModelType | str,
         submodel: SubModelType | str | None = None,
+        context: Any = None,
         *,
         partial: bool = False,
     ) -> LoadedModel:
-        config = self.store.model_info_by_name(model_name, BaseModelType(base_model), ModelType(model_type))
-        return self.load_model_by_config(config, submodel, partial=partial)
+        """Load the one model with this name, base and type.
+
+        Raises:
+            UnknownModelException: no such model.
+            AmbiguousModelException (a ``ValueError``): more than one matches equally well.
+            LoaderNotFoundError: no loader for its type.
+        """
+        try:
+            config = self.store.model_info_by_name(model_name, BaseModelType(base_model), ModelType(model_type))
+        except DuplicateModelException as exc:
+            raise AmbiguousModelException(str(exc), key=exc.key) from exc
+        return self.load_model_by_config(config, submodel, context, partial=partial)
+
+    # Models that are not registered ----------------------------------------------------------
+
+    def load_local_model(
+        self,
+        model_path: str | Path,
+        loader: Callable[[Path], Any] | None = None,
+        *,
+        submodel_type: SubModelType | str | None = None,
+        context: Any = None,
+    ) -> LoadedModel:
+        """Load a model file or folder without registering it (seed 002's ``context.load_local_model``).
+
+        Identified and built by the registry's loader (a file no loader handles: its state dict);
+        ``loader(path) -> model`` replaces that. Cached by path, re-read when the files change.
+        See :meth:`ModelLoadService.load_local_model`.
+        """
+        return self.load.load_local_model(model_path, loader, submodel_type=submodel_type, context=context)
+
+    def download_and_cache_model(
+        self, source: str | AnyModelSource, access_token: str | None = None, timeout: float = 0
+    ) -> Path:
+        """Download a URL, Hugging Face repo id (``org/name:fp16:vae``, ``org/name::file.safetensors``)
+        or Civitai reference into the download cache, unregistered; returns the local file or folder.
+        A second call is served from the cache. See ``ModelInstallService.download_and_cache``."""
+        return self.install.download_and_cache(source, access_token, timeout)
+
+    def load_remote_model(
+        self,
+        source: str | AnyModelSource,
+        loader: Callable[[Path], Any] | None = None,
+        *,
+        submodel_type: SubModelType | str | None = None,
+        access_token: str | None = None,
+        timeout: float = 0,
+        context: Any = None,
+    ) -> LoadedModel:
+        """:meth:`download_and_cache_model`, then :meth:`load_local_model` (seed 002's
+        ``context.load_remote_model``)."""
+        path = self.download_and_cache_model(source, access_token, timeout)
+        return self.load_local_model(path, loader, submodel_type=submodel_type, context=context)
 
     def close(self) -> None:
         with self._lock:
@@ -128,4 +192,4 @@ class ModelManager:
         self.services.close()
 
 
-__all__ = ["ModelManager"]
+__all__ = ["AmbiguousModelException", "ModelManager"]  # the exception lives in errors; kept importable here

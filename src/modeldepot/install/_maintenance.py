@@ -6,17 +6,24 @@ the install service exposes them as methods.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import logging
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modeldepot._fs import tree_size
+from filelock import FileLock, Timeout
+from pydantic import SecretStr
+
+from modeldepot._fs import atomic_write_text, fsync_dir, join_inside, tree_size
 from modeldepot.configs import class_for
 from modeldepot.errors import (
+    DownloadError,
     DuplicateModelException,
     InvalidSourceError,
     ModelDepotError,
@@ -28,15 +35,21 @@ from modeldepot.identify import identify, record_fields
 from modeldepot.install._local import LocalInstaller
 from modeldepot.install._locations import known_location, record_location
 from modeldepot.remote.civitai import CivitaiClient
+from modeldepot.remote.plan import DownloadPlan, plan_download
+from modeldepot.remote.sources import AnyModelSource, LocalModelSource, parse_source
 from modeldepot.storage._verify import problems
 from modeldepot.taxonomy import WEIGHT_SUFFIXES, ModelSourceType
 
 if TYPE_CHECKING:
     from modeldepot._compose import DepotServices
     from modeldepot.configs import ModelConfigBase
+    from modeldepot.download import AnyDownloadJob, DownloadQueueService
     from modeldepot.storage import VerifyReport
 
 log = logging.getLogger(__name__)
+_CACHE_ENTRY = "entry.json"
+# Seed 002's own example names a repo file from the repo root: org/name::/checkpoints/sd4.safetensors.
+_ROOTED_SUBPATH = re.compile(r"^(?P<head>[^:/\s]+/[^:/\s]+(?:@[^:\s]+)?:[^:/]*:)/+(?P<rest>\S.*)$")
 _FOLDER_MARKERS = ("model_index.json", "config.json", "pytorch_lora_weights.safetensors", "learned_embeds.safetensors")
 
 
@@ -215,33 +228,122 @@ def missing_models(services: DepotServices) -> list[dict[str, Any]]:
 
 
 def download_and_cache(
-    services: DepotServices, source: str, access_token: str | None = None, timeout: float = 0
+    services: DepotServices, source: str | AnyModelSource, access_token: str | None = None, timeout: float = 0
 ) -> Path:
-    """Download an arbitrary file (not registered) into a size-capped LRU cache; return its path."""
+    """Download a remote model (or any file) into the size-capped LRU download cache, unregistered,
+    and return its local path: the file for a single file, the folder otherwise.
+
+    ``source`` is a URL, a Civitai reference, or a Hugging Face repo id in seed 002's syntax:
+    ``org/name`` (the model), ``org/name:fp16`` (a variant), ``org/name:fp16:vae`` or
+    ``org/name::vae`` (a subfolder), ``org/name::path/file.safetensors`` (one file; a leading ``/``
+    is allowed); typed sources work too. Files are chosen as an install chooses them
+    (:func:`~modeldepot.remote.plan.plan_download`), downloaded into a staging folder and published
+    with one rename, so a returned path is always complete. The same source again is served from the
+    cache without a request. A local path is returned as it is.
+
+    Raises:
+        InvalidSourceError: ``source`` names nothing this can fetch.
+        TimeoutError: not done within ``timeout`` seconds (0: no limit); the partial download is
+            kept and the next call resumes it.
+        DownloadError: the download failed (its subclasses say why).
+    """
+    parsed = _parse_cache_source(services, source, access_token)
+    if isinstance(parsed, LocalModelSource):
+        return Path(parsed.path)
     cache = services.config.home / "download_cache"
-    folder = cache / hashlib.sha256(source.encode("utf-8")).hexdigest()[:32]
-    done = (
-        [p for p in folder.iterdir() if p.is_file() and not p.name.endswith((".part", ".json"))]
-        if folder.is_dir()
-        else []
-    )
-    if done:
-        os.utime(folder)  # most recently used
-        return done[0]
-    queue = services.downloads
-    folder.mkdir(parents=True, exist_ok=True)  # a folder: the file keeps the server's name
-    job = queue.download(source, folder, access_token=access_token)
-    queue.wait_for_job(job, timeout=timeout)
-    if not job.complete or job.download_path is None:
-        raise job.exception if isinstance(job.exception, ModelDepotError) else RuntimeError(job.error)
-    os.utime(folder)
-    _evict_download_cache(cache, keep=folder, cap=int(services.config.download_cache_gb * 1024**3))
-    return Path(job.download_path)
+    entry = cache / hashlib.sha256(str(parsed).encode("utf-8")).hexdigest()[:32]
+    hit = _cached(entry)
+    if hit is not None:
+        return hit
+    staging = cache / ".staging" / entry.name
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        # One download per source at a time, across the threads and processes sharing this home.
+        with FileLock(f"{staging}.lock", timeout=timeout if timeout else -1):
+            hit = _cached(entry)
+            if hit is not None:
+                return hit  # another caller finished it while this one waited
+            rel = _fetch_into(services, parsed, staging / "files", timeout)
+            atomic_write_text(staging / _CACHE_ENTRY, json.dumps({"source": str(parsed), "path": rel}))
+            shutil.rmtree(entry, ignore_errors=True)  # an entry without its marker (older versions)
+            os.replace(staging, entry)
+            fsync_dir(cache)
+    except Timeout as exc:
+        raise TimeoutError(f"{parsed} is being downloaded by another caller; not done within {timeout} s") from exc
+    _evict_download_cache(cache, keep=entry, cap=int(services.config.download_cache_gb * 1024**3))
+    hit = _cached(entry)
+    if hit is None:
+        raise ModelNotFoundException(f"the download of {parsed} vanished from the cache at {entry}", path=entry)
+    return hit
+
+
+def start_plan_download(
+    downloads: DownloadQueueService, plan: DownloadPlan, token: str | None, **handlers: Any
+) -> AnyDownloadJob:
+    """Start downloading ``plan`` into ``plan.dest`` (a partial file left there is resumed)."""
+    plan.dest.mkdir(parents=True, exist_ok=True)  # a folder: a plain URL's file is named by the server
+    if len(plan.files) == 1 and plan.single_url:
+        f = plan.files[0]
+        # Resuming: aim at the partial file directly, so no probe request re-sends bytes that are
+        # already on disk.
+        partial = sorted(plan.dest.glob("*.part.json"))
+        target = partial[0].with_name(partial[0].name.removesuffix(".part.json")) if len(partial) == 1 else plan.dest
+        return downloads.download(f.url, target, access_token=token, expected_sha256=f.sha256, **handlers)
+    return downloads.multifile_download(list(plan.files), plan.dest, access_token=token, **handlers)
+
+
+def _parse_cache_source(
+    services: DepotServices, source: str | AnyModelSource, access_token: str | None
+) -> AnyModelSource:
+    if not isinstance(source, str):
+        if access_token and not isinstance(source, LocalModelSource):
+            return source.model_copy(update={"access_token": SecretStr(access_token)})
+        return source
+    rooted = _ROOTED_SUBPATH.match(source.strip())
+    if rooted is not None:
+        source = rooted["head"] + rooted["rest"]
+    return parse_source(source, config=services.config, access_token=access_token)
+
+
+def _cached(entry: Path) -> Path | None:
+    """The file or folder a complete cache entry holds (and mark it recently used); None if none."""
+    try:
+        rel = json.loads((entry / _CACHE_ENTRY).read_text(encoding="utf-8"))["path"]
+        path = join_inside(entry / "files", rel) if rel else entry / "files"
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not path.exists():
+        return None
+    os.utime(entry)  # most recently used
+    return path
+
+
+def _fetch_into(services: DepotServices, source: AnyModelSource, dest: Path, timeout: float) -> str:
+    """Download ``source`` into ``dest``; returns where the model is inside it ("" = dest itself)."""
+    plan = plan_download(services.config, source, dest)
+    downloads = services.downloads
+    job = start_plan_download(downloads, plan, source.token_value() or plan.token)
+    try:
+        downloads.wait_for_job(job, timeout=timeout)
+    except TimeoutError:
+        downloads.pause_job(job)  # the partial files stay for the next call to resume
+        with contextlib.suppress(TimeoutError):
+            downloads.wait_for_job(job, timeout=30)
+        raise TimeoutError(f"the download of {source} did not finish within {timeout} s") from None
+    if not job.complete:
+        if isinstance(job.exception, ModelDepotError):
+            raise job.exception
+        raise DownloadError(f"the download of {source} failed: {job.error or job.status.value}")
+    if plan.single_url and job.download_path is not None:
+        return Path(job.download_path).relative_to(dest).as_posix()
+    return plan.model_subpath or ""
 
 
 def _evict_download_cache(cache: Path, keep: Path, cap: int) -> None:
     entries = []
     for folder in cache.iterdir():
+        if folder.name.startswith("."):
+            continue  # staging: downloads in progress
         size = tree_size(folder)
         entries.append((folder.stat().st_mtime, size, folder))
     total = sum(e[1] for e in entries)

@@ -27,6 +27,7 @@ from modeldepot.install._checks import check_looks_like_model
 from modeldepot.install._jobs import InstallStatus, ModelInstallJob
 from modeldepot.install._jobtable import JobRow, JobTable, Owner, owner_gone, owner_pid
 from modeldepot.install._local import LocalInstaller
+from modeldepot.install._maintenance import start_plan_download
 from modeldepot.remote.plan import DownloadPlan, plan_download
 from modeldepot.remote.sources import (
     AnyModelSource,
@@ -363,7 +364,12 @@ class JobRunner:
             return
         job._metadata = plan.metadata
         job.notes.extend(plan.notes)
+        if plan.chosen_variant is not None:
+            job.variant = str(plan.chosen_variant)
+            job.variant_reason = plan.variant_reason
+            job.notes.append(plan.variant_reason or f"variant {job.variant}")
         job.total_bytes = plan.total_bytes
+        job.local_path = plan.dest  # where it downloads to (the events' local_path) until it is done
         with self._lock:
             if job.in_terminal_state:
                 return  # cancelled while the plan was being made
@@ -384,19 +390,7 @@ class JobRunner:
             "on_paused": lambda dj: self._on_download_paused(job),
         }
         token = job._access_token.get_secret_value() if job._access_token is not None else plan.token
-        downloads = self.services.downloads
-        plan.dest.mkdir(parents=True, exist_ok=True)  # a folder: the file is named by the server
-        if len(plan.files) == 1 and plan.single_url:
-            f = plan.files[0]
-            # Resuming: aim at the partial file directly, so no probe request re-sends bytes
-            # that are already on disk.
-            partial = sorted(plan.dest.glob("*.part.json"))
-            target = (
-                partial[0].with_name(partial[0].name.removesuffix(".part.json")) if len(partial) == 1 else plan.dest
-            )
-            job._download = downloads.download(f.url, target, access_token=token, expected_sha256=f.sha256, **handlers)
-        else:
-            job._download = downloads.multifile_download(list(plan.files), plan.dest, access_token=token, **handlers)
+        job._download = start_plan_download(self.services.downloads, plan, token, **handlers)
 
     def _on_download_progress(self, job: ModelInstallJob, dj: Any) -> None:
         if job.in_terminal_state:
@@ -406,8 +400,11 @@ class JobRunner:
         job.total_bytes = max(dj.total_bytes, job.total_bytes)
         job.speed = dj.speed
         parts = getattr(dj, "download_parts", None) or [dj]
+        # Seed 002's part keys (source, local_path, bytes, total_bytes) beside the display "path".
         job.parts = [
             {
+                "source": p.source,  # the file's URL, secrets already redacted by the download job
+                "local_path": str(p.download_path or p.dest),
                 "path": str(Path(p.download_path).name if p.download_path else p.dest),
                 "bytes": p.bytes,
                 "total_bytes": p.total_bytes,

@@ -286,8 +286,13 @@ class ModelInstallService:
         """Look a registered file up on Civitai by its SHA256 and (optionally) fill its metadata."""
         return maintenance.civitai_lookup(self.services, key, apply)
 
-    def download_and_cache(self, source: str, access_token: str | None = None, timeout: float = 0) -> Path:
-        """Download an arbitrary file (not registered) into a size-capped LRU cache; return its path."""
+    def download_and_cache(
+        self, source: str | AnyModelSource, access_token: str | None = None, timeout: float = 0
+    ) -> Path:
+        """Download a URL, Civitai reference or Hugging Face repo id (``org/name``, ``org/name:fp16``,
+        ``org/name:fp16:vae``, ``org/name::vae``, ``org/name::file.safetensors``) into a size-capped
+        LRU cache, unregistered; returns the file (one file) or folder. Cached sources are not fetched
+        again; ``timeout`` (seconds, 0 = none) raises TimeoutError."""
         return maintenance.download_and_cache(self.services, source, access_token, timeout)
 
     def sync_to_config(self, prune_missing: bool = False) -> dict[str, Any]:
