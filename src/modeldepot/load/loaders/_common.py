@@ -5,6 +5,10 @@ contiguous run of wanted tensors into a single uint8 buffer, then zero-copy type
 page cache that is as fast as reading the file with big buffers (see benchmarks/bench_load.py),
 and it reads only the byte ranges of the tensors asked for (one component of a checkpoint).
 
+A split single-file checkpoint (a folder of component files plus ``split.json``, see
+:mod:`modeldepot.storage._split`) reads like the file it came from: :func:`load_safetensors` opens
+only the component files holding the tensors asked for.
+
 Pickle files are never unpickled without :func:`modeldepot.identify.scan_pickle` first, and then
 only with ``torch.load(weights_only=True)``.
 """
@@ -17,8 +21,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from modeldepot.errors import IdentificationError
+from modeldepot.errors import IdentificationError, ModelNotFoundException
 from modeldepot.load._errors import ModelLoadError
+from modeldepot.storage._split import is_split_dir, part_file_name, read_split_manifest
 from modeldepot.taxonomy import PICKLE_SUFFIXES, ModelRepoVariant, has_suffix
 
 _READ_CHUNK = 64 * 1024 * 1024
@@ -40,7 +45,7 @@ def _scan(path: Path) -> None:
 
 
 def is_safetensors(path: Path) -> bool:
-    if path.suffix == ".safetensors":
+    if path.suffix == ".safetensors" or is_split_dir(path):
         return True
     try:
         with open(path, "rb") as f:
@@ -53,7 +58,13 @@ def is_safetensors(path: Path) -> bool:
 def load_safetensors(
     path: Path, keep: Callable[[str], bool] | None = None, rename: Callable[[str], str] | None = None
 ) -> dict[str, Any]:
-    """Read the tensors of ``path`` whose names pass ``keep`` (all by default)."""
+    """Read the tensors of ``path`` whose names pass ``keep`` (all by default).
+
+    ``path`` may be a split checkpoint folder: then only its component files that hold a wanted
+    tensor are read (the VAE of a split SDXL checkpoint reads ``vae.safetensors`` alone).
+    """
+    if is_split_dir(path):
+        return _load_split(path, keep, rename)
     import numpy as np
     import torch
 
@@ -95,6 +106,20 @@ def load_safetensors(
                     raw = raw.clone()  # unaligned: a typed view needs an aligned offset
                 t = raw.view(dtype).reshape(info.shape)
                 out[rename(name) if rename else name] = t
+    return out
+
+
+def _load_split(path: Path, keep: Callable[[str], bool] | None, rename: Callable[[str], str] | None) -> dict[str, Any]:
+    manifest = read_split_manifest(path)
+    needed = {t.component for t in manifest.tensors if keep is None or keep(t.name)}
+    out: dict[str, Any] = {}
+    for component in manifest.components:
+        if component not in needed:
+            continue
+        part = path / part_file_name(component)
+        if not part.is_file():
+            raise ModelNotFoundException(f"{path}: part {part.name} of this split checkpoint is missing", part)
+        out.update(load_safetensors(part, keep, rename))
     return out
 
 

@@ -5,6 +5,8 @@ record's ``config_path`` names a diffusers-layout config folder). Each submodel 
 tensors (by LDM key prefix), so asking for the VAE of a 7 GB SDXL checkpoint reads ~160 MB. The CLIP
 tokenizer is rebuilt from the shipped CLIP BPE merges (``configs/clip-bpe``) into the conversion
 cache once. Pickle ``.ckpt`` files are scanned, converted once to safetensors, then read from there.
+A record's path may also be a split checkpoint folder (one safetensors file per component plus
+``split.json``, :mod:`modeldepot.storage._split`): each submodel then reads its own component file.
 """
 
 from __future__ import annotations
@@ -25,16 +27,23 @@ from modeldepot.load.loaders._ldm_config import (
 )
 from modeldepot.load.loaders._strict import AccessTracker, assign_exact, unused_sources
 from modeldepot.load.registry import ModelLoader, ModelLoaderRegistry
+from modeldepot.storage._split import (
+    SD1_TEXT_PREFIX,
+    SD2_TEXT_PREFIX,
+    SDXL_TEXT_2_PREFIX,
+    SDXL_TEXT_PREFIX,
+    UNET_PREFIX,
+    VAE_PREFIX,
+)
 from modeldepot.taxonomy import BaseModelType, ModelFormat, ModelRepoVariant, ModelType, SchedulerPredictionType
 from modeldepot.taxonomy import SubModelType as S
 
-UNET_PREFIX = "model.diffusion_model."
-VAE_PREFIXES = ("first_stage_model.",)
+VAE_PREFIXES = (VAE_PREFIX,)
 _TEXT_PREFIXES: dict[tuple[BaseModelType, S], tuple[str, ...]] = {
-    (BaseModelType.StableDiffusion1, S.TextEncoder): ("cond_stage_model.transformer.",),
-    (BaseModelType.StableDiffusion2, S.TextEncoder): ("cond_stage_model.model.",),
-    (BaseModelType.StableDiffusionXL, S.TextEncoder): ("conditioner.embedders.0.transformer.",),
-    (BaseModelType.StableDiffusionXL, S.TextEncoder2): ("conditioner.embedders.1.model.",),
+    (BaseModelType.StableDiffusion1, S.TextEncoder): (SD1_TEXT_PREFIX,),
+    (BaseModelType.StableDiffusion2, S.TextEncoder): (SD2_TEXT_PREFIX,),
+    (BaseModelType.StableDiffusionXL, S.TextEncoder): (SDXL_TEXT_PREFIX,),
+    (BaseModelType.StableDiffusionXL, S.TextEncoder2): (SDXL_TEXT_2_PREFIX,),
 }
 #: tokenizer pad token per family: OpenCLIP-trained encoders pad with "!" (id 0), OpenAI CLIP with EOS.
 _PAD_TOKENS = {
@@ -164,7 +173,7 @@ def ldm_text_encoder(
     family = cls.config_class.from_pretrained(str(folder), subfolder=subfolder, local_files_only=True).to_dict()
     openclip = prefix.endswith(".model.")
     # SD-2 conditions on OpenCLIP-H's penultimate layer: its encoder has one block less than the file.
-    penultimate = prefix == "cond_stage_model.model."
+    penultimate = prefix == SD2_TEXT_PREFIX
     ignored: set[str] = set(last_openclip_block(sd, prefix)) if penultimate else set()
     sd = {k: v for k, v in sd.items() if k not in ignored}
     read = openclip_text_config if openclip else openai_clip_text_config
