@@ -76,7 +76,26 @@ class DepotServices:
     def normalized(self) -> NormalizedStore:
         from modeldepot.storage import NormalizedStore
 
-        return self._get("normalized", lambda: NormalizedStore(self.storage, self.db))
+        def build() -> NormalizedStore:
+            from modeldepot.install._local import LocalInstaller
+            from modeldepot.load.save_part import save_part
+
+            def importer(path: Path, config: dict[str, Any], move: bool = False) -> str:
+                return LocalInstaller(self).install(path, config, move=move).key
+
+            def remover(key: str) -> None:
+                LocalInstaller(self).remove(key, delete_files=True)
+
+            return NormalizedStore(
+                self.storage,
+                self.db,
+                records=self.store,
+                importer=importer,
+                remover=remover,
+                part_builder=lambda record, submodel, out: save_part(self.config, record, submodel, out),
+            )
+
+        return self._get("normalized", build)
 
     @property
     def downloads(self) -> DownloadQueueService:
@@ -93,9 +112,17 @@ class DepotServices:
 
     @property
     def load(self) -> ModelLoadService:
-        from modeldepot.load import ModelLoadService
+        def build() -> ModelLoadService:
+            from modeldepot.load import ModelLoadService
 
-        return self._get("load", lambda: ModelLoadService(self.config, events=self.events))
+            return ModelLoadService(
+                self.config,
+                events=self.events,
+                record_store=self.store,
+                part_of=lambda record, submodel: self.normalized.part_identity(record, submodel),
+            )
+
+        return self._get("load", build)
 
     def shared_sql_store(self) -> ModelRecordServiceSQL | None:
         """The record store when it lives in this database (a record and its manifest can then be
@@ -145,7 +172,7 @@ def open_services(
         url = config.db_url
         db = Database.open(config.databases_dir / "modeldepot.db" if url.endswith(_YAML) else url)
         owned.append(db)
-        store = _record_store(url, db)
+        store = _record_store(url, db, config.models_path)
         if hasattr(store, "close"):
             owned.append(store)
     services = DepotServices(config, db, store, events if events is not None else EventBus())
@@ -156,12 +183,13 @@ def open_services(
     return services
 
 
-def _record_store(url: str, db: Database) -> ModelRecordServiceBase:
+def _record_store(url: str, db: Database, models_dir: Path) -> ModelRecordServiceBase:
     from modeldepot.records import ModelRecordServiceFile, ModelRecordServiceSQL
 
+    # Paths under models_dir are stored relative to it, so the home can move.
     if url.endswith(_YAML):
-        return ModelRecordServiceFile.from_db_file(Path(url))
-    return ModelRecordServiceSQL(db)
+        return ModelRecordServiceFile.from_db_file(Path(url), models_dir=models_dir)
+    return ModelRecordServiceSQL(db, models_dir=models_dir)
 
 
 __all__ = ["DepotServices", "open_services"]

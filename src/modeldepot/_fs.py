@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path, PurePosixPath
@@ -95,3 +96,12 @@ def join_inside(root: Path, name: str) -> Path:
     """``root / name`` after checking ``name`` cannot escape ``root``."""
     rel = safe_relpath(name)
     return root.joinpath(*rel.parts)
+
+
+_UNSAFE_NAME = re.compile(r"[^\w.\- ()+,@]+")
+
+
+def safe_dir_name(name: str) -> str:
+    """A file-system-safe file or folder name from a display name."""
+    cleaned = _UNSAFE_NAME.sub("_", name).strip(" .")
+    return cleaned[:120] or "model"

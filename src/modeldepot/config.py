@@ -232,6 +232,13 @@ class DepotConfig(BaseSettings):
         le=3600,
         description="How long an install job stays its process's without a heartbeat; then another may take it over",
     )
+    split_single_files: bool = Field(
+        default=False,
+        description=(
+            "Store single-file SD checkpoints as their parts (unet, vae, text encoders), so parts shared"
+            " between checkpoints are stored once; A1111/ComfyUI then need `modeldepot export` (see `du`)"
+        ),
+    )
     on_duplicate: Literal["return", "error"] = Field(
         default="return", description="Installing content already present returns the record, or raises"
     )
@@ -357,6 +364,17 @@ class DepotConfig(BaseSettings):
     def db_url(self) -> str:
         assert self.db is not None
         return self.db
+
+    @property
+    def db_path(self) -> Path:
+        """The SQLite (or YAML) file of the records, as document 002's ``config.db_path``.
+
+        Raises:
+            ConfigurationError: the records live in PostgreSQL, not in a file.
+        """
+        if "://" in self.db_url:
+            raise ConfigurationError("the records database is a server (db is a URL), not a file")
+        return Path(self.db_url)
 
     def token_for(self, url: str) -> str | None:
         """The first configured token that belongs to ``url``'s host (see ``RemoteToken``)."""

@@ -129,3 +129,25 @@ def test_reinstall_heals_a_corrupt_blob(home: Path, tmp_path: Path, run, monkeyp
     assert text.startswith("already installed as style") and "repaired" in text
     assert run("verify").code == 0
     assert path.read_bytes() == lora.read_bytes()
+
+
+def test_du_export_and_views_with_split_single_files(home: Path, tmp_path: Path, run, monkeypatch) -> None:
+    """du says what split_single_files would save; with it on, export rebuilds the file and the
+    A1111 view skips the split model, saying why."""
+    base = factories.write_sd1_checkpoint(tmp_path / "base.safetensors", seed=1)
+    same_vae = tmp_path / "copy.safetensors"
+    # A second checkpoint: same tensors, other metadata (another file, the very same parts).
+    raw = base.read_bytes()
+    same_vae.write_bytes(raw[:-1] + bytes([raw[-1] ^ 1]))  # one unet byte differs (the last tensor)
+    assert run("install", str(base), str(same_vae)).code == 0
+    du = run("du")
+    assert du.code == 0 and "split_single_files would save" in du.out, du.out
+    monkeypatch.setenv("MODELDEPOT_SPLIT_SINGLE_FILES", "true")
+    split = factories.write_sd1_checkpoint(tmp_path / "split-me.safetensors", seed=9)
+    assert run("install", str(split)).code == 0
+    out = run("export", "split-me", str(tmp_path / "out"))
+    assert out.code == 0, out.err
+    assert (tmp_path / "out" / "split-me.safetensors").read_bytes() == split.read_bytes()
+    assert run("export", "split-me", str(tmp_path / "out")).code == 1  # never overwrites
+    view = run("view", "a1111", str(tmp_path / "a1111"))
+    assert view.code == 0 and "split_single_files" in view.out, view.out

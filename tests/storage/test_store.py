@@ -242,7 +242,6 @@ def test_symlinks_inside_followed_outside_and_loops_refused(store: ContentStore,
 def test_store_on_postgresql(home: Path, tmp_path: Path, pg_url: str) -> None:
     from modeldepot._db import Database
     from modeldepot.config import DepotConfig
-    from modeldepot.storage import NormalizedStore
 
     cfg = DepotConfig(home=home, db=pg_url)
     db = Database.open(pg_url)
@@ -255,10 +254,16 @@ def test_store_on_postgresql(home: Path, tmp_path: Path, pg_url: str) -> None:
     store.delete_model("a")
     assert len(store.gc(grace_seconds=0).removed) == 2
     assert store.verify().ok
-    nm = NormalizedStore(store)
-    nm.import_model(pipeline(tmp_path / "c", 3), name="c", base="sd-1", type="main")
-    assert tree_sha256(nm.export("c", "sd-1", tmp_path / "out")) == tree_sha256(tmp_path / "c")
     db.close()
+    from modeldepot import ModelManager
+    from modeldepot.testing import factories as F
+
+    src = F.write_sd_pipeline_family(tmp_path / "fam", 2)
+    with ModelManager.open(home=tmp_path / "home2", db=pg_url) as mm:
+        for root in src:
+            mm.normalized.import_model(root)
+        assert mm.normalized.get_pipeline_by_name("pipeline-1", "sd-1", "vae").refcount == 2
+        assert tree_sha256(mm.normalized.export("pipeline-0", "sd-1", tmp_path / "out")) == tree_sha256(src[0])
 
 
 def test_materialise_elsewhere_moves_the_model(store: ContentStore, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Storage commands: du, verify, gc, view, scan."""
+"""Storage commands: du, verify, export, gc, view, scan."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ def du(home: HomeOption = None, as_json: JsonOption = False) -> None:
     with open_manager(home) as mm:
         report = mm.storage.du()
         names = {m.key: m.name for m in mm.store.all_models()}
+        split_on = mm.config.split_single_files
     if as_json:
         console.print_json(json.dumps(plain(report)))
         return
@@ -31,6 +32,13 @@ def du(home: HomeOption = None, as_json: JsonOption = False) -> None:
         f"saved by dedup {_human_size(report.saved_bytes)}",
         highlight=False,
     )
+    if report.split_savings_bytes:
+        what = "splitting the rest would save" if split_on else "split_single_files would save"
+        console.print(
+            f"{what} {_human_size(report.split_savings_bytes)}: {report.split_shared_parts} part(s) "
+            "stored whole in several single-file checkpoints",
+            highlight=False,
+        )
     table = Table(header_style="bold")
     for col in ("model", "key", "logical", "only here"):
         table.add_column(col, overflow="fold")
@@ -90,6 +98,21 @@ def verify(
         raise typer.Exit(1)
 
 
+@app.command("export")
+def export(
+    key_or_name: Annotated[str, typer.Argument(help="The model, by key or unique name")],
+    destination: Annotated[Path, typer.Argument(help="Folder to write it into (created if missing)")],
+    home: HomeOption = None,
+) -> None:
+    """Write a model out in its native layout, byte-identical to what was installed (a checkpoint
+    stored as parts with split_single_files is rebuilt into its single file)."""
+    from modeldepot.cli.models import _resolve
+
+    with open_manager(home) as mm:
+        out = mm.normalized.export_record(_resolve(mm, key_or_name), destination)
+    console.print(f"exported to {out}", highlight=False)
+
+
 @app.command("gc")
 def gc(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would be removed")] = False,
@@ -112,12 +135,16 @@ def _view(kind: Literal["a1111", "comfyui"], dest: Path, home: Path | None) -> N
     from modeldepot.storage import build_view
 
     with open_manager(home) as mm:
-        report = build_view(kind, dest, mm.store.all_models())
+        models = mm.store.all_models()
+        report = build_view(kind, dest, models)
+    names = {m.key: m.name for m in models}
     console.print(
         f"{kind} view at {dest}: {len(report.created)} link(s) made, {len(report.removed)} stale removed, "
-        f"{len(report.skipped)} model(s) with no place in that layout",
+        f"{len(report.skipped)} skipped",
         highlight=False,
     )
+    for what, why in report.skipped:
+        console.print(f"  skipped {names.get(what, what)}: {why}", highlight=False)
 
 
 @view_app.command("a1111")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +25,16 @@ from modeldepot._fs import tree_size
 from modeldepot.configs import ModelConfigBase
 from modeldepot.errors import DuplicateModelException, HashingError, ModelDepotError, ModelNotFoundException
 from modeldepot.hashing import ModelHash, composite_hash, normalize_algorithm
-from modeldepot.identify import Identification, identify
+from modeldepot.identify import Identification, identify, read_safetensors_header
 from modeldepot.install._checks import check_is_model
 from modeldepot.install._locations import forget_model_locations, record_location
 from modeldepot.install._records import build_record, default_name, identify_overrides, normalise_overrides
 from modeldepot.install._result import PathResult
 from modeldepot.install._store import destination, record_hash, unique_name, with_fields
-from modeldepot.storage import hash_tree
+from modeldepot.storage import hash_tree, walk_source
+from modeldepot.storage._blobs import hash_path
+from modeldepot.storage._parts import Part, TensorTap, parts_of, splittable, taps_for, whole
+from modeldepot.storage._split import REST, split_checkpoint
 from modeldepot.storage._verify import problems
 from modeldepot.taxonomy import ModelSourceType
 
@@ -38,7 +42,7 @@ if TYPE_CHECKING:
     import sqlalchemy as sa
 
     from modeldepot._compose import DepotServices
-    from modeldepot.storage import StagedModel
+    from modeldepot.storage import ManifestEntry, StagedModel
 
 log = logging.getLogger(__name__)
 #: Held (across processes) while a record is chosen and committed, so two installs of the same
@@ -56,6 +60,7 @@ class Ingested:
     content_hash: str
     size: int
     staged: StagedModel | None = None
+    parts: tuple[Part, ...] = ()
 
 
 def _existing_path(model_path: str | Path) -> Path:
@@ -89,22 +94,28 @@ class LocalInstaller:
     def _hash(self, path: Path) -> str:
         return ModelHash(self.config.hashing_algorithm, cache=self.services.hash_cache).hash(path)
 
-    def _hash_inplace(self, path: Path) -> tuple[list[Any] | None, str]:
-        """The manifest entries (blake3 per file) and the record hash, in one read of the files.
+    def _hash_inplace(self, path: Path, taps: dict[str, TensorTap]) -> tuple[str, list[ManifestEntry], str]:
+        """The manifest entries (blake3 per file, the taps fed on the way) and the record hash.
 
-        With the default blake3 algorithm the record hash is derived from the manifest; other
-        algorithms hash through ``ModelHash`` and its cache (the manifest is then built on commit).
+        With the default blake3 algorithm the record hash is derived from the manifest, so the
+        files are read once; other algorithms hash again through ``ModelHash`` and its cache.
         """
+        kind, entries = hash_tree(path, {rel: tap.feed for rel, tap in taps.items()})
         name, prefix = normalize_algorithm(self.config.hashing_algorithm)
         if name not in ("blake3", "blake3_single"):
-            return None, self._hash(path)
-        kind, entries = hash_tree(path)
+            return kind, entries, self._hash(path)
         if kind == "file":
-            return entries, f"{prefix}:{entries[0].digest}"
+            return kind, entries, f"{prefix}:{entries[0].digest}"
         try:
-            return entries, composite_hash([(e.relpath, e.digest) for e in entries], prefix)
+            return kind, entries, composite_hash([(e.relpath, e.digest) for e in entries], prefix)
         except ModelDepotError:
-            return entries, self._hash(path)  # no weight files: let ModelHash explain
+            return kind, entries, self._hash(path)  # no weight files: let ModelHash explain
+
+    @staticmethod
+    def _taps(path: Path, ident: Identification) -> dict[str, TensorTap]:
+        """The part-hash taps of a model's files (single files and diffusers components)."""
+        kind, files = walk_source(path)
+        return taps_for(path, kind, [rel for rel, _ in files], str(ident.type), str(ident.format))
 
     def _staged_hash(self, staged: StagedModel, path: Path) -> str:
         try:
@@ -159,7 +170,9 @@ class LocalInstaller:
                 f"{path} is already registered as {existing[0].name!r} (key {existing[0].key})", key=existing[0].key
             )
         ident = self._identify(path, overrides, None, force)
-        entries, content_hash = self._hash_inplace(path)
+        taps = self._taps(path, ident)
+        kind, entries, content_hash = self._hash_inplace(path, taps)
+        parts = parts_of(kind, entries, taps, str(ident.type), str(ident.format), str(ident.base))
         with self.services.db.exclusive(RECORD_LOCK):
             dup = self._existing_by_hash(content_hash)
             if dup is None:
@@ -175,7 +188,12 @@ class LocalInstaller:
                     inplace=True,
                 )
                 storage = self.services.storage
-                self._commit(record, lambda conn: storage.register_inplace(conn, record.key, path, entries))
+
+                def write_manifest(conn: sa.Connection) -> None:
+                    storage.register_inplace(conn, record.key, path, entries)
+                    storage.record_parts(conn, record.key, parts)
+
+                self._commit(record, write_manifest)
         if dup is not None:
             self._check_duplicate_allowed(dup, path)
             record_location(self.services.db, path, dup.key)
@@ -212,11 +230,24 @@ class LocalInstaller:
         overrides = normalise_overrides(config)
         ident = self._identify(path, overrides, metadata, force)
         storage = self.services.storage
-        # Staging hashes while it copies (one read pass); content already held costs no space
-        # because identical blobs are stored once.
-        staged = storage.stage(path, move=move)
+        scratch: Path | None = None
+        if self.config.split_single_files and splittable(path, str(ident.type), str(ident.format), str(ident.base)):
+            scratch = Path(tempfile.mkdtemp(prefix="split-", dir=self._scratch_dir()))
+            staged, parts, content_hash = self._stage_split(path, ident, scratch)
+        else:
+            # Staging hashes while it copies (one read pass) and the taps hash each part's
+            # tensors on the way; content already held costs no space (identical blobs are one).
+            taps = self._taps(path, ident)
+            staged = storage.stage(path, move=move, taps={rel: tap.feed for rel, tap in taps.items()})
+            parts = ()
+            content_hash = ""
         try:
-            ingested = Ingested(path, ident, overrides, self._staged_hash(staged, path), staged.size, staged)
+            if scratch is None:
+                parts = tuple(
+                    parts_of(staged.kind, staged.entries, taps, str(ident.type), str(ident.format), str(ident.base))
+                )
+                content_hash = self._staged_hash(staged, path)
+            ingested = Ingested(path, ident, overrides, content_hash, tree_size(path), staged, parts)
             with self.services.db.exclusive(RECORD_LOCK):
                 dup = self._existing_by_hash(ingested.content_hash)
                 record = None if dup is not None else self._record_stored(ingested, source, source_type, metadata)
@@ -224,9 +255,14 @@ class LocalInstaller:
                 return self._known(dup, path, staged, move=move)
             assert record is not None
             self._materialise(record, staged)
+            if scratch is not None and move:
+                path.unlink(missing_ok=True)  # its parts are stored; the whole file is not kept
         except BaseException:
             storage.abandon(staged)  # no-op for blobs a committed model or a duplicate holds
             raise
+        finally:
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
         log.info("installed %s as %s (%s) at %s", path, record.name, record.key, record.path)
         return PathResult(
             record.key,
@@ -234,6 +270,31 @@ class LocalInstaller:
             record.name,
             f"installed {record.name} ({record.base}/{record.type}/{record.format}) key {record.key}",
         )
+
+    def _scratch_dir(self) -> Path:
+        self.config.tmp_dir.mkdir(parents=True, exist_ok=True)
+        return self.config.tmp_dir
+
+    def _stage_split(
+        self, path: Path, ident: Identification, scratch: Path
+    ) -> tuple[StagedModel, tuple[Part, ...], str]:
+        """``split_single_files``: stage the checkpoint's parts (one canonical file per component,
+        so checkpoints sharing a VAE or text encoder store it once), not the whole file. The record
+        keeps the whole file's hash (Civitai lookups, duplicates), taken in a second read."""
+        out = scratch / "parts"
+        split_checkpoint(path, out)
+        taps = {
+            rel: TensorTap(read_safetensors_header(file), whole(rel.removesuffix(".safetensors")))
+            for rel, file in walk_source(out)[1]
+            if rel.endswith(".safetensors") and not rel.startswith(f"{REST}.")
+        }
+        storage = self.services.storage
+        staged = storage.stage(out, move=True, taps={rel: tap.feed for rel, tap in taps.items()})
+        parts = tuple(parts_of("file", staged.entries, taps, "main", "checkpoint", str(ident.base)))
+        name, prefix = normalize_algorithm(self.config.hashing_algorithm)
+        if name in ("blake3", "blake3_single"):
+            return staged, parts, f"{prefix}:{hash_path(path)}"
+        return staged, parts, self._hash(path)
 
     def _record_stored(
         self,
@@ -266,7 +327,12 @@ class LocalInstaller:
             dest = dest.with_name(f"{dest.stem}-{record.key[:8]}{dest.suffix}")
         record = with_fields(record, path=str(dest))
         storage = self.services.storage
-        self._commit(record, lambda conn: storage.commit(conn, record.key, staged, dest=dest))
+
+        def write_manifest(conn: sa.Connection) -> None:
+            storage.commit(conn, record.key, staged, dest=dest)
+            storage.record_parts(conn, record.key, ingested.parts)
+
+        self._commit(record, write_manifest)
         return record
 
     def _materialise(self, record: ModelConfigBase, staged: StagedModel) -> None:

@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from modeldepot._fs import safe_dir_name
 from modeldepot.configs import ModelConfigBase, parse_config
 from modeldepot.hashing import composite_hash, normalize_algorithm
 from modeldepot.taxonomy import BaseModelType, ModelType
@@ -14,8 +14,6 @@ from modeldepot.taxonomy import BaseModelType, ModelType
 if TYPE_CHECKING:
     from modeldepot.records import ModelRecordServiceBase
     from modeldepot.storage import StagedModel
-
-_UNSAFE_NAME = re.compile(r"[^\w.\- ()+,@]+")
 
 
 def record_hash(staged: StagedModel, algorithm: str) -> str | None:
@@ -29,12 +27,6 @@ def record_hash(staged: StagedModel, algorithm: str) -> str | None:
     if staged.kind == "file":
         return f"{prefix}:{staged.entries[0].digest}"
     return composite_hash([(e.relpath, e.digest) for e in staged.entries], prefix)
-
-
-def safe_dir_name(name: str) -> str:
-    """A file-system-safe folder name from a display name."""
-    cleaned = _UNSAFE_NAME.sub("_", name).strip(" .")
-    return cleaned[:120] or "model"
 
 
 def unique_name(store: ModelRecordServiceBase, name: str, base: BaseModelType, type: ModelType) -> str:

@@ -9,6 +9,7 @@ import os
 import time
 from typing import TYPE_CHECKING
 
+from modeldepot.storage import _partdb
 from modeldepot.storage._blobs import is_digest
 from modeldepot.storage._schema import q
 from modeldepot.storage.base import DuReport, GcReport, ModelUsage
@@ -79,6 +80,12 @@ def disk_usage(store: ContentStore) -> DuReport:
             ).all()
         )
         referenced = {str(r[0]) for r in c.execute(q("SELECT digest FROM storage_refcounts")).all()}
+        for _part, size, in_files, in_split in _partdb.embedded_parts(c):
+            # Split, each part is stored once: every whole-file copy beyond the first is saved.
+            extra = in_files - (0 if in_split else 1)
+            if extra > 0:
+                report.split_savings_bytes += extra * size
+                report.split_shared_parts += 1
     copies = 0
     for key, inplace, link_mode, size in per_model:
         if inplace:

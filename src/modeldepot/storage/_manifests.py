@@ -8,7 +8,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 
 from modeldepot._fs import safe_relpath
 from modeldepot.errors import ModelNotFoundException, StorageError, UnknownModelException, UnsafePathError
-from modeldepot.storage._blobs import hash_path
+from modeldepot.storage._blobs import Tap, hash_path
 from modeldepot.storage._schema import q
 from modeldepot.storage.base import ManifestEntry, ModelManifest
 
@@ -77,10 +77,16 @@ def _walk(folder: Path, root: Path, prefix: str, ancestors: set[Path], out: list
             raise StorageError(f"{path} is a special file (not a regular file or folder)", path=path)
 
 
-def hash_tree(path: Path) -> tuple[str, list[ManifestEntry]]:
-    """Hash every file of a file or folder without storing anything (in-place models)."""
+def hash_tree(path: Path, taps: Mapping[str, Tap] | None = None) -> tuple[str, list[ManifestEntry]]:
+    """Hash every file of a file or folder without storing anything (in-place models).
+
+    ``taps`` (relpath -> tap) see the bytes of those files in the same read (the part hashes).
+    """
     kind, files = walk_source(path)
-    entries = [ManifestEntry(rel, hash_path(p), p.stat().st_size, stat.S_IMODE(p.stat().st_mode)) for rel, p in files]
+    entries = [
+        ManifestEntry(rel, hash_path(p, (taps or {}).get(rel)), p.stat().st_size, stat.S_IMODE(p.stat().st_mode))
+        for rel, p in files
+    ]
     return kind, entries
 
 

@@ -1,42 +1,68 @@
-"""The seed's normalized model manager: pipelines made of shared, refcounted parts.
+"""The seed's normalized model manager (document 004) as a view over the one namespace.
 
-A *part* is a set of blobs that a loader opens as one unit (a diffusers ``unet/`` or ``vae/``
-folder, a tokenizer, a single checkpoint file), identified by its part digest: blake3 over its
-sorted ``(relpath, blob digest)`` list. Two pipelines shipping a byte-identical VAE share one part
-(one row in ``nm_model_path``, refcount 2), which is itself stored once in the content store
-(key ``nm-part-<digest>``) and materialised once under ``models/_parts/<dd>/<digest>``.
+MODEL_NAME is the record store, PIPELINE its diffusers main records, and every installed model's
+parts are recorded at install (``storage._parts``: a content hash over each component's tensors,
+taken in the install's single read pass). So a pipeline installed with ``modeldepot install`` is
+found by :meth:`NormalizedStore.get_pipeline_by_name`, a model imported here is a record that
+``modeldepot list`` shows, and identical parts across models — a checkpoint's embedded VAE and a
+diffusers pipeline's ``vae/`` with the same weights — are one part with a refcount above one.
+
+A single file's embedded part gets its own diffusers folder the first time someone asks for it
+(``part_builder``, which converts with the configs the package ships); that copy is stored as its
+own blobs and goes when the last model using the part goes.
+
+Importing, removing and converting need the install and load layers, which sit above storage: the
+composition root passes them in as ``importer``, ``remover`` and ``part_builder``.
 """
 
-# os.* on purpose: errno-level fallthrough, fd-based I/O, and fault injection in tests.
-# ruff: noqa: PTH104, PTH211
+# os.* on purpose: fd-based I/O for the verified export.
+# ruff: noqa: PTH104
 
 from __future__ import annotations
 
+import json
+import logging
 import os
-import time
+import shutil
+import tempfile
 import uuid
-from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.engine import Connection
+import blake3
 
 from modeldepot._db import Database
-from modeldepot._fs import fsync_dir, join_inside
-from modeldepot.errors import DuplicateModelException, StorageError, UnknownModelException
-from modeldepot.storage._blobs import new_hasher
-from modeldepot.storage._links import place
-from modeldepot.storage._manifests import walk_source
+from modeldepot._fs import fsync_dir, join_inside, safe_dir_name
+from modeldepot.errors import AmbiguousModelException, DuplicateModelException, StorageError, UnknownModelException
+from modeldepot.storage import _partdb
+from modeldepot.storage._blobs import hash_path
+from modeldepot.storage._manifests import hash_tree
 from modeldepot.storage._nm_schema import migrate
+from modeldepot.storage._nm_v1 import adopt_v1
+from modeldepot.storage._parts import parts_of, taps_for
 from modeldepot.storage._schema import q
-from modeldepot.storage._store import BUILD_MARK, ContentStore, _remove_any, _swap_into_place
-from modeldepot.storage.base import ManifestEntry, StagedModel
+from modeldepot.storage._split import is_split_dir, join_checkpoint
+from modeldepot.storage._store import ContentStore, _remove_any
+from modeldepot.storage.base import ManifestEntry
+
+if TYPE_CHECKING:
+    from modeldepot.configs import ModelConfigBase
+    from modeldepot.records import ModelRecordServiceBase
+
+log = logging.getLogger(__name__)
+
+#: ``importer(path, config, move=False) -> key``: install a file or folder as a record.
+Importer = Callable[..., str]
+#: ``part_builder(record, submodel, out_dir)``: write the diffusers folder of an embedded part.
+PartBuilder = Callable[["ModelConfigBase", str, Path], None]
 
 
 @dataclass(frozen=True)
 class PartInfo:
-    """One part; ``path`` is a folder a diffusers loader can open (or the file of a single-file part)."""
+    """One part; ``path`` is a folder a diffusers loader can open (an embedded part not built yet:
+    the single file holding it). ``digest`` is the part id (a content hash over its tensors)."""
 
     digest: str
     submodel: str | None
@@ -44,10 +70,18 @@ class PartInfo:
     size: int
     refcount: int
     files: tuple[str, ...] = ()
+    bases: tuple[str, ...] = ()
+    embedded: bool = False
+
+    @property
+    def part_id(self) -> str:
+        return self.digest
 
 
 @dataclass(frozen=True)
 class ModelInfo:
+    """A model as the document's MODEL_NAME row shows it, with its parts (folder -> part)."""
+
     key: str
     name: str
     type: str
@@ -55,42 +89,49 @@ class ModelInfo:
     base: str
     compatible_bases: tuple[str, ...]
     path: Path
-    parts: dict[str, PartInfo] = field(default_factory=dict)  # folder name ("" for a whole-model part)
+    parts: dict[str, PartInfo] = field(default_factory=dict)
     is_pipeline: bool = False
-
-
-def part_digest(kind: str, entries: tuple[ManifestEntry, ...]) -> str:
-    h = new_hasher()
-    h.update(f"{kind}\n".encode())
-    for e in sorted(entries, key=lambda e: e.relpath):
-        h.update(f"{e.relpath}\0{e.digest}\n".encode())
-    return str(h.hexdigest())
+    description: str | None = None
+    source: str | None = None
 
 
 def _value(v: Any) -> str:
     return str(getattr(v, "value", v))
 
 
-class NormalizedStore:
-    """``import_model`` / ``get_model_by_name`` / ``get_pipeline_by_name`` / ``export`` over a ContentStore."""
+def is_pipeline(record: ModelConfigBase) -> bool:
+    return _value(record.type) == "main" and _value(record.format) == "diffusers"
 
-    def __init__(self, store: ContentStore, db: Database | None = None) -> None:
+
+class NormalizedStore:
+    """``import_model`` / ``get_model_by_name`` / ``get_pipeline_by_name`` / ``export`` over the
+    record store and the content store (one namespace)."""
+
+    def __init__(
+        self,
+        store: ContentStore,
+        db: Database | None = None,
+        *,
+        records: ModelRecordServiceBase,
+        importer: Importer | None = None,
+        remover: Callable[[str], None] | None = None,
+        part_builder: PartBuilder | None = None,
+    ) -> None:
         self.store = store
         self.db = db or store.db
+        self.records = records
+        self._importer = importer
+        self._remover = remover
+        self._part_builder = part_builder
         migrate(self.db)
         self.parts_root = store.config.models_path / "_parts"
-        self.pipelines_root = store.config.models_path / "_pipelines"
+        if importer is not None:
+            with self.db.connect() as c:
+                first_version = c.execute(q("SELECT 1 FROM nm_model_name")).first() is not None
+            if first_version:
+                adopt_v1(store, importer)
 
-    # Import -----------------------------------------------------------------------------------
-
-    def _stage(self, files: list[tuple[str, Path]], kind: str, source: Path) -> StagedModel:
-        stage_id = f"nm-{uuid.uuid4().hex}"
-        register = self.store._pending(stage_id)
-        entries = []
-        for rel, p in files:
-            info = self.store.blobs.add_file(p, register=register)
-            entries.append(ManifestEntry(rel, info.digest, info.size, p.stat().st_mode & 0o777))
-        return StagedModel(stage_id, "file" if kind == "file" else "folder", tuple(entries), source)
+    # Import / delete --------------------------------------------------------------------------
 
     def import_model(
         self,
@@ -99,351 +140,269 @@ class NormalizedStore:
         base: str | None = None,
         type: str | None = None,
         format: str | None = None,
+        description: str | None = None,
+        source: str | None = None,
     ) -> str:
-        """Import a diffusers folder or a single file; returns the new model's key.
+        """Install a diffusers folder or a single file as a record; returns its key.
 
-        ``type``/``base`` default to :func:`modeldepot.identify.identify`'s verdict.
+        ``type``/``base``/``format`` default to identification's verdict. A name the same type and
+        base already holds is refused (the document's MODEL_NAME is unique by name and type).
         """
-        src = Path(path).expanduser()
-        kind, files = walk_source(src)
-        ident = None
-        if type is None or base is None or format is None:
-            from modeldepot.identify import identify
-
-            ident = identify(src)
-        mtype = _value(type if type is not None else ident.type)  # type: ignore[union-attr]
-        mbase = _value(base if base is not None else ident.base)  # type: ignore[union-attr]
-        if format is not None:
-            fmt = _value(format)
-        elif ident is not None:
-            fmt = _value(ident.format)
-        else:
-            fmt = "diffusers" if kind == "folder" else "checkpoint"
-        bases = [mbase, *sorted({_value(b) for b in (ident.compatible_bases if ident else ())} - {mbase})]
-        name = name or (src.stem if kind == "file" else src.name)
-        submodels = {v.split("/", 1)[0]: _value(k) for k, v in (ident.submodels.items() if ident else ())}
-        is_pipeline = kind == "folder" and mtype == "main" and any("/" in rel for rel, _ in files)
-
-        groups: dict[str, list[tuple[str, Path]]] = defaultdict(list)
-        top: list[tuple[str, Path]] = []
-        if is_pipeline:
-            for rel, p in files:
-                if "/" in rel:
-                    folder, rest = rel.split("/", 1)
-                    groups[folder].append((rest, p))
-                else:
-                    top.append((rel, p))
-        else:
-            groups[""] = files
-        staged = {folder: self._stage(fl, kind if folder == "" else "folder", src) for folder, fl in groups.items()}
-        staged_top = self._stage(top, "folder", src) if top else None
-
-        key = uuid.uuid4().hex
-        new_parts: list[str] = []
-        all_stages = list(staged.values()) + ([staged_top] if staged_top else [])
-        try:
-            with self.db.begin() as conn:
-                if conn.execute(
-                    q("SELECT model_id FROM nm_model_name WHERE name = :n AND type = :t"), {"n": name, "t": mtype}
-                ).first():
-                    raise DuplicateModelException(f"a {mtype} model named {name!r} is already imported")
-                digests: dict[str, str] = {}
-                for folder, st in staged.items():
-                    pd = part_digest(st.kind, st.entries)
-                    digests[folder] = pd
-                    if conn.execute(q("SELECT 1 FROM nm_model_path WHERE part_digest = :p"), {"p": pd}).first():
-                        continue  # an identical part exists: share it
-                    dest = self.parts_root / pd[:2] / pd
-                    if st.kind == "file":
-                        dest = dest / st.entries[0].relpath
-                    skey = f"nm-part-{pd}"
-                    self.store.commit(conn, skey, st, dest=dest)
-                    conn.execute(
-                        q(
-                            "INSERT INTO nm_model_path (part_digest, store_key, kind, path, size)"
-                            " VALUES (:p, :k, :kind, :path, :s)"
-                        ),
-                        {"p": pd, "k": skey, "kind": st.kind, "path": str(dest), "s": st.size},
+        if self._importer is None:
+            raise StorageError("this normalized view was built without an importer; use ModelManager.normalized")
+        if name is not None:
+            for other in self.records.search_by_attr(name=name, type=type) if type is not None else ():
+                if base is None or _value(other.base) == _value(base):
+                    raise DuplicateModelException(
+                        f"a {_value(type)} model named {name!r} is already registered (key {other.key})", key=other.key
                     )
-                    new_parts.append(skey)
-                conn.execute(
-                    q(
-                        "INSERT INTO nm_model_name (model_id, name, type, format, part_digest, created_at)"
-                        " VALUES (:k, :n, :t, :f, :p, :now)"
-                    ),
-                    {
-                        "k": key,
-                        "n": name,
-                        "t": mtype,
-                        "f": fmt,
-                        "p": None if is_pipeline else digests[""],
-                        "now": time.time(),
-                    },
-                )
-                conn.execute(
-                    q("INSERT INTO nm_model_base (model_id, base, is_primary) VALUES (:k, :b, :p)"),
-                    [{"k": key, "b": b, "p": int(b == mbase)} for b in bases],
-                )
-                if is_pipeline:
-                    top_key = None
-                    if staged_top is not None:
-                        top_key = f"nm-pipe-{key}"
-                        self.store.commit(conn, top_key, staged_top)
-                    conn.execute(
-                        q("INSERT INTO nm_pipeline (model_id, top_key, path) VALUES (:k, :t, :p)"),
-                        {"k": key, "t": top_key, "p": str(self.pipelines_root / key)},
-                    )
-                    conn.execute(
-                        q(
-                            "INSERT INTO nm_pipeline_parts (model_id, submodel, folder, part_digest)"
-                            " VALUES (:k, :s, :f, :p)"
-                        ),
-                        [{"k": key, "s": submodels.get(f, f), "f": f, "p": pd} for f, pd in digests.items()],
-                    )
-                for st in all_stages:  # shared parts: their new blobs are duplicates, let gc have them
-                    conn.execute(q("DELETE FROM storage_pending WHERE stage_id = :s"), {"s": st.stage_id})
-        except BaseException:
-            for st in all_stages:
-                self.store.discard(st)
-            raise
-        for skey in new_parts:
-            self.store.materialise(skey)
-        if is_pipeline:
-            self._build_pipeline_folder(key)
-        return key
+        given = {"name": name, "base": base, "type": type, "format": format, "description": description}
+        config = {k: _value(v) for k, v in given.items() if v is not None}
+        if source is not None:
+            config["source"] = source
+        return self._importer(Path(path).expanduser(), config)
 
-    def _build_pipeline_folder(self, key: str) -> Path:
-        """``models/_pipelines/<key>``: top-level files linked from blobs, part folders as symlinks."""
-        with self.db.connect() as c:
-            top_key, path = c.execute(q("SELECT top_key, path FROM nm_pipeline WHERE model_id = :k"), {"k": key}).one()
-            parts = c.execute(
-                q(
-                    "SELECT pp.folder, p.path FROM nm_pipeline_parts pp JOIN nm_model_path p"
-                    " ON p.part_digest = pp.part_digest WHERE pp.model_id = :k"
-                ),
-                {"k": key},
-            ).all()
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        build = target.parent / f"{BUILD_MARK}{target.name}.{uuid.uuid4().hex[:8]}"
-        build.mkdir()
-        try:
-            if top_key:
-                modes = list(self.store.config.link_modes)
-                for e in self.store.manifest(top_key).entries:
-                    out = join_inside(build, e.relpath)
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    place(self.store.blobs, e.digest, out, join_inside(target, e.relpath), modes)
-            for folder, part_path in parts:
-                os.symlink(os.path.relpath(part_path, target), join_inside(build, folder))
-            _swap_into_place(build, target)
-        except BaseException:
-            _remove_any(build)
-            raise
-        fsync_dir(target.parent)
-        return target
+    def delete(self, key: str) -> None:
+        """Remove a model (its record, files and the parts nobody else uses)."""
+        if self._remover is None:
+            raise StorageError("this normalized view was built without a remover; use ModelManager.normalized")
+        self._remover(key)
 
     # Queries ----------------------------------------------------------------------------------
 
-    def _part(self, c: Connection, pd: str, submodel: str | None) -> PartInfo:
-        row = c.execute(
-            q(
-                "SELECT p.store_key, p.path, p.size, r.refcount FROM nm_model_path p"
-                " JOIN nm_part_refcounts r ON r.part_digest = p.part_digest WHERE p.part_digest = :p"
-            ),
-            {"p": pd},
-        ).one()
-        files = c.execute(
-            q("SELECT relpath FROM storage_manifest WHERE model_key = :k ORDER BY relpath"), {"k": row[0]}
-        ).all()
-        return PartInfo(pd, submodel, Path(row[1]), int(row[2]), int(row[3]), tuple(str(f[0]) for f in files))
+    def _parts_of(self, record: ModelConfigBase) -> list[tuple[str, str, str, bool]]:
+        with self.db.connect() as c:
+            rows = _partdb.model_parts(c, record.key)
+        return rows or self._backfill(record)
 
-    def _info(self, c: Connection, key: str) -> ModelInfo:
-        row = c.execute(
-            q("SELECT name, type, format, part_digest FROM nm_model_name WHERE model_id = :k"), {"k": key}
-        ).one()
-        bases = c.execute(
-            q("SELECT base, is_primary FROM nm_model_base WHERE model_id = :k ORDER BY is_primary DESC, base"),
-            {"k": key},
-        ).all()
-        pipe = c.execute(q("SELECT path FROM nm_pipeline WHERE model_id = :k"), {"k": key}).first()
-        if pipe is not None:
-            rows = c.execute(
-                q("SELECT folder, submodel, part_digest FROM nm_pipeline_parts WHERE model_id = :k ORDER BY folder"),
-                {"k": key},
-            ).all()
-            parts = {str(f): self._part(c, str(pd), str(s)) for f, s, pd in rows}
-            path = Path(pipe[0])
+    def _backfill(self, record: ModelConfigBase) -> list[tuple[str, str, str, bool]]:
+        """Parts of a model installed before parts were recorded: read its files once, now."""
+        path = Path(record.path)
+        if not path.exists():
+            return []
+        kind = "file" if path.is_file() else "folder"
+        relpaths = [path.name] if kind == "file" else [str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()]
+        type_, fmt, base = _value(record.type), _value(record.format), _value(record.base)
+        taps = taps_for(path, kind, relpaths, type_, fmt)
+        _, entries = hash_tree(path, {rel: tap.feed for rel, tap in taps.items()})
+        parts = parts_of(kind, entries, taps, type_, fmt, base)
+        with self.db.begin() as conn:
+            if not _partdb.model_parts(conn, record.key):
+                _partdb.record_parts(conn, record.key, parts)
+            return _partdb.model_parts(conn, record.key)
+
+    def _part_info(self, record: ModelConfigBase, folder: str, submodel: str, part_id: str, embedded: bool) -> PartInfo:
+        with self.db.connect() as c:
+            row = _partdb.part_row(c, part_id)
+            files: tuple[str, ...] = ()
+            if row.store_key is not None:
+                files = tuple(e.relpath for e in self.store.manifest(row.store_key, c).entries)
+        if embedded:
+            path = row.path if row.path is not None else Path(record.path)
         else:
-            part = self._part(c, str(row[3]), None)
-            parts = {"": part}
-            path = part.path
+            path = Path(record.path) / folder if folder else Path(record.path)
+            if not files and path.is_dir():
+                files = tuple(sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()))
+            elif not files:
+                files = (path.name,)
+        return PartInfo(part_id, submodel, path, row.size, row.refcount, files, row.bases, embedded)
+
+    def _info(self, record: ModelConfigBase) -> ModelInfo:
+        parts = {
+            folder: self._part_info(record, folder, sub, pid, emb) for folder, sub, pid, emb in self._parts_of(record)
+        }
+        bases = [_value(record.base), *sorted({_value(b) for b in record.compatible_bases} - {_value(record.base)})]
         return ModelInfo(
-            key=key,
-            name=str(row[0]),
-            type=str(row[1]),
-            format=str(row[2]),
-            base=str(bases[0][0]) if bases else "any",
-            compatible_bases=tuple(str(b[0]) for b in bases),
-            path=path,
+            key=record.key,
+            name=record.name,
+            type=_value(record.type),
+            format=_value(record.format),
+            base=_value(record.base),
+            compatible_bases=tuple(b for b in bases if b != "unknown" or len(bases) == 1),
+            path=Path(record.path),
             parts=parts,
-            is_pipeline=pipe is not None,
+            is_pipeline=is_pipeline(record),
+            description=record.description,
+            source=record.source,
         )
 
-    def get_model_by_name(self, name: str, type: Any) -> ModelInfo:
-        with self.db.connect() as c:
-            row = c.execute(
-                q("SELECT model_id FROM nm_model_name WHERE name = :n AND type = :t"), {"n": name, "t": _value(type)}
-            ).first()
-            if row is None:
-                raise UnknownModelException(f"no {_value(type)} model named {name!r}")
-            return self._info(c, str(row[0]))
+    @staticmethod
+    def _fits(record: ModelConfigBase, base: Any) -> bool:
+        b = _value(base)
+        return _value(record.base) == b or b in {_value(x) for x in record.compatible_bases}
 
-    def _find(self, c: Connection, name: str, base: Any, pipeline_only: bool = False) -> str:
-        rows = c.execute(
-            q(
-                "SELECT n.model_id FROM nm_model_name n JOIN nm_model_base b ON b.model_id = n.model_id"
-                " WHERE n.name = :n AND b.base = :b ORDER BY n.created_at"
-            ),
-            {"n": name, "b": _value(base)},
-        ).all()
-        keys = [str(r[0]) for r in rows]
-        if pipeline_only:
-            pipes = {str(r[0]) for r in c.execute(q("SELECT model_id FROM nm_pipeline"))}
-            keys = [k for k in keys if k in pipes]
-        if not keys:
-            what = "pipeline" if pipeline_only else "model"
-            raise UnknownModelException(f"no {what} named {name!r} compatible with base {_value(base)!r}")
-        return keys[0]
+    def get_model_by_name(self, name: str, type: Any, base: Any = None) -> ModelInfo:
+        """The model ``name`` of ``type`` (``base`` picks one when several bases share the name)."""
+        found = [r for r in self.records.search_by_attr(name=name, type=_value(type)) if r.name == name]
+        if base is not None:
+            found = [r for r in found if self._fits(r, base)]
+        if not found:
+            where = f" for base {_value(base)!r}" if base is not None else ""
+            raise UnknownModelException(f"no {_value(type)} model named {name!r}{where}")
+        if len(found) > 1:
+            bases = ", ".join(sorted(_value(r.base) for r in found))
+            raise AmbiguousModelException(
+                f"{len(found)} {_value(type)} models are named {name!r} (bases {bases}); pass base=",
+                keys=tuple(r.key for r in found),
+            )
+        return self._info(found[0])
 
     def get_pipeline_by_name(self, name: str, base: Any, submodel: Any) -> PartInfo:
-        """The part ``submodel`` (e.g. ``vae``) of pipeline ``name``; its ``path`` opens with diffusers."""
+        """The part ``submodel`` (e.g. ``vae``) of main model ``name``; its ``path`` opens with diffusers.
+
+        The pipeline is found by its own bases or, failing that, by the part's (an SD-1 VAE part
+        serves sd-2). A single file's embedded part is converted to a diffusers folder on first
+        request and kept, as its own blobs, for the next one.
+        """
         sub = _value(submodel)
+        mains = [r for r in self.records.search_by_attr(name=name, type="main") if r.name == name]
+        ranked = [r for r in mains if self._fits(r, base)] + [r for r in mains if not self._fits(r, base)]
+        for record in ranked:
+            for folder, part_sub, pid, embedded in self._parts_of(record):
+                if sub not in (part_sub, folder) or not (folder or embedded):
+                    continue
+                info = self._part_info(record, folder, part_sub, pid, embedded)
+                if not self._fits(record, base) and _value(base) not in info.bases:
+                    continue
+                if embedded and info.path == Path(record.path):
+                    return self._build_part(record, info)
+                return info
+        if not mains:
+            raise UnknownModelException(f"no main model named {name!r}")
+        raise UnknownModelException(f"main model {name!r} has no submodel {sub!r} for base {_value(base)!r}")
+
+    def _build_part(self, record: ModelConfigBase, info: PartInfo) -> PartInfo:
+        """Give an embedded part its own diffusers folder (converted once, stored as blobs)."""
+        if self._part_builder is None:
+            raise StorageError(
+                "this normalized view cannot convert parts (no part_builder); use ModelManager.normalized"
+            )
+        store_key = f"nm-part-{info.digest}"
+        dest = self.parts_root / info.digest[:2] / info.digest
+        with self.db.exclusive(store_key):
+            with self.db.connect() as c:
+                row = _partdb.part_row(c, info.digest)
+            if row.path is None:
+                self.store.config.tmp_dir.mkdir(parents=True, exist_ok=True)
+                with tempfile.TemporaryDirectory(dir=self.store.config.tmp_dir, prefix="part-") as tmp:
+                    out = Path(tmp) / "part"
+                    self._part_builder(record, str(info.submodel), out)
+                    staged = self.store.stage(out, move=True)
+                    try:
+                        with self.db.begin() as conn:
+                            self.store.commit(conn, store_key, staged, dest=dest)
+                            _partdb.set_part_copy(conn, info.digest, store_key, dest)
+                    except BaseException:
+                        self.store.discard(staged)
+                        raise
+                    self.store.release_sources(staged)
+                self.store.materialise(store_key)
+                log.info("converted part %s of %s to %s", info.submodel, record.name, dest)
+        return self._part_info(record, str(info.submodel), str(info.submodel), info.digest, True)
+
+    def part_identity(self, record: ModelConfigBase, submodel: str) -> tuple[str, str] | None:
+        """(part id, load recipe) of a submodel whose weights are a tensors part, for the load
+        cache: two models may share one loaded copy only when both match — the same tensors,
+        built the same way (the part folder's ``config.json``, or for a part embedded in a single
+        file the record fields its loader reads). None: no recorded part (not shared)."""
         with self.db.connect() as c:
-            key = self._find(c, name, base, pipeline_only=True)
-            row = c.execute(
-                q(
-                    "SELECT part_digest, submodel FROM nm_pipeline_parts WHERE model_id = :k"
-                    " AND (submodel = :s OR folder = :s) ORDER BY folder"
-                ),
-                {"k": key, "s": sub},
-            ).first()
-            if row is None:
-                raise UnknownModelException(f"pipeline {name!r} has no submodel {sub!r}")
-            return self._part(c, str(row[0]), str(row[1]))
+            rows = _partdb.model_parts(c, record.key)
+            match = next(((f, pid, emb) for f, sub, pid, emb in rows if submodel in (sub, f) and (f or emb)), None)
+            if match is None or _partdb.part_row(c, match[1]).kind != "tensors":
+                return None
+        folder, part_id, embedded = match
+        recipe: dict[str, Any] = {
+            field: _value(getattr(record, field, None))
+            for field in ("base", "type", "format", "variant", "repo_variant", "prediction_type", "upcast_attention")
+        }
+        if embedded:
+            recipe["config_path"] = str(getattr(record, "config_path", None) or "")
+        else:
+            config = Path(record.path) / folder / "config.json"
+            recipe["config"] = json.loads(config.read_text()) if config.is_file() else None
+        digest = blake3.blake3(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()
+        return part_id, str(digest)
 
     def list_models(self) -> list[ModelInfo]:
-        with self.db.connect() as c:
-            keys = [str(r[0]) for r in c.execute(q("SELECT model_id FROM nm_model_name ORDER BY name"))]
-            return [self._info(c, k) for k in keys]
+        return [self._info(r) for r in self.records.all_models()]
 
     def part_refcounts(self) -> dict[str, int]:
         with self.db.connect() as c:
-            return {str(r[0]): int(r[1]) for r in c.execute(q("SELECT part_digest, refcount FROM nm_part_refcounts"))}
+            return _partdb.part_refcounts(c)
 
-    # Export / delete --------------------------------------------------------------------------
+    # Export -----------------------------------------------------------------------------------
 
-    def export(self, name: str, base: Any, destination: str | Path) -> Path:
-        """Write the model back in its native layout, byte-identical to what was imported.
-
-        A pipeline becomes the folder ``destination`` (which must not exist); a single file goes
-        to ``destination`` itself, or under its original name when ``destination`` is a folder.
-        Every byte is re-hashed on the way out.
+    def export(self, name: str, base: Any, destination: str | Path, type: Any = None) -> Path:
+        """Write model ``name`` into the folder ``destination`` in its native layout, byte-identical
+        to what was installed: ``destination/<name>`` for a folder, ``destination/<file name>`` for
+        a single file (which keeps its name and extension). Every byte is re-hashed on the way out.
+        A pipeline is preferred when several types share the name; ``type`` picks one.
         """
-        dest = Path(destination).expanduser()
-        with self.db.connect() as c:
-            info = self._info(c, self._find(c, name, base))
-            top_key = c.execute(q("SELECT top_key FROM nm_pipeline WHERE model_id = :k"), {"k": info.key}).first()
-            keys = {
-                folder: str(
-                    c.execute(q("SELECT store_key FROM nm_model_path WHERE part_digest = :p"), {"p": p.digest}).one()[0]
-                )
-                for folder, p in info.parts.items()
-            }
-        plan: list[tuple[str, ManifestEntry]] = []
-        if top_key is not None and top_key[0]:
-            plan += [(e.relpath, e) for e in self.store.manifest(str(top_key[0])).entries]
-        single = not info.is_pipeline and self.store.manifest(keys[""]).kind == "file"
-        for folder, skey in keys.items():
-            for e in self.store.manifest(skey).entries:
-                plan.append((f"{folder}/{e.relpath}" if folder else e.relpath, e))
-        if single and dest.is_dir():
-            dest = dest / plan[0][0]
+        found = [
+            r
+            for r in self.records.search_by_attr(name=name, type=_value(type) if type is not None else None)
+            if r.name == name and self._fits(r, base)
+        ]
+        if not found:
+            raise UnknownModelException(f"no model named {name!r} compatible with base {_value(base)!r}")
+        found.sort(key=lambda r: (not is_pipeline(r), _value(r.type) != "main"))
+        return self.export_record(found[0], destination)
+
+    def export_record(self, record: ModelConfigBase, destination: str | Path) -> Path:
+        """:meth:`export` of one record (``modeldepot export``)."""
+        folder = Path(destination).expanduser()
+        folder.mkdir(parents=True, exist_ok=True)
+        man = self.store.manifest(record.key)
+        if is_split_dir(Path(record.path)):
+            return self._export_split(record, folder / f"{safe_dir_name(record.name)}.safetensors")
+        dest = folder / (Path(record.path).name if man.kind == "file" else safe_dir_name(record.name))
         if dest.exists() or dest.is_symlink():
             raise StorageError(f"export destination {dest} already exists", path=dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        build = dest.parent / f".{dest.name}.export-{uuid.uuid4().hex[:8]}"
+        build = folder / f".{dest.name}.export-{uuid.uuid4().hex[:8]}"
         try:
-            if single:
-                self._write(plan[0][1], build)
+            if man.kind == "file":
+                self._write(man.entries[0], build, man.inplace, Path(record.path))
             else:
                 build.mkdir()
-                for rel, e in plan:
-                    out = join_inside(build, rel)
+                for e in man.entries:
+                    out = join_inside(build, e.relpath)
                     out.parent.mkdir(parents=True, exist_ok=True)
-                    self._write(e, out)
+                    self._write(e, out, man.inplace, join_inside(Path(record.path), e.relpath))
             os.rename(build, dest)
         except BaseException:
             _remove_any(build)
             raise
-        fsync_dir(dest.parent)
+        fsync_dir(folder)
         return dest
 
-    def _write(self, e: ManifestEntry, out: Path) -> None:
-        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            self.store.blobs.copy_out(e.digest, fd)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    @staticmethod
+    def _export_split(record: ModelConfigBase, dest: Path) -> Path:
+        """A checkpoint stored as parts (``split_single_files``): rebuild the original file."""
+        if dest.exists() or dest.is_symlink():
+            raise StorageError(f"export destination {dest} already exists", path=dest)
+        join_checkpoint(Path(record.path), dest)
+        algorithm, _, digest = (record.hash or "").partition(":")
+        if algorithm in ("blake3", "blake3_single") and hash_path(dest) != digest:
+            dest.unlink()
+            raise StorageError(
+                f"rebuilding {record.name!r} gave other bytes than were installed; run verify", path=dest
+            )
+        return dest
+
+    def _write(self, e: ManifestEntry, out: Path, inplace: bool, src: Path) -> None:
+        if inplace:  # registered in place: no blobs; copy the user's file and check it still matches
+            shutil.copyfile(src, out)
+            if hash_path(out) != e.digest:
+                raise StorageError(f"{src} changed since it was registered; re-register it", path=src)
+        else:
+            fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                self.store.blobs.copy_out(e.digest, fd)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         os.chmod(out, e.mode or 0o644)
 
-    def delete(self, key: str) -> None:
-        """Remove a model; parts no other model uses are removed from the store too."""
-        with self.db.begin() as conn:
-            if not conn.execute(q("SELECT 1 FROM nm_model_name WHERE model_id = :k"), {"k": key}).first():
-                raise UnknownModelException(f"no normalized model with key {key!r}", key=key)
-            pds = {
-                str(r[0])
-                for r in conn.execute(q("SELECT part_digest FROM nm_pipeline_parts WHERE model_id = :k"), {"k": key})
-            }
-            own = conn.execute(q("SELECT part_digest FROM nm_model_name WHERE model_id = :k"), {"k": key}).one()[0]
-            if own:
-                pds.add(str(own))
-            pipe = conn.execute(q("SELECT top_key, path FROM nm_pipeline WHERE model_id = :k"), {"k": key}).first()
-            conn.execute(q("DELETE FROM nm_pipeline_parts WHERE model_id = :k"), {"k": key})
-            conn.execute(q("DELETE FROM nm_pipeline WHERE model_id = :k"), {"k": key})
-            conn.execute(q("DELETE FROM nm_model_base WHERE model_id = :k"), {"k": key})
-            conn.execute(q("DELETE FROM nm_model_name WHERE model_id = :k"), {"k": key})
-            if pipe is not None and pipe[0]:
-                self.store.delete_model(str(pipe[0]), conn)
-            for pd in pds:
-                ref = conn.execute(q("SELECT refcount FROM nm_part_refcounts WHERE part_digest = :p"), {"p": pd}).one()[
-                    0
-                ]
-                if int(ref) == 0:
-                    skey = conn.execute(
-                        q("SELECT store_key FROM nm_model_path WHERE part_digest = :p"), {"p": pd}
-                    ).one()[0]
-                    conn.execute(q("DELETE FROM nm_model_path WHERE part_digest = :p"), {"p": pd})
-                    self.store.delete_model(str(skey), conn)
-        if pipe is not None and pipe[1]:
-            _remove_any(Path(pipe[1]))
-        for pd in pds:  # a single-file part leaves its empty <digest>/ folder behind
-            folder = self.parts_root / pd[:2] / pd
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
-
     def recover(self) -> list[str]:
-        """Rebuild missing pipeline folders (after a crash); parts are rebuilt by ContentStore.recover."""
-        with self.db.connect() as c:
-            rows = c.execute(q("SELECT model_id, path FROM nm_pipeline")).all()
-        if self.pipelines_root.is_dir():
-            for leftover in self.pipelines_root.glob(f"{BUILD_MARK}*"):
-                _remove_any(leftover)
-        rebuilt = []
-        for key, path in rows:
-            if path and not Path(path).exists():
-                self._build_pipeline_folder(str(key))
-                rebuilt.append(str(key))
-        return rebuilt
+        """Nothing of its own to rebuild: models and part copies are ContentStore manifests."""
+        return []

@@ -10,7 +10,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from sqlalchemy.engine import Connection
@@ -20,9 +20,10 @@ from modeldepot._fs import fsync_dir, join_inside, safe_relpath
 from modeldepot.config import DepotConfig
 from modeldepot.errors import ModelDepotError, NotAllowedError, StorageError, UnknownModelException
 from modeldepot.events import EventBus
-from modeldepot.storage import _gc, _manifests, _verify
-from modeldepot.storage._blobs import BlobStore
+from modeldepot.storage import _gc, _manifests, _nm_schema, _partdb, _verify
+from modeldepot.storage._blobs import BlobStore, Tap
 from modeldepot.storage._links import place
+from modeldepot.storage._parts import Part
 from modeldepot.storage._schema import migrate, q
 from modeldepot.storage.base import (
     BlobInfo,
@@ -63,6 +64,7 @@ class ContentStore:
         self.db = db
         self.events = events
         migrate(db)
+        _nm_schema.migrate(db)  # part rows live and die with manifests
         self.blobs = BlobStore(config.blobs_dir)
         self._modes_logged: set[str] = set()
 
@@ -101,8 +103,10 @@ class ContentStore:
             self._after_heal([info.digest])
         return info
 
-    def stage(self, src: str | Path, move: bool = False) -> StagedModel:
+    def stage(self, src: str | Path, move: bool = False, taps: Mapping[str, Tap] | None = None) -> StagedModel:
         """Ingest every file of ``src`` into blobs; nothing is owned by a model until :meth:`commit`.
+
+        ``taps`` (relpath -> tap) see the bytes of those files in the same read (the part hashes).
 
         A blob a verify found damaged is replaced by the ingested content and every model using it
         is rebuilt (``StagedModel.healed``). If ingesting fails (a full disk), the blobs this
@@ -118,7 +122,12 @@ class ContentStore:
             for rel, path in files:
                 mode = path.stat().st_mode & 0o777
                 info = self.blobs.add_file(
-                    path, move=move, register=register, keep_source=True, distrust=self.is_known_bad
+                    path,
+                    move=move,
+                    register=register,
+                    keep_source=True,
+                    distrust=self.is_known_bad,
+                    tap=(taps or {}).get(rel),
                 )
                 entries.append(ManifestEntry(rel, info.digest, info.size, mode))
                 if info.healed:
@@ -251,6 +260,10 @@ class ContentStore:
             for _rel, path in _manifests.walk_source(staged.source)[1]:
                 path.unlink(missing_ok=True)
             _remove_tree(staged.source)
+
+    def record_parts(self, conn: Connection, key: str, parts: Iterable[Part]) -> None:
+        """Record model ``key``'s parts (``storage._parts``) in the caller's transaction."""
+        _partdb.record_parts(conn, key, parts)
 
     def discard(self, staged: StagedModel) -> None:
         """Forget a stage that will not be committed (its blobs become gc-able)."""
@@ -403,6 +416,8 @@ class ContentStore:
             return False
         conn.execute(q("DELETE FROM storage_manifest WHERE model_key = :k"), {"k": key})
         conn.execute(q("DELETE FROM storage_models WHERE model_key = :k"), {"k": key})
+        for part_key in _partdb.forget_model(conn, key):  # a part's own copy goes with its last user
+            self.delete_model(part_key, conn)
         remove = unconditionally if man.inplace else delete_files
         if remove and man.dest is not None:
             _remove_any(man.dest)

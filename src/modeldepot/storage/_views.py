@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from modeldepot._fs import atomic_write_text, join_inside, safe_relpath
 from modeldepot.errors import NotAllowedError, StorageError
+from modeldepot.storage._split import is_split_dir
 from modeldepot.storage.base import ViewReport
 from modeldepot.taxonomy import WEIGHT_SUFFIXES, has_suffix
 
@@ -109,6 +110,11 @@ def build_view(kind: ViewKind, dest: str | Path, models: Iterable[Any], models_r
             target = models_root / target
         if not target.exists():
             report.skipped.append((key, f"its files are missing at {target}"))
+            continue
+        if is_split_dir(target):
+            report.skipped.append(
+                (key, f"stored as parts (split_single_files); `modeldepot export` rebuilds a file {kind} reads")
+            )
             continue
         name = target.name
         rel = f"{folder}/{name}"

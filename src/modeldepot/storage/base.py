@@ -136,6 +136,10 @@ class DuReport:
     #: Blobs no model references any more (removed by gc); counted in physical_bytes.
     unreferenced_bytes: int = 0
     per_model: dict[str, ModelUsage] = field(default_factory=dict)
+    #: What ``split_single_files`` would save: parts (a VAE, a text encoder) embedded in several
+    #: single-file checkpoints, each stored whole today, would be stored once.
+    split_savings_bytes: int = 0
+    split_shared_parts: int = 0
 
 
 @dataclass
