@@ -4,7 +4,7 @@
 
 A synthetic SDXL-layout checkpoint (2,600 F16 tensors under the LDM prefixes: unet, vae, two text
 encoders) is installed into a fresh home, each measurement in a fresh process, rounds interleaved
-in a rotating order:
+in alternating order (after and before swap places every other round):
 
 - copy mode (``install_path``): this code (part hashes taken while the file is copied and hashed)
   against the code in ``--before`` (no parts), and ``cp`` + ``sync`` of the file as the peer;
@@ -125,7 +125,11 @@ def main() -> None:
         make_checkpoint(src, int(args.gib * 1024**3))
         times: dict[str, list[float]] = {k: [] for k in kinds}
         for r in range(args.rounds):
-            order = kinds[r % len(kinds) :] + kinds[: r % len(kinds)]
+            # after/before swap places every other round, so each follows the peer and the other
+            # equally often (on disk, a measurement pays for the writeback of the one before it).
+            swap = {"after-copy": "before-copy", "before-copy": "after-copy"}
+            swap |= {"after-move": "before-move", "before-move": "after-move"}
+            order = kinds if r % 2 == 0 else [swap.get(k, k) for k in kinds]
             for kind in order:
                 times[kind].append(run(kind, src, args.before))
             print(f"round {r + 1}: " + ", ".join(f"{k} {times[k][-1]:.3f}s" for k in kinds), flush=True)

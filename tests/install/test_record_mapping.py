@@ -81,35 +81,50 @@ def kind(request: pytest.FixtureRequest) -> str:
     return name
 
 
-@pytest.fixture
-def arrivals(kind: str, tmp_path: Path) -> Iterator[dict[str, Arrival]]:
+def _arrive(kind: str, tmp_path: Path, stack: ExitStack) -> dict[str, Arrival]:
     """The same model registered in place, installed, and scanned-and-registered, in three homes."""
     original = KINDS[kind](tmp_path / "original")
+
+    def open_home(name: str) -> ModelManager:
+        return stack.enter_context(ModelManager.open(home=tmp_path / f"home-{name}", link_modes=["hardlink", "copy"]))
+
+    out: dict[str, Arrival] = {}
+
+    mm = open_home("register")
+    path = _copy(original, tmp_path / "register-src")
+    out["register"] = Arrival("register", mm, mm.install.register_path(path), path)
+
+    mm = open_home("install")
+    path = _copy(original, tmp_path / "install-src")
+    out["install"] = Arrival("install", mm, mm.install.install_path(path), path)
+
+    mm = open_home("scan")
+    parent = tmp_path / "scan-src"
+    path = _copy(original, parent)
+    results = mm.install.scan_and_register(parent)
+    assert [r["status"] for r in results] == ["registered"], results
+    out["scan"] = Arrival("scan", mm, results[0]["key"], path)
+    return out
+
+
+@pytest.fixture(scope="module")
+def arrived(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], dict[str, Arrival]]]:
+    """Each kind's arrivals, made once per module: the tests only read the records (re-identifying
+    touches no identified field, which is what one of them checks)."""
+    made: dict[str, dict[str, Arrival]] = {}
     with ExitStack() as stack:
 
-        def open_home(name: str) -> ModelManager:
-            return stack.enter_context(
-                ModelManager.open(home=tmp_path / f"home-{name}", link_modes=["hardlink", "copy"])
-            )
+        def get(kind: str) -> dict[str, Arrival]:
+            if kind not in made:
+                made[kind] = _arrive(kind, tmp_path_factory.mktemp(kind), stack)
+            return made[kind]
 
-        out: dict[str, Arrival] = {}
+        yield get
 
-        mm = open_home("register")
-        path = _copy(original, tmp_path / "register-src")
-        out["register"] = Arrival("register", mm, mm.install.register_path(path), path)
 
-        mm = open_home("install")
-        path = _copy(original, tmp_path / "install-src")
-        out["install"] = Arrival("install", mm, mm.install.install_path(path), path)
-
-        mm = open_home("scan")
-        parent = tmp_path / "scan-src"
-        path = _copy(original, parent)
-        results = mm.install.scan_and_register(parent)
-        assert [r["status"] for r in results] == ["registered"], results
-        out["scan"] = Arrival("scan", mm, results[0]["key"], path)
-
-        yield out
+@pytest.fixture
+def arrivals(kind: str, arrived: Callable[[str], dict[str, Arrival]]) -> dict[str, Arrival]:
+    return arrived(kind)
 
 
 def test_register_install_and_scan_make_the_same_record(kind: str, arrivals: dict[str, Arrival]) -> None:

@@ -178,6 +178,7 @@ def test_every_public_writer_is_loaded_or_listed_as_no_model() -> None:
     assert writers == loaded | set(NOT_MODELS), "a new writer needs a load case (or a reason it makes no model)"
 
 
+@pytest.mark.slow  # ~25 s of loads in all; CI's slow run keeps every factory model loading
 @pytest.mark.parametrize("name", sorted(FACTORY_MODELS))
 def test_factory_model_registers_and_loads(tmp_path: Path, name: str) -> None:
     path = _write(FACTORY_MODELS[name], tmp_path / "src")

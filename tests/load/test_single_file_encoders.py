@@ -186,6 +186,7 @@ def test_scaled_fp8_encoder_is_refused(svc: ModelLoadService, tmp_path: Path, mk
 
 
 # ----- CLIP vision --------------------------------------------------------------------------------
+@pytest.mark.slow  # ~7 s: builds the reference CLIP vision model twice
 def test_clip_vision_single_file_matches_reference(svc: ModelLoadService, tmp_path: Path) -> None:
     path = F.tiny_clip_vision_single_file(tmp_path / "clip_vision_l.safetensors", prefix="clip_vision_model.")
     cfg = _record(path, ("clip_vision", "checkpoint", "any"))
