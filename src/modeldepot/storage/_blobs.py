@@ -21,7 +21,7 @@ import stat
 import sys
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -159,7 +159,8 @@ def copy_hashing(src_fd: int, dst_fd: int, size: int, tap: Tap | None = None) ->
                                 flushed = end
                         finally:
                             # Both workers must be done with ``piece`` before it is released.
-                            wait([f for f in (fut, tapped) if f is not None])
+                            pending: list[Future[Any]] = [fut] if tapped is None else [fut, tapped]
+                            wait(pending)
                             fut.result()
                             if tapped is not None:
                                 tapped.result()
