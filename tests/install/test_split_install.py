@@ -93,3 +93,13 @@ def test_a_split_checkpoint_loads_like_the_whole_file(tmp_path: Path) -> None:
     assert expected.keys() == got.keys()
     for name, tensor in expected.items():
         torch.testing.assert_close(got[name], tensor, rtol=0, atol=0, equal_nan=True)
+
+
+def test_reidentifying_a_split_checkpoint_keeps_what_it_is(tmp_path: Path) -> None:
+    a, _b, _ = _fine_tunes(tmp_path)
+    with ModelManager.open(home=tmp_path / "home", split_single_files=True) as mm:
+        key = mm.install.install_path(a)
+        before = mm.store.get_model(key)
+        after = mm.install.reidentify(key)
+        assert (str(after.type), str(after.format), str(after.base)) == ("main", "checkpoint", "sd-1")
+        assert (after.type, after.base, after.variant) == (before.type, before.base, before.variant)

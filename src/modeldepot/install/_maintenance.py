@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,7 @@ from modeldepot.install._locations import known_location, record_location
 from modeldepot.remote.civitai import CivitaiClient
 from modeldepot.remote.plan import DownloadPlan, plan_download
 from modeldepot.remote.sources import AnyModelSource, LocalModelSource, parse_source
+from modeldepot.storage._split import is_split_dir, write_header_stub
 from modeldepot.storage._verify import problems
 from modeldepot.taxonomy import WEIGHT_SUFFIXES, ModelSourceType
 
@@ -147,7 +149,13 @@ def reidentify(services: DepotServices, key: str) -> ModelConfigBase:
     """Identify a model's files again and update what identification decides in its record
     (through the same mapping an install uses)."""
     config = services.store.get_model(key)
-    fields = record_fields(identify(config.path))
+    path = Path(config.path)
+    if is_split_dir(path):  # split_single_files: identify the original header, kept in split.json
+        services.config.tmp_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=services.config.tmp_dir) as tmp:
+            fields = record_fields(identify(write_header_stub(path, Path(tmp) / f"{path.name}.safetensors")))
+    else:
+        fields = record_fields(identify(path))
     allowed = class_for(fields["type"], fields["format"]).model_fields
     return services.store.update_model(key, {k: v for k, v in fields.items() if k in allowed})
 

@@ -233,6 +233,17 @@ def read_split_manifest(split_dir: str | Path) -> SplitManifest:
     return SplitManifest.from_json(raw, where)
 
 
+def write_header_stub(split_dir: str | Path, dest: str | Path) -> Path:
+    """A sparse file with the original header at the original size: what header-only
+    identification of a split checkpoint reads (its tensor bytes are never needed for that)."""
+    manifest = read_split_manifest(split_dir)
+    out = Path(dest)
+    with out.open("wb") as f:
+        f.write(struct.pack("<Q", len(manifest.header)) + manifest.header)
+        f.truncate(manifest.size)
+    return out
+
+
 # -- split ---------------------------------------------------------------------------------------
 def split_checkpoint(src: str | Path, out_dir: str | Path) -> SplitManifest:
     """Write the components of safetensors checkpoint ``src`` into ``out_dir`` as canonical part
