@@ -160,3 +160,12 @@ def test_install_accepts_the_documented_config_field(mm: ModelManager, tmp_path:
     key = mm.install.register_path(src, {"config": "configs/stable-diffusion/v1-inference.yaml"})
     rec = mm.store.get_model(key)
     assert rec.config_path == "configs/stable-diffusion/v1-inference.yaml" == rec.config  # type: ignore[attr-defined]
+
+
+def test_install_model_is_the_documented_spelling_of_import_model(mm: ModelManager, tmp_path: Path) -> None:
+    from modeldepot.install import LocalModelSource
+
+    src = factories.write_lora(tmp_path / "doc.safetensors")
+    job = mm.install.install_model(LocalModelSource(path=src))
+    assert mm.install.wait_for_job(job, timeout=60).complete, job.error
+    assert job.config_out is not None and job.config_out.name == "doc"

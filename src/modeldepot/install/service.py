@@ -126,6 +126,12 @@ class ModelInstallService:
             self.start()
         return self.runner.submit(source, config, inplace or bool(getattr(source, "inplace", False)))
 
+    def install_model(
+        self, source: AnyModelSource, config: dict[str, Any] | None = None, inplace: bool = False
+    ) -> ModelInstallJob:
+        """Document 002's example spelling (``installer.install_model(source)``) of :meth:`import_model`."""
+        return self.import_model(source, config, inplace)
+
     def enqueue(
         self, source: str, config: dict[str, Any] | None = None, inplace: bool = False
     ) -> tuple[JobRow, list[str]]:
