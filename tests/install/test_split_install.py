@@ -103,3 +103,16 @@ def test_reidentifying_a_split_checkpoint_keeps_what_it_is(tmp_path: Path) -> No
         after = mm.install.reidentify(key)
         assert (str(after.type), str(after.format), str(after.base)) == ("main", "checkpoint", "sd-1")
         assert (after.type, after.base, after.variant) == (before.type, before.base, before.variant)
+
+
+def test_split_move_mode_takes_the_source_also_for_known_content(tmp_path: Path) -> None:
+    a, _b, _ = _fine_tunes(tmp_path)
+    with ModelManager.open(home=tmp_path / "home", split_single_files=True) as mm:
+        first = tmp_path / "first.safetensors"
+        first.write_bytes(a.read_bytes())
+        key = mm.install.install_path(first, move=True)
+        assert not first.exists()
+        again = tmp_path / "again.safetensors"
+        again.write_bytes(a.read_bytes())
+        assert mm.install.install_path(again, move=True) == key and not again.exists()
+        assert mm.normalized.export_record(mm.store.get_model(key), tmp_path / "out").read_bytes() == a.read_bytes()

@@ -252,7 +252,10 @@ class LocalInstaller:
                 dup = self._existing_by_hash(ingested.content_hash)
                 record = None if dup is not None else self._record_stored(ingested, source, source_type, metadata)
             if dup is not None:
-                return self._known(dup, path, staged, move=move)
+                known = self._known(dup, path, staged, move=move)
+                if scratch is not None and move:
+                    path.unlink(missing_ok=True)  # move mode: the duplicate's source goes, as unsplit
+                return known
             assert record is not None
             self._materialise(record, staged)
             if scratch is not None and move:
