@@ -111,12 +111,6 @@ class LocalInstaller:
         except ModelDepotError:
             return kind, entries, self._hash(path)  # no weight files: let ModelHash explain
 
-    @staticmethod
-    def _taps(path: Path, ident: Identification) -> dict[str, TensorTap]:
-        """The part-hash taps of a model's files (single files and diffusers components)."""
-        kind, files = walk_source(path)
-        return taps_for(path, kind, [rel for rel, _ in files], str(ident.type), str(ident.format))
-
     def _staged_hash(self, staged: StagedModel, path: Path) -> str:
         try:
             return record_hash(staged, self.config.hashing_algorithm) or self._hash(path)
@@ -170,7 +164,7 @@ class LocalInstaller:
                 f"{path} is already registered as {existing[0].name!r} (key {existing[0].key})", key=existing[0].key
             )
         ident = self._identify(path, overrides, None, force)
-        taps = self._taps(path, ident)
+        taps = taps_for(path, str(ident.type), str(ident.format))
         kind, entries, content_hash = self._hash_inplace(path, taps)
         parts = parts_of(kind, entries, taps, str(ident.type), str(ident.format), str(ident.base))
         with self.services.db.exclusive(RECORD_LOCK):
@@ -237,7 +231,7 @@ class LocalInstaller:
         else:
             # Staging hashes while it copies (one read pass) and the taps hash each part's
             # tensors on the way; content already held costs no space (identical blobs are one).
-            taps = self._taps(path, ident)
+            taps = taps_for(path, str(ident.type), str(ident.format))
             staged = storage.stage(path, move=move, taps={rel: tap.feed for rel, tap in taps.items()})
             parts = ()
             content_hash = ""
@@ -247,7 +241,9 @@ class LocalInstaller:
                     parts_of(staged.kind, staged.entries, taps, str(ident.type), str(ident.format), str(ident.base))
                 )
                 content_hash = self._staged_hash(staged, path)
-            ingested = Ingested(path, ident, overrides, content_hash, tree_size(path), staged, parts)
+            # A split checkpoint's staged parts are not the file: its size is the original's.
+            size = path.stat().st_size if scratch is not None else staged.size
+            ingested = Ingested(path, ident, overrides, content_hash, size, staged, parts)
             with self.services.db.exclusive(RECORD_LOCK):
                 dup = self._existing_by_hash(ingested.content_hash)
                 record = None if dup is not None else self._record_stored(ingested, source, source_type, metadata)

@@ -359,6 +359,20 @@ class BlobStore:
             raise BlobCorruptError(f"blob {digest} is corrupt on disk (content hashes to {got})", path=blob)
         return size
 
+    def write_to(self, digest: str, dst: Path, mode: int, final_dst: Path | None = None) -> None:
+        """A new file ``dst`` holding blob ``digest`` (re-hashed, fsynced), then ``chmod mode``;
+        nothing is left at ``dst`` if that fails. ``final_dst``: where it will live, for messages."""
+        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            self.copy_out(digest, fd, final_dst or dst)  # re-hashes: a corrupt blob is never served silently
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            os.unlink(dst)
+            raise
+        os.close(fd)
+        os.chmod(dst, mode)
+
     def verify(self, digest: str) -> bool | None:
         """True if the blob hashes to its name, False if corrupt, None if missing."""
         p = self.path_for(digest)

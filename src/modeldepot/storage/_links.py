@@ -72,16 +72,7 @@ def _symlink(blobs: BlobStore, digest: str, dst: Path, final_dst: Path) -> None:
 
 
 def _copy(blobs: BlobStore, digest: str, dst: Path, final_dst: Path) -> None:
-    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        blobs.copy_out(digest, fd, final_dst)  # re-hashes: a corrupt blob is never served silently
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        os.unlink(dst)
-        raise
-    os.close(fd)
-    os.chmod(dst, 0o444)
+    blobs.write_to(digest, dst, 0o444, final_dst)
 
 
 LINKERS = {"reflink": _reflink, "hardlink": _hardlink, "symlink": _symlink, "copy": _copy}

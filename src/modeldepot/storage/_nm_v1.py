@@ -10,7 +10,6 @@ dropped before its record exists.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -81,12 +80,7 @@ def _write_out(store: ContentStore, model: dict[str, Any], scratch: Path) -> Pat
     for rel, digest, mode in plan:
         path = join_inside(root, rel)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            store.blobs.copy_out(digest, fd)
-        finally:
-            os.close(fd)
-        path.chmod(mode or 0o644)
+        store.blobs.write_to(digest, path, mode or 0o644)
     return out
 
 

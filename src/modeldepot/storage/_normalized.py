@@ -15,7 +15,7 @@ Importing, removing and converting need the install and load layers, which sit a
 composition root passes them in as ``importer``, ``remover`` and ``part_builder``.
 """
 
-# os.* on purpose: fd-based I/O for the verified export.
+# os.* on purpose: errno-level rename and chmod of the export.
 # ruff: noqa: PTH104
 
 from __future__ import annotations
@@ -180,11 +180,9 @@ class NormalizedStore:
         path = Path(record.path)
         if not path.exists():
             return []
-        kind = "file" if path.is_file() else "folder"
-        relpaths = [path.name] if kind == "file" else [str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()]
         type_, fmt, base = _value(record.type), _value(record.format), _value(record.base)
-        taps = taps_for(path, kind, relpaths, type_, fmt)
-        _, entries = hash_tree(path, {rel: tap.feed for rel, tap in taps.items()})
+        taps = taps_for(path, type_, fmt)
+        kind, entries = hash_tree(path, {rel: tap.feed for rel, tap in taps.items()})
         parts = parts_of(kind, entries, taps, type_, fmt, base)
         with self.db.begin() as conn:
             if not _partdb.model_parts(conn, record.key):
@@ -390,17 +388,13 @@ class NormalizedStore:
         return dest
 
     def _write(self, e: ManifestEntry, out: Path, inplace: bool, src: Path) -> None:
-        if inplace:  # registered in place: no blobs; copy the user's file and check it still matches
-            shutil.copyfile(src, out)
-            if hash_path(out) != e.digest:
-                raise StorageError(f"{src} changed since it was registered; re-register it", path=src)
-        else:
-            fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                self.store.blobs.copy_out(e.digest, fd)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        if not inplace:
+            self.store.blobs.write_to(e.digest, out, e.mode or 0o644)
+            return
+        # Registered in place: no blobs; copy the user's file and check it still matches.
+        shutil.copyfile(src, out)
+        if hash_path(out) != e.digest:
+            raise StorageError(f"{src} changed since it was registered; re-register it", path=src)
         os.chmod(out, e.mode or 0o644)
 
     def recover(self) -> list[str]:

@@ -23,6 +23,7 @@ import blake3
 from modeldepot.errors import ModelDepotError, StorageError
 from modeldepot.identify import SafetensorsHeader, read_safetensors_header
 from modeldepot.identify._assemble import compatible_for
+from modeldepot.storage._manifests import walk_source
 from modeldepot.storage._split import REST, component_of
 from modeldepot.storage.base import ManifestEntry
 from modeldepot.taxonomy import BaseModelType, ModelType
@@ -199,11 +200,13 @@ def collect_parts(
     return parts
 
 
-def taps_for(path: Path, kind: str, relpaths: Sequence[str], type_: str, fmt: str) -> dict[str, TensorTap]:
-    """Taps for the files :func:`plan_taps` names, built from their headers (a file whose header
-    cannot be read gets no tap: identification has already said what is wrong with it)."""
+def taps_for(path: Path, type_: str, fmt: str) -> dict[str, TensorTap]:
+    """Taps for the files of ``path`` that :func:`plan_taps` names, built from their headers (a
+    file whose header cannot be read gets no tap: identification has already said what is wrong
+    with it)."""
+    kind, files = walk_source(path)
     taps: dict[str, TensorTap] = {}
-    for rel, components in plan_taps(kind, relpaths, type_, fmt).items():
+    for rel, components in plan_taps(kind, [rel for rel, _ in files], type_, fmt).items():
         try:
             header = read_safetensors_header(path if kind == "file" else path / rel)
         except ModelDepotError:
