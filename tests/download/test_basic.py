@@ -296,11 +296,12 @@ def test_the_download_package_does_not_import_rich() -> None:
 def test_adaptive_connection_count(hub: FakeHub, tmp_path: Path) -> None:
     from dataclasses import replace
 
-    data = payload(4 * MiB)
+    data = payload(8 * MiB)
     fast = hub.add_file("fast.bin", data)
     capped = hub.add_file("capped.bin", data)
     hub.faults("/capped.bin", speed_limit_bps=4 * MiB)
-    probe = replace(FAST_LIMITS, ramp_probe_seconds=0.05)
+    # Each doubling of capped connections doubles the rate: 1, 2, then 4 (the maximum).
+    probe = replace(FAST_LIMITS, ramp_probe_seconds=0.2)
     # One stream already "fast enough": no extra connections.
     q = DownloadQueueService(1, limits=replace(probe, fast_stream_bps=1), policy=LOCAL)
     q.start()
@@ -316,3 +317,38 @@ def test_adaptive_connection_count(hub: FakeHub, tmp_path: Path) -> None:
     assert j1.complete and j2.complete
     assert j1.connections == 1 and j2.connections == 4
     assert (tmp_path / "a.bin").read_bytes() == data == (tmp_path / "b.bin").read_bytes()
+
+
+def test_ramp_doubles_while_it_pays_and_takes_back_a_doubling_that_did_not() -> None:
+    from dataclasses import replace
+
+    from modeldepot.download._transfer import ramp_step
+
+    lim = replace(FAST_LIMITS, fast_stream_bps=400 * MiB, ramp_gain=1.3)
+    assert ramp_step(1, 500 * MiB, 0, 8, lim) == (1, False)  # one stream is fast: the CPU is the limit
+    assert ramp_step(1, 30 * MiB, 0, 8, lim) == (2, True)
+    assert ramp_step(2, 60 * MiB, 30 * MiB, 8, lim) == (4, True)  # doubled the rate: go on
+    assert ramp_step(4, 110 * MiB, 60 * MiB, 8, lim) == (8, True)
+    assert ramp_step(8, 115 * MiB, 110 * MiB, 8, lim) == (4, False)  # the link is full: take back
+    assert ramp_step(2, 31 * MiB, 30 * MiB, 8, lim) == (1, False)  # a CPU-bound loopback under load
+    assert ramp_step(4, 200 * MiB, 60 * MiB, 4, lim) == (4, False)  # at the maximum
+    assert ramp_step(1, 30 * MiB, 0, 1, lim) == (1, False)  # a file of one part
+
+
+def test_a_retired_connection_finishes_its_part_and_the_file_is_whole(hub: FakeHub, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    # A gain no doubling can reach forces the take-back; the parts left must still all be fetched
+    # by the one connection that stays.
+    data = payload(8 * MiB)
+    url = hub.add_file("slow.bin", data)
+    hub.faults("/slow.bin", speed_limit_bps=8 * MiB)
+    lim = replace(FAST_LIMITS, ramp_probe_seconds=0.15, fast_stream_bps=400 * MiB, ramp_gain=100.0)
+    q = DownloadQueueService(1, limits=lim, policy=LOCAL)
+    q.start()
+    job = q.download(url, tmp_path / "s.bin")
+    q.wait_for_job(job, timeout=60)
+    q.stop()
+    assert job.complete, job.error
+    assert job.connections == 2  # opened one more, saw no 100x gain, retired it after its part
+    assert (tmp_path / "s.bin").read_bytes() == data

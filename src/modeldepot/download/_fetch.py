@@ -282,7 +282,9 @@ class FileFetcher(Transfer):
         self._fd = fd
         if fresh:
             os.ftruncate(fd, 0)
-            if size:
+            if size and not self.limits.preallocate:
+                os.ftruncate(fd, size)
+            elif size:
                 try:
                     os.posix_fallocate(fd, 0, size)
                 except OSError as exc:
@@ -291,6 +293,7 @@ class FileFetcher(Transfer):
                     os.ftruncate(fd, size)  # filesystem without fallocate: a sparse file
 
     def _close_part(self) -> None:
+        self._close_state_file()  # the next attempt may have removed and recreated the state file
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from modeldepot._fs import NO_SPACE_ERRNOS, no_space_text
+from modeldepot._fs import NO_SPACE_ERRNOS, no_space_text, start_writeback
 from modeldepot.download._http import (
     Response,
     RetryableHTTPError,
@@ -30,7 +30,7 @@ from modeldepot.download._http import (
     monotonic,
     open_url,
 )
-from modeldepot.download._parts import PartState, part_path
+from modeldepot.download._parts import PartState, StateFile, part_path
 from modeldepot.download._policy import ConnectPolicy
 from modeldepot.download._redact import redact_text
 from modeldepot.download.base import DownloadJobRemoteSource, DownloadLimits
@@ -54,6 +54,20 @@ class _Item:
         self.start = start
         self.end = end
         self.resp = resp
+
+
+def ramp_step(conns: int, rate: float, prev_rate: float, want: int, lim: DownloadLimits) -> tuple[int, bool]:
+    """After a probe window at ``rate`` bytes/s with ``conns`` connections (``prev_rate`` with half
+    as many before): how many connections now, and whether to probe again.
+
+    A first stream at ``fast_stream_bps`` stays alone; a doubling that raised the rate by less than
+    ``ramp_gain`` is taken back; otherwise connections double up to ``want``.
+    """
+    if conns > 1 and rate < prev_rate * lim.ramp_gain:
+        return max(1, conns // 2), False
+    if (conns > 1 or rate < (lim.fast_stream_bps or 0)) and conns < want:
+        return min(2 * conns, want), True
+    return conns, False
 
 
 class Transfer:
@@ -95,7 +109,11 @@ class Transfer:
         self._prefix: hashlib._Hash | None = None  # sha256 of bytes [0, _prefix_at) of the part file
         self._prefix_at = 0
         self._written = 0
+        self._live = 0  # connection threads running
+        self._max_live = 1  # threads beyond this stop at their next part (a ramp taken back)
         self._unsaved = 0
+        self._saved_at = 0.0
+        self._state_file: StateFile | None = None
         self._skip = False
         self.bytes_fetched = 0  # body bytes received over the network by this fetcher
 
@@ -114,9 +132,12 @@ class Transfer:
     def _run_workers(self) -> None:
         """Run the connection threads; the calling (job) thread ticks progress and prefix hashing.
 
-        With several ranges to fetch, one connection starts alone for ``ramp_probe_seconds``. If it
-        already moves ``fast_stream_bps`` (loopback, LAN: the CPU is the limit) no more are opened,
-        since they would only compete for the same cores; otherwise up to ``max_connections``.
+        With several ranges to fetch, one connection starts alone. After each window of
+        ``ramp_probe_seconds`` the connections are doubled while that pays: a first stream already
+        moving ``fast_stream_bps`` (loopback, LAN: the CPU is the limit) gets no company, and a
+        doubling that did not raise the total rate by ``ramp_gain`` is taken back (the new
+        connections finish their current part and stop). More connections than help only compete
+        for the cores and lose more in-flight bytes to a kill -9.
         """
         lim = self.limits
         want = 1
@@ -124,49 +145,67 @@ class Transfer:
         if self._ranged and len(self._items) > 1 and state is not None and state.size >= lim.multi_connection_threshold:
             want = min(lim.max_connections, len(self._items))
         done = threading.Event()
-        live = [0]
         threads: list[threading.Thread] = []
         extra = 0
+        self._live = 0
+        self._max_live = want
 
         def worker() -> None:
+            retired = False
             try:
-                self._worker()
+                retired = self._worker()
             finally:
                 with self._lock:
-                    live[0] -= 1
-                    if live[0] == 0:
+                    if not retired:
+                        self._live -= 1
+                    if self._live == 0:
                         done.set()
 
-        def spawn(n: int) -> None:
+        def grow(n: int) -> int:
+            """Open up to ``n`` more connections (as the queue's shared slots allow); how many."""
+            nonlocal extra
+            got = 0
+            while got < n and self._slots.acquire(blocking=False):
+                got += 1
+            extra += got
             with self._lock:
-                live[0] += n
-            for _ in range(n):
+                self._live += got
+            for _ in range(got):
                 t = threading.Thread(target=worker, name=f"dl-{self.job.id}-{len(threads)}", daemon=True)
                 threads.append(t)
                 t.start()
             self.job.connections = len(threads)
-
-        def ramp() -> None:
-            nonlocal extra
-            while extra < want - 1 and self._slots.acquire(blocking=False):
-                extra += 1
-            spawn(extra)
+            return got
 
         try:
-            spawn(1)
+            with self._lock:
+                self._live = 1
+            t = threading.Thread(target=worker, name=f"dl-{self.job.id}-0", daemon=True)
+            threads.append(t)
+            t.start()
+            self.job.connections = 1
             probing = want > 1 and lim.fast_stream_bps is not None
             if want > 1 and not probing:
-                ramp()
+                grow(want - 1)
+            conns, prev_rate = 1, 0.0
             t0, b0 = monotonic(), self.bytes_fetched
             while not done.wait(lim.progress_interval):
                 if self.stop_requested() and not self._abort.is_set():
                     self._abort_all()
-                if probing and monotonic() - t0 >= lim.ramp_probe_seconds:
-                    probing = False
-                    rate = (self.bytes_fetched - b0) / max(1e-6, monotonic() - t0)
-                    if rate < (lim.fast_stream_bps or 0) and not self._abort.is_set():
-                        ramp()
+                now = monotonic()
+                if probing and now - t0 >= lim.ramp_probe_seconds:
+                    rate = (self.bytes_fetched - b0) / max(1e-6, now - t0)
+                    target, probing = ramp_step(conns, rate, prev_rate, want, lim)
+                    if target < conns:
+                        with self._lock:
+                            self._max_live = target
+                    elif target > conns and not self._abort.is_set():
+                        added = grow(target - conns)
+                        conns += added
+                        probing = probing and added > 0
+                    prev_rate, t0, b0 = rate, now, self.bytes_fetched
                 self._on_tick()
+                self._save_if_due()
                 if self._prefix is not None:
                     self._hash_prefix(None, budget=64 * 1024 * 1024)
             for t in threads:
@@ -216,14 +255,18 @@ class Transfer:
                 self._socks.discard(s)
         resp.close()
 
-    def _worker(self) -> None:
+    def _worker(self) -> bool:
+        """Fetch parts until none is left; True when this connection retired (and counted itself out)."""
         buf = memoryview(bytearray(self.limits.buffer_size))
         try:
             while not self._abort.is_set():
                 with self._lock:
+                    if self._live > self._max_live:
+                        self._live -= 1
+                        return True
                     item = self._items.popleft() if self._items else None
                 if item is None:
-                    return
+                    return False
                 self._fetch_item(item, buf)
         except Stopped:
             self._abort.set()
@@ -232,6 +275,7 @@ class Transfer:
                 if self._error is None:
                     self._error = exc
             self._abort_all()
+        return False
 
     def _fetch_item(self, item: _Item, buf: memoryview) -> None:
         try:
@@ -302,6 +346,8 @@ class Transfer:
         size = len(buf)
         filled = 0
         last = monotonic()
+        synced = cursor[0]  # writeback was started for this connection's bytes before this offset
+        every = self.limits.writeback_every if self.limits.fsync else 0
         clamp = self.limits.clamp_rcvbuf
         reads = 0
         try:
@@ -322,6 +368,9 @@ class Transfer:
                     full, filled = filled, 0  # cleared first: a failed write is not tried again below
                     self._write(buf, full, cursor)
                     last = monotonic()
+                    if every and cursor[0] - synced >= every:
+                        start_writeback(self._fd, synced, cursor[0] - synced)
+                        synced = cursor[0]
         finally:
             if filled:
                 self._write(buf, filled, cursor)
@@ -382,13 +431,34 @@ class Transfer:
         part = part_path(self._final) if self._final is not None else where
         return DownloadError(f"{self._shown}: cannot write {part}: {exc.strerror or exc}", url=self._shown)
 
+    def _save_if_due(self) -> None:
+        """A slow link saves at least every ``state_save_seconds`` (the byte interval takes long)."""
+        with self._lock:
+            due = self._unsaved > 0 and monotonic() - self._saved_at >= self.limits.state_save_seconds
+            if due:
+                self._unsaved = 0
+        if due:
+            try:
+                self._save_state()
+            except OSError as exc:
+                raise self._disk_error(exc) from exc
+
     def _save_state(self, durable: bool = False) -> None:
         if self._state is None or self._final is None:
             return
         if durable and self._fd >= 0:
             os.fsync(self._fd)
         with self._save_lock:
-            self._state.save(self._final, durable=durable)
+            if self._state_file is None or self._state_file.final != self._final:
+                self._close_state_file()
+                self._state_file = StateFile(self._final)
+            self._state_file.save(self._state, durable=durable)
+            self._saved_at = monotonic()
+
+    def _close_state_file(self) -> None:
+        if self._state_file is not None:
+            self._state_file.close()
+            self._state_file = None
 
     # -- requests ---------------------------------------------------------------------------------
     def _open(self, pos: int, end: int | None, validator: str | None, probe: bool = False) -> Response:

@@ -59,11 +59,14 @@ class DownloadLimits:
     part_size: int = 32 * MiB
     #: Connections per file.
     max_connections: int = 8
-    #: If one connection alone already moves this many bytes/s during the first
+    #: If one connection alone already moves this many bytes/s during its first
     #: ``ramp_probe_seconds``, no more are opened (the CPU, not the link, is the limit: loopback,
-    #: LAN). None: always open ``max_connections``.
+    #: LAN). Otherwise connections are doubled after each such window while the total rate grows
+    #: by ``ramp_gain`` (a doubling that does not pay is taken back). None: always open
+    #: ``max_connections``.
     fast_stream_bps: int | None = 400 * MiB
-    ramp_probe_seconds: float = 0.3
+    ramp_probe_seconds: float = 1.0
+    ramp_gain: float = 1.3
     #: Extra connections (beyond one per running job) shared by the whole queue.
     max_extra_connections: int = 16
     #: Receive buffer per connection; data is written with one pwrite per filled buffer.
@@ -82,13 +85,23 @@ class DownloadLimits:
     max_retries: int = 6
     backoff_base: float = 0.5
     backoff_max: float = 30.0
-    #: Part state (``<name>.part.json``) is rewritten after this many new bytes.
+    #: Part state (``<name>.part.json``) is rewritten after this many new bytes (in place: one
+    #: page write, ~8 us, so a small interval is cheap and bounds what kill -9 loses), and at
+    #: least every ``state_save_seconds`` while bytes arrive.
     state_interval: int = 1 * MiB
+    state_save_seconds: float = 1.0
     #: Progress events: at most one per this many seconds (and about every 1 % of bytes).
     progress_interval: float = 0.1
     #: fsync the finished file before the rename that publishes it (DESIGN.md §4). Only turn off
     #: for benchmarks against tools that do not sync (curl).
     fsync: bool = True
+    #: With ``fsync``, each connection starts writeback of every this many bytes it wrote
+    #: (``sync_file_range``), so the disk writes while the network reads and the final fsync is
+    #: short. 0: leave it all to the final fsync.
+    writeback_every: int = 16 * MiB
+    #: Reserve the whole ``.part`` file up front (``posix_fallocate``): a full disk fails at the
+    #: start, not at 90 %, and several connections' ranges do not fragment the file.
+    preallocate: bool = True
     #: Restarts from zero when the remote changed under us (ETag/size), before giving up.
     max_restarts: int = 2
 

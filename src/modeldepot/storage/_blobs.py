@@ -12,13 +12,11 @@ visible, so gc can never delete a blob an install is about to reference.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import logging
 import mmap
 import os
 import stat
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -29,7 +27,7 @@ from typing import Any
 import blake3
 from filelock import FileLock
 
-from modeldepot._fs import NO_SPACE_ERRNOS, free_bytes, fsync_dir, no_space_text
+from modeldepot._fs import NO_SPACE_ERRNOS, free_bytes, fsync_dir, no_space_text, start_writeback
 from modeldepot.errors import BlobCorruptError, InsufficientSpaceError, StorageError
 from modeldepot.storage.base import BlobInfo, crashpoint
 
@@ -92,23 +90,6 @@ def _space_error(
 
 #: Start writeback every this many bytes, so the final fsync finds little left to flush.
 WRITEBACK_EVERY = 64 << 20
-_SYNC_FILE_RANGE_WRITE = 2
-_sfr: Any = None
-
-
-def _sync_file_range() -> Any:
-    """libc ``sync_file_range`` (Linux), or False where it does not exist."""
-    global _sfr
-    if _sfr is None:
-        _sfr = False
-        if sys.platform.startswith("linux"):
-            try:
-                fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-                fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-                _sfr = fn
-            except (OSError, AttributeError):
-                pass
-    return _sfr
 
 
 def _write_all(fd: int, data: memoryview) -> None:
@@ -136,7 +117,6 @@ def copy_hashing(src_fd: int, dst_fd: int, size: int, tap: Tap | None = None) ->
     h = blake3.blake3(max_threads=1)
     if size == 0:
         return str(h.hexdigest())
-    start_writeback = _sync_file_range()
     flushed = 0
     with mmap.mmap(src_fd, size, access=mmap.ACCESS_READ) as mm:
         if hasattr(mm, "madvise") and hasattr(mmap, "MADV_SEQUENTIAL"):
@@ -152,10 +132,10 @@ def copy_hashing(src_fd: int, dst_fd: int, size: int, tap: Tap | None = None) ->
                         try:
                             _write_all(dst_fd, piece)
                             end = off + len(piece)
-                            if start_writeback and end - flushed >= WRITEBACK_EVERY:
+                            if end - flushed >= WRITEBACK_EVERY:
                                 # Asynchronous: the disk writes while we copy on (measured on
                                 # 2 GiB: 0.76 s instead of 2.8 s with one fsync at the end).
-                                start_writeback(dst_fd, flushed, end - flushed, _SYNC_FILE_RANGE_WRITE)
+                                start_writeback(dst_fd, flushed, end - flushed)
                                 flushed = end
                         finally:
                             # Both workers must be done with ``piece`` before it is released.
