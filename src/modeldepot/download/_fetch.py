@@ -27,6 +27,7 @@ import shutil
 from pathlib import Path
 
 from modeldepot._fs import fsync_dir, join_inside
+from modeldepot.download._digests import DigestPass
 from modeldepot.download._http import Response
 from modeldepot.download._parts import (
     PartState,
@@ -92,12 +93,11 @@ class FileFetcher(Transfer):
         self._abort.clear()
         self._error = None
         self._items.clear()
-        self._hasher = None
+        self._digests = None
         self._ranged = True
         self._skip = False
         self._state, self._final, self._written, self._unsaved = None, None, 0, 0
         self._total = None
-        self._prefix, self._prefix_at = None, 0
         final: Path | None = None if job.dest.is_dir() else job.dest
         self._final = final  # known before the first answer, so a ``_Restart`` there clears the right part
         state = PartState.load(final, self._shown) if final is not None else None
@@ -107,7 +107,7 @@ class FileFetcher(Transfer):
             self._open_part(final, fresh=False)
             try:
                 self._on_started()
-                return self._finish(final, state.size, streamed=False)
+                return self._finish(final, state.size)
             finally:
                 self._close_part()
         if state is not None:
@@ -141,7 +141,7 @@ class FileFetcher(Transfer):
                 raise Stopped()
             if self._skip:
                 return final
-            return self._finish(final, total, streamed=self._hasher is not None)
+            return self._finish(final, total)
         except Stopped:
             if self._state is not None:
                 self._save_state(durable=True)
@@ -218,13 +218,9 @@ class FileFetcher(Transfer):
                         self._items.append(_Item(s, min(b, s + lim.part_size)))
                 else:
                     self._items.append(_Item(a, b))
-            if self.job.expected_sha256 and not multi and holes == [(start, total)]:
-                # One sequential pass to the end: hash while writing (prefix re-read from disk).
-                self._hasher = sha256_file(part_path(final), upto=start) if start else hashlib.sha256()
-            elif self.job.expected_sha256:
-                # Several connections: the job thread hashes the finished prefix while the rest
-                # streams in (parts are handed out in order), so little is left at the end.
-                self._prefix = hashlib.sha256()
+            # The job thread hashes the finished prefix while the rest streams in (parts are handed
+            # out in order), so little is left at the end; a resumed file's old bytes come first.
+            self._digests = self._digest_pass(final, total)
             return total
         # 200: Range ignored, or If-Range said the remote changed. One stream from byte 0.
         if state is not None:
@@ -246,9 +242,20 @@ class FileFetcher(Transfer):
             state_path(final).unlink()
         self._written = 0
         self._items.append(_Item(0, total_or_none, resp))
-        if self.job.expected_sha256:
-            self._hasher = hashlib.sha256()
+        self._digests = self._digest_pass(final, total_or_none)
         return total_or_none
+
+    def _digest_pass(self, final: Path, total: int | None) -> DigestPass | None:
+        job = self.job
+        if not (job.expected_sha256 or job.compute_blake3 or job._tap_factory is not None):
+            return None
+        return DigestPass(
+            part_path(final),
+            total,
+            sha256=bool(job.expected_sha256),
+            blake3_=job.compute_blake3,
+            tap=job._tap_factory,
+        )
 
     def _already_there(self, final: Path, total: int) -> bool:
         """A finished file with the expected sha256 is not fetched again."""
@@ -298,7 +305,7 @@ class FileFetcher(Transfer):
             os.close(self._fd)
             self._fd = -1
 
-    def _finish(self, final: Path, total: int | None, streamed: bool) -> Path:
+    def _finish(self, final: Path, total: int | None) -> Path:
         part = part_path(final)
         got = self._state.done_bytes if self._state is not None else self._written
         if total is not None and got != total:
@@ -306,21 +313,25 @@ class FileFetcher(Transfer):
                 f"{self._shown}: got {got:,} of {total:,} bytes; the server closed early", url=self._shown
             )
         exp = self.job.expected_sha256
+        digests = self._digests or self._digest_pass(final, got)
+        if digests is not None:
+            digests.feed(self._fd, got)  # what the job thread had not reached yet
         if self.limits.fsync:
             os.fsync(self._fd)
-        if exp and self._prefix is not None and total is not None:
-            self._hash_prefix(total)
-            self._hasher, streamed = self._prefix, True
-        if exp or streamed:
-            digest = (self._hasher if streamed and self._hasher else sha256_file(part)).hexdigest()
+        if digests is not None and exp:
+            digest = digests.sha256 or ""
             self.job.sha256 = digest
-            if exp and digest != exp.lower():
+            if digest != exp.lower():
                 remove_partial(final)
                 raise IntegrityError(
                     f"{self._shown}: sha256 {digest} does not match the expected {exp.lower()}", url=self._shown
                 )
         part.replace(final)
         remove_partial(final, keep_data=True)
+        if digests is not None and digests.blake3 is not None:
+            st = final.stat()
+            self.job.blake3 = digests.blake3
+            self.job._identity = (st.st_ino, st.st_size, st.st_mtime_ns)
         if self.limits.fsync:
             fsync_dir(final.parent)
         return final

@@ -10,7 +10,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import fcntl
-import hashlib
 import http.client
 import logging
 import os
@@ -22,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from modeldepot._fs import NO_SPACE_ERRNOS, no_space_text, start_writeback
+from modeldepot.download._digests import DigestPass
 from modeldepot.download._http import (
     Response,
     RetryableHTTPError,
@@ -37,6 +37,9 @@ from modeldepot.download.base import DownloadJobRemoteSource, DownloadLimits
 from modeldepot.errors import DownloadError, InsufficientSpaceError
 
 log = logging.getLogger("modeldepot.download._fetch")
+
+#: Bytes the job thread hashes per progress tick (it also ticks progress and the ramp).
+DIGEST_BUDGET = 128 * 1024 * 1024
 
 
 class Stopped(Exception):
@@ -105,9 +108,7 @@ class Transfer:
         self._total: int | None = None  # size of the remote file; None while unknown (no Content-Length)
         self._fd = -1
         self._ranged = True
-        self._hasher: hashlib._Hash | None = None
-        self._prefix: hashlib._Hash | None = None  # sha256 of bytes [0, _prefix_at) of the part file
-        self._prefix_at = 0
+        self._digests: DigestPass | None = None  # fed the finished prefix by the job thread
         self._written = 0
         self._live = 0  # connection threads running
         self._max_live = 1  # threads beyond this stop at their next part (a ramp taken back)
@@ -206,32 +207,23 @@ class Transfer:
                     prev_rate, t0, b0 = rate, now, self.bytes_fetched
                 self._on_tick()
                 self._save_if_due()
-                if self._prefix is not None:
-                    self._hash_prefix(None, budget=64 * 1024 * 1024)
+                if self._digests is not None:
+                    self._digests.feed(self._fd, self._contiguous(), budget=DIGEST_BUDGET)
             for t in threads:
                 t.join()
         finally:
             for _ in range(extra):
                 self._slots.release()
 
-    def _hash_prefix(self, upto: int | None, budget: int | None = None) -> None:
-        """Feed ``_prefix`` with the part file's bytes up to ``upto`` (None: the contiguous done prefix)."""
-        prefix, state = self._prefix, self._state
-        if prefix is None or state is None or self._fd < 0:
-            return
-        if upto is None:
-            with state._lock:
-                first = state.done[0] if state.done else None
-            upto = first[1] if first is not None and first[0] == 0 else 0
-        if budget is not None:
-            upto = min(upto, self._prefix_at + budget)
-        buf = memoryview(bytearray(min(4 * 1024 * 1024, max(0, upto - self._prefix_at)) or 1))
-        while self._prefix_at < upto:
-            n = os.preadv(self._fd, [buf[: min(len(buf), upto - self._prefix_at)]], self._prefix_at)
-            if n <= 0:
-                raise DownloadError(f"{self.job.source}: part file shorter than expected", url=self.job.source)
-            prefix.update(buf[:n])
-            self._prefix_at += n
+    def _contiguous(self) -> int:
+        """How many bytes from the start of the part file are written (what may be hashed)."""
+        state = self._state
+        if state is None:
+            with self._lock:
+                return self._written  # one stream from byte 0
+        with state._lock:
+            first = state.done[0] if state.done else None
+        return first[1] if first is not None and first[0] == 0 else 0
 
     def _abort_all(self) -> None:
         self._abort.set()
@@ -399,8 +391,6 @@ class Transfer:
                 off += os.pwrite(self._fd, view[off:], pos + off)
         except OSError as exc:
             raise self._disk_error(exc) from exc
-        if self._hasher is not None:
-            self._hasher.update(view)
         cursor[0] = pos + n
         save = False
         with self._lock:

@@ -296,9 +296,22 @@ class DownloadJobRemoteSource(DownloadJobBase):
     expected_sha256: str | None = None
     #: sha256 of the finished file when it was computed (expected or streamed).
     sha256: str | None = None
+    #: Also take the blake3 of the file while it arrives (``blake3``), so a content store can
+    #: take the file without reading it again (``identity`` says which file version it is of).
+    compute_blake3: bool = False
+    blake3: str | None = None
     connections: int = 0
 
     _url: str = PrivateAttr(default="")
+    #: ``TapFactory`` (``_digests``): a tap fed the file's bytes in the same pass as the digests.
+    _tap_factory: Any = PrivateAttr(default=None)
+    _identity: tuple[int, int, int] | None = PrivateAttr(default=None)
+
+    @property
+    def identity(self) -> tuple[int, int, int] | None:
+        """(inode, size, mtime_ns) of the finished file when ``blake3`` was taken; a file whose
+        ``stat`` no longer matches was changed since, and its ``blake3`` does not apply."""
+        return self._identity
 
     def __init__(self, **data: Any) -> None:
         raw = str(data.get("source", ""))

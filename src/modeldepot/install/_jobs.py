@@ -64,6 +64,8 @@ class ModelInstallJob(BaseModel):
     _source_obj: Any = PrivateAttr(default=None)
     _download: Any = PrivateAttr(default=None)
     _metadata: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _handoff: Any = PrivateAttr(default=None)  # ``_handoff.Handoff`` of the running download
+    _received: Any = PrivateAttr(default=None)  # what it hashed: {inode: Received}
     _done: threading.Event = PrivateAttr(default_factory=threading.Event)
     _exception: BaseException | None = PrivateAttr(default=None)
     #: Another process runs this job; this one mirrors its row (and takes over if it dies).

@@ -27,13 +27,14 @@ from modeldepot.errors import DuplicateModelException, HashingError, ModelDepotE
 from modeldepot.hashing import ModelHash, composite_hash, normalize_algorithm
 from modeldepot.identify import Identification, identify, read_safetensors_header
 from modeldepot.install._checks import check_is_model
+from modeldepot.install._handoff import Received, known_for
 from modeldepot.install._locations import forget_model_locations, record_location
 from modeldepot.install._records import build_record, default_name, identify_overrides, normalise_overrides
 from modeldepot.install._result import PathResult
 from modeldepot.install._store import destination, record_hash, unique_name, with_fields
 from modeldepot.storage import hash_tree, walk_source
 from modeldepot.storage._blobs import hash_path
-from modeldepot.storage._parts import Part, TensorTap, parts_of, splittable, taps_for, whole
+from modeldepot.storage._parts import FedTap, Part, TensorTap, parts_of, splittable, taps_for, whole
 from modeldepot.storage._split import REST, split_checkpoint
 from modeldepot.storage._verify import problems
 from modeldepot.taxonomy import ModelSourceType
@@ -218,8 +219,13 @@ class LocalInstaller:
         source_type: ModelSourceType | None = None,
         metadata: dict[str, Any] | None = None,
         force: bool = False,
+        received: dict[int, Received] | None = None,
     ) -> PathResult:
-        """Install a file or folder into the store (deduplicated, materialised)."""
+        """Install a file or folder into the store (deduplicated, materialised).
+
+        ``received``: what the download of these files already hashed (``_handoff``); such files
+        are stored without being read again.
+        """
         path = _existing_path(model_path)
         overrides = normalise_overrides(config)
         ident = self._identify(path, overrides, metadata, force)
@@ -231,14 +237,25 @@ class LocalInstaller:
         else:
             # Staging hashes while it copies (one read pass) and the taps hash each part's
             # tensors on the way; content already held costs no space (identical blobs are one).
+            # Files the download already hashed are not read at all.
             taps = taps_for(path, str(ident.type), str(ident.format))
-            staged = storage.stage(path, move=move, taps={rel: tap.feed for rel, tap in taps.items()})
+            got = known_for(walk_source(path)[1], received) if received else {}
+            fed: dict[str, TensorTap | FedTap] = {}
+            for rel, tap in taps.items():
+                tensors = got[rel].tensors if rel in got else None
+                fed[rel] = FedTap(tensors, tap) if tensors is not None else tap
+            staged = storage.stage(
+                path,
+                move=move,
+                taps={rel: tap.feed for rel, tap in fed.items() if isinstance(tap, TensorTap)},
+                known={rel: r.known for rel, r in got.items()},
+            )
             parts = ()
             content_hash = ""
         try:
             if scratch is None:
                 parts = tuple(
-                    parts_of(staged.kind, staged.entries, taps, str(ident.type), str(ident.format), str(ident.base))
+                    parts_of(staged.kind, staged.entries, fed, str(ident.type), str(ident.format), str(ident.base))
                 )
                 content_hash = self._staged_hash(staged, path)
             # A split checkpoint's staged parts are not the file: its size is the original's.

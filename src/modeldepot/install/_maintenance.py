@@ -23,6 +23,7 @@ from pydantic import SecretStr
 
 from modeldepot._fs import atomic_write_text, fsync_dir, join_inside, tree_size
 from modeldepot.configs import class_for
+from modeldepot.download import DownloadJob
 from modeldepot.errors import (
     DownloadError,
     DuplicateModelException,
@@ -33,6 +34,7 @@ from modeldepot.errors import (
 )
 from modeldepot.hashing import civitai_hashes
 from modeldepot.identify import identify, record_fields
+from modeldepot.install._handoff import Handoff
 from modeldepot.install._local import LocalInstaller
 from modeldepot.install._locations import known_location, record_location
 from modeldepot.remote.civitai import CivitaiClient
@@ -286,9 +288,16 @@ def download_and_cache(
 
 
 def start_plan_download(
-    downloads: DownloadQueueService, plan: DownloadPlan, token: str | None, **handlers: Any
+    downloads: DownloadQueueService,
+    plan: DownloadPlan,
+    token: str | None,
+    handoff: Handoff | None = None,
+    **handlers: Any,
 ) -> AnyDownloadJob:
-    """Start downloading ``plan`` into ``plan.dest`` (a partial file left there is resumed)."""
+    """Start downloading ``plan`` into ``plan.dest`` (a partial file left there is resumed).
+
+    With ``handoff``, the jobs also hash what the store will need while the bytes arrive.
+    """
     plan.dest.mkdir(parents=True, exist_ok=True)  # a folder: a plain URL's file is named by the server
     if len(plan.files) == 1 and plan.single_url:
         f = plan.files[0]
@@ -296,8 +305,21 @@ def start_plan_download(
         # already on disk.
         partial = sorted(plan.dest.glob("*.part.json"))
         target = partial[0].with_name(partial[0].name.removesuffix(".part.json")) if len(partial) == 1 else plan.dest
-        return downloads.download(f.url, target, access_token=token, expected_sha256=f.sha256, **handlers)
-    return downloads.multifile_download(list(plan.files), plan.dest, access_token=token, **handlers)
+        job = DownloadJob(
+            source=f.url,
+            dest=target,
+            access_token=token,
+            expected_sha256=f.sha256.lower() if f.sha256 else None,
+        )
+        if handoff is not None:
+            handoff.prepare([job])
+        downloads.submit_download_job(job, **handlers)
+        return job
+    mf = downloads.multifile_download(list(plan.files), plan.dest, access_token=token, submit_job=False, **handlers)
+    if handoff is not None:
+        handoff.prepare(mf.download_parts)
+    downloads.submit_multifile_download(mf)
+    return mf
 
 
 def _parse_cache_source(

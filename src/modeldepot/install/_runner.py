@@ -24,6 +24,7 @@ from modeldepot.download import ConnectPolicy
 from modeldepot.download._redact import redact_url
 from modeldepot.errors import ModelDepotError, UnknownJobIDException
 from modeldepot.install._checks import check_looks_like_model
+from modeldepot.install._handoff import Handoff
 from modeldepot.install._jobs import InstallStatus, ModelInstallJob
 from modeldepot.install._jobtable import JobRow, JobTable, Owner, owner_gone, owner_pid
 from modeldepot.install._local import LocalInstaller
@@ -390,7 +391,8 @@ class JobRunner:
             "on_paused": lambda dj: self._on_download_paused(job),
         }
         token = job._access_token.get_secret_value() if job._access_token is not None else plan.token
-        job._download = start_plan_download(self.services.downloads, plan, token, **handlers)
+        job._handoff = Handoff()
+        job._download = start_plan_download(self.services.downloads, plan, token, job._handoff, **handlers)
 
     def _on_download_progress(self, job: ModelInstallJob, dj: Any) -> None:
         if job.in_terminal_state:
@@ -424,6 +426,8 @@ class JobRunner:
             job.local_path = Path(dj.download_path)
         else:
             job.local_path = Path(dj.dest) / subpath if subpath else Path(dj.dest)
+        if job._handoff is not None:
+            job._received = job._handoff.received(getattr(dj, "download_parts", None) or [dj])
         job.bytes = dj.bytes
         job.status = InstallStatus.DOWNLOADS_DONE
         self._set_status(job)
@@ -465,6 +469,7 @@ class JobRunner:
                 source_type=source.type,
                 metadata=job._metadata,
                 force=force,
+                received=job._received,
             )
         job.outcome = result.outcome
         if not result.created:

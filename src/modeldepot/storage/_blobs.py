@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import blake3
 from filelock import FileLock
@@ -51,6 +51,17 @@ def is_digest(name: str) -> bool:
 
 #: ``tap(offset, piece)``: also sees every byte of a file as it is hashed (the part hashes).
 Tap = Callable[[int, memoryview], None]
+
+
+class KnownDigest(NamedTuple):
+    """A blake3 the caller took of a file's bytes itself (a download hashes what it writes), valid
+    while the file's ``(inode, size, mtime_ns)`` is still ``identity``."""
+
+    digest: str
+    identity: tuple[int, int, int]
+
+    def holds_for(self, st: os.stat_result) -> bool:
+        return (st.st_ino, st.st_size, st.st_mtime_ns) == self.identity
 
 
 def hash_path(path: Path, tap: Tap | None = None) -> str:
@@ -188,8 +199,12 @@ class BlobStore:
         keep_source: bool = False,
         distrust: Callable[[str], bool] | None = None,
         tap: Tap | None = None,
+        known: KnownDigest | None = None,
     ) -> BlobInfo:
         """Store the content of ``path``; with ``move`` the source is linked into place, not copied.
+
+        ``known``: the file's blake3 as its writer took it; a linked file whose ``stat`` still
+        matches is then not read again (a copy reads it anyway, and hashes on the way).
 
         The source disappears (move mode) only after its blob is in place and fsynced, and not at
         all with ``keep_source`` (a folder import removes its sources once every file is stored).
@@ -197,7 +212,7 @@ class BlobStore:
         such a blob instead of being dropped as a duplicate (``BlobInfo.healed`` says so).
         """
         if move:
-            info = self._add_by_link(path, register, distrust, tap)
+            info = self._add_by_link(path, register, distrust, tap, known)
             if info is None:
                 info = self._add_by_copy(path, register, distrust, tap)
             crashpoint("blob-linked")
@@ -247,10 +262,12 @@ class BlobStore:
         register: Callable[[str, int], None] | None,
         distrust: Callable[[str], bool] | None = None,
         tap: Tap | None = None,
+        known: KnownDigest | None = None,
     ) -> BlobInfo | None:
         """Hash by mmap, then hardlink the source into place. ``None`` when linking is impossible."""
         before = os.stat(path)
-        digest = hash_path(path, tap)
+        trusted = known is not None and tap is None and known.holds_for(before)
+        digest = known.digest if trusted and known is not None else hash_path(path, tap)
         tmp = self._tmp_path()
         try:
             os.link(path, tmp)

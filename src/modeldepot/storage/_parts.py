@@ -14,7 +14,7 @@ scheduler, ``.bin`` weights) are named by their files instead (:func:`files_part
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -53,6 +53,7 @@ class TensorTap:
     """
 
     def __init__(self, header: SafetensorsHeader, component_of: ComponentOf) -> None:
+        self.component_of = component_of
         base = header.data_offset
         spans = []
         for name, t in header.tensors.items():
@@ -94,6 +95,33 @@ class TensorTap:
         if self._next != len(self._spans):
             raise StorageError(f"{self.path}: the part hash saw only part of the file", path=self.path)
         return {c: (lines, self._bytes[c]) for c, lines in self._lines.items()}
+
+
+def per_tensor_tap(header: SafetensorsHeader) -> TensorTap:
+    """A tap hashing every weight of a file, each its own "component" (named by the tensor): fed
+    before anyone knows what the file is (while it downloads), grouped later by :class:`FedTap`."""
+    return TensorTap(header, lambda name: name)
+
+
+class FedTap:
+    """A :class:`TensorTap`'s result from the tensor hashes a :func:`per_tensor_tap` already took
+    of the same bytes: the same lines, grouped by ``tap``'s components, without reading again."""
+
+    def __init__(self, fed: TensorTap, tap: TensorTap) -> None:
+        self._fed = fed
+        self._component_of = tap.component_of
+        self.path = tap.path
+
+    def result(self) -> dict[str, tuple[list[str], int]]:
+        out: dict[str, tuple[list[str], int]] = {}
+        for name, (lines, size) in self._fed.result().items():
+            component = self._component_of(name)
+            if component is None:
+                continue
+            have_lines, have_size = out.get(component, ([], 0))
+            have_lines.extend(lines)
+            out[component] = (have_lines, have_size + size)
+        return out
 
 
 def tensors_part_id(lines: Iterable[str]) -> str:
@@ -148,7 +176,7 @@ def plan_taps(kind: str, relpaths: Sequence[str], type_: str, fmt: str) -> dict[
 def collect_parts(
     kind: str,
     entries: Sequence[ManifestEntry],
-    taps: dict[str, TensorTap],
+    taps: Mapping[str, TensorTap | FedTap],
     *,
     type_: str,
     base: str,
@@ -216,7 +244,7 @@ def taps_for(path: Path, type_: str, fmt: str) -> dict[str, TensorTap]:
 
 
 def parts_of(
-    kind: str, entries: Sequence[ManifestEntry], taps: dict[str, TensorTap], type_: str, fmt: str, base: str
+    kind: str, entries: Sequence[ManifestEntry], taps: Mapping[str, TensorTap | FedTap], type_: str, fmt: str, base: str
 ) -> list[Part]:
     """:func:`collect_parts` for a model of this type, format and base."""
     try:

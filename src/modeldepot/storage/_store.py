@@ -21,7 +21,7 @@ from modeldepot.config import DepotConfig
 from modeldepot.errors import ModelDepotError, NotAllowedError, StorageError, UnknownModelException
 from modeldepot.events import EventBus
 from modeldepot.storage import _gc, _manifests, _nm_schema, _partdb, _verify
-from modeldepot.storage._blobs import BlobStore, Tap
+from modeldepot.storage._blobs import BlobStore, KnownDigest, Tap
 from modeldepot.storage._links import place
 from modeldepot.storage._parts import Part
 from modeldepot.storage._schema import migrate, q
@@ -103,10 +103,18 @@ class ContentStore:
             self._after_heal([info.digest])
         return info
 
-    def stage(self, src: str | Path, move: bool = False, taps: Mapping[str, Tap] | None = None) -> StagedModel:
+    def stage(
+        self,
+        src: str | Path,
+        move: bool = False,
+        taps: Mapping[str, Tap] | None = None,
+        known: Mapping[str, KnownDigest] | None = None,
+    ) -> StagedModel:
         """Ingest every file of ``src`` into blobs; nothing is owned by a model until :meth:`commit`.
 
         ``taps`` (relpath -> tap) see the bytes of those files in the same read (the part hashes).
+        ``known`` (relpath -> the blake3 a download took while writing the file): a file moved in
+        whose ``stat`` is unchanged since is not read again.
 
         A blob a verify found damaged is replaced by the ingested content and every model using it
         is rebuilt (``StagedModel.healed``). If ingesting fails (a full disk), the blobs this
@@ -128,6 +136,7 @@ class ContentStore:
                     keep_source=True,
                     distrust=self.is_known_bad,
                     tap=(taps or {}).get(rel),
+                    known=(known or {}).get(rel),
                 )
                 entries.append(ManifestEntry(rel, info.digest, info.size, mode))
                 if info.healed:
