@@ -1,34 +1,39 @@
-"""Identification benchmark: identify() cost must not grow with file size.
+"""Identification benchmark (issues 3 and 18): identify() of an SDXL checkpoint against its peers.
 
-    python benchmarks/bench_identify.py [--big-mib 2048] [--small-mib 2] [--runs 200] [--keep]
+    python benchmarks/bench_identify.py [--before OLD_SRC] [--rounds 5] [--runs 100] [--split] [--profile]
 
-Writes two SDXL-shaped all-in-one checkpoints with the same ~2,500 real SDXL key names (UNet in
-SGM layout, VAE, CLIP-L and OpenCLIP-bigG text encoders): a 2 GiB one whose data region is real
-allocated zeros (posix_fallocate, not a sparse file) and a 2 MiB one. Real shapes are kept on as
-many tensors as fit the size budget; the rest keep their trailing dimensions (which carry the
-widths identification reads) with a leading dimension of 1. Then times ``identify()`` on each.
+Writes two SDXL-shaped all-in-one checkpoints with the same 2,367 real SDXL key names (UNet in SGM
+layout, VAE, CLIP-L and OpenCLIP-bigG text encoders): a 2 GiB one (sparse; ``--allocate`` gives it
+real blocks with posix_fallocate) and a 2 MiB one. Real shapes are kept on as many tensors as fit
+the size budget; the rest keep their trailing dimensions (which carry the widths identification
+reads) with a leading dimension of 1.
 
-Baselines measured in the same run: the 2 MiB file (the headline ratio big / small should be ~1);
-the reference ``safetensors`` library reading the same header (``safe_open`` + every key's shape);
-and, for scale, one sequential read of the whole 2 GiB file (what an identifier that loads the
-state dict, as InvokeAI's HEAD does, must at least pay).
+Each round starts one fresh process per side ("after" = this checkout's ``src``; "before" = the
+code at ``--before``, e.g. ``git archive HEAD src | tar -x -C /tmp/before``), in alternating order.
+A process times, interleaved run by run so background load hits them alike: ``identify()`` of each
+file; ``json.loads`` of the big file's header bytes alone (the floor: any reader must decode it);
+and ``safetensors.safe_open`` + ``keys()`` on the big file (the reference Rust reader). Every
+ratio is taken inside one process, then summarised as the median over rounds with min-max.
+``--split`` adds a per-stage wall-clock split (read, count, JSON decode, validate, rules) and
+``--profile`` a cProfile summary, both on the big file.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
 import shutil
 import statistics
 import struct
+import subprocess
+import sys
 import time
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
-
-from modeldepot.identify import identify
+from typing import Any
 
 BENCH_DIR = Path("/tmp/modeldepot-bench-identify")
 #: Keys whose trailing dimensions identification reads; shrunk tensors keep those dimensions.
@@ -167,7 +172,7 @@ def fit(keys: dict[str, Shape], budget: int, itemsize: int = 2) -> dict[str, Sha
     return out
 
 
-def write_checkpoint(path: Path, shapes: dict[str, Shape]) -> int:
+def write_checkpoint(path: Path, shapes: dict[str, Shape], *, allocate: bool = False) -> int:
     header: dict[str, object] = {"__metadata__": {"format": "pt"}}
     offset = 0
     for name, shape in shapes.items():
@@ -179,119 +184,238 @@ def write_checkpoint(path: Path, shapes: dict[str, Shape]) -> int:
     tmp = path.with_suffix(".tmp")
     with open(tmp, "wb") as f:
         f.write(struct.pack("<Q", len(raw)) + raw)
-        f.flush()
-        # Real allocated blocks, not a sparse hole: the headline figure must be a genuine 2 GiB file.
-        os.posix_fallocate(f.fileno(), 8 + len(raw), offset)
+        if allocate:
+            os.posix_fallocate(f.fileno(), 8 + len(raw), offset)
+        else:
+            f.truncate(8 + len(raw) + offset)
     os.replace(tmp, path)
     return len(raw)
 
 
-def timed(fns: dict[str, Callable[[], object]], runs: int) -> dict[str, dict[str, float]]:
-    """Per function: first-call wall time, then min / median / p95 wall and median thread CPU time (ms).
+# -- one side, in its own process -----------------------------------------------------------------------
+def _header_bytes(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        return f.read(n)
 
-    The functions are interleaved run by run, so load from other processes hits them alike."""
-    out: dict[str, dict[str, float]] = {}
+
+def _interleaved(fns: dict[str, Callable[[], object]], runs: int) -> dict[str, dict[str, float]]:
+    """Median wall and thread-CPU ms per function, the functions interleaved run by run."""
     wall: dict[str, list[float]] = {k: [] for k in fns}
     cpu: dict[str, list[float]] = {k: [] for k in fns}
-    for name, fn in fns.items():
-        start = time.perf_counter()
-        fn()
-        out[name] = {"first": (time.perf_counter() - start) * 1e3}
+    for fn in fns.values():
+        fn()  # imports, first-touch caches
     for _ in range(runs):
         for name, fn in fns.items():
             t, c = time.perf_counter(), time.thread_time()
             fn()
             cpu[name].append(time.thread_time() - c)
             wall[name].append(time.perf_counter() - t)
-    for name in fns:
-        w = sorted(wall[name])
-        out[name] |= {
-            "min": w[0] * 1e3,
-            "median": statistics.median(w) * 1e3,
-            "p95": w[int(len(w) * 0.95) - 1] * 1e3,
-            "cpu": statistics.median(cpu[name]) * 1e3,
-        }
-    return out
+    return {k: {"wall": statistics.median(wall[k]) * 1e3, "cpu": statistics.median(cpu[k]) * 1e3} for k in fns}
 
 
-def read_all(path: Path) -> int:
-    total = 0
-    buf = bytearray(16 * 1024 * 1024)
-    with open(path, "rb", buffering=0) as f:
-        while n := f.readinto(buf):
-            total += n
-    return total
+def _split(big: Path, runs: int) -> dict[str, dict[str, float]]:
+    """Wall-clock split of one identify() into its stages, each stage run as identify runs it."""
+    from modeldepot.identify import _core
+    from modeldepot.identify import safetensors as reader
+    from modeldepot.identify._assemble import finish
+    from modeldepot.identify._declared import read_declared
+
+    # The new reader pauses the collector around decode + validate; the old one does not.
+    paused = hasattr(reader, "_collector_paused")
+    size = big.stat().st_size
+    raw = _header_bytes(big)
+    text = raw.decode()
+    view = _core.load_view(big)
+
+    def validate() -> float:
+        doc = json.loads(text)  # a fresh document each run, outside the timed part
+        t = time.perf_counter()
+        reader._validate(big, len(raw), size, doc)
+        return time.perf_counter() - t
+
+    def rules() -> None:
+        fresh = _core.KeyView.build(big, dict(view.shapes), metadata=view.metadata, source=view.source)
+        finish([r(fresh) for r in _core.FILE_RULES], read_declared(view.metadata), extra={}, unknown_reason="")
+
+    stages: dict[str, Callable[[], object]] = {
+        "read header bytes": lambda: _header_bytes(big),
+        "count braces/commas": lambda: reader._check_counts(big, raw),
+        "JSON decode": lambda: json.loads(text),
+        "validate": validate,
+        "view + 13 rules + assembly": rules,
+        "identify (whole)": lambda: _core.identify(big),
+    }
+    wall: dict[str, list[float]] = {k: [] for k in stages}
+    for _ in range(runs):
+        for name, fn in stages.items():
+            pause = paused and name in ("JSON decode", "validate")
+            if pause:
+                gc.disable()
+            t = time.perf_counter()
+            own = fn()  # dropped below, before the collector runs again: it must not walk this
+            took = time.perf_counter() - t
+            wall[name].append(own if isinstance(own, float) else took)
+            del own
+            if pause:
+                gc.enable()
+    return {k: {"wall": statistics.median(v) * 1e3} for k, v in wall.items()}
+
+
+def worker(args: argparse.Namespace) -> None:
+    from modeldepot.identify import identify
+
+    small, big = Path(args.small), Path(args.big)
+    for path in (small, big):
+        ident = identify(path)
+        assert (ident.type.value, ident.base.value) == ("main", "sdxl"), ident.reasons
+    raw = _header_bytes(big)
+    fns: dict[str, Callable[[], object]] = {
+        "identify 2 MiB": lambda: identify(small),
+        "identify 2 GiB": lambda: identify(big),
+        "json.loads of the header": lambda: json.loads(raw),
+    }
+    try:
+        from safetensors import safe_open
+
+        def reference() -> object:
+            with safe_open(str(big), "np") as f:
+                return f.keys()
+
+        fns["safe_open + keys()"] = reference
+    except ImportError:
+        pass
+    out: dict[str, Any] = {"times": _interleaved(fns, args.runs)}
+    if args.split:
+        out["split"] = _split(big, args.runs)
+    if args.profile:
+        import cProfile
+        import io
+        import pstats
+
+        prof = cProfile.Profile()
+        prof.enable()
+        for _ in range(args.runs):
+            identify(big)
+        prof.disable()
+        text = io.StringIO()
+        pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(12)
+        out["profile"] = text.getvalue()
+    print(json.dumps(out))
+
+
+# -- the driver --------------------------------------------------------------------------------------
+def _run_side(src: Path, files: dict[str, Path], args: argparse.Namespace) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--worker", "--small", str(files["small"]), "--big", str(files["big"])]
+    cmd += ["--runs", str(args.runs)] + ["--split"] * args.split + ["--profile"] * args.profile
+    env = dict(os.environ, PYTHONPATH=str(src))
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    return result
+
+
+def _summary(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     ap.add_argument("--big-mib", type=int, default=2048)
     ap.add_argument("--small-mib", type=int, default=2)
-    ap.add_argument("--runs", type=int, default=200)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=100, help="timed calls of each function per process")
+    ap.add_argument("--before", type=Path, help="a src/ folder holding the code to compare against")
+    ap.add_argument("--allocate", action="store_true", help="give the 2 GiB file real blocks (not sparse)")
+    ap.add_argument("--split", action="store_true", help="also time identify's stages")
+    ap.add_argument("--profile", action="store_true", help="also print a cProfile summary per side")
     ap.add_argument("--keep", action="store_true", help="keep the files in " + str(BENCH_DIR))
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--small", help=argparse.SUPPRESS)
+    ap.add_argument("--big", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.worker:
+        worker(args)
+        return
+    sides = {"after": Path(__file__).resolve().parents[1] / "src"}
+    if args.before:
+        sides = {"before": args.before.resolve(), **sides}
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     keys = sdxl_keys()
+    rounds: list[dict[str, dict[str, Any]]] = []
     try:
-        files = {}
+        files: dict[str, Path] = {}
+        sizes: dict[str, tuple[int, int, int]] = {}
         for label, mib in (("small", args.small_mib), ("big", args.big_mib)):
             path = BENCH_DIR / f"sdxl-{label}.safetensors"
             # The header (~0.3 MB of JSON) counts towards the file size: the data gets the rest.
-            hlen = write_checkpoint(path, fit(keys, max(mib * 1024 * 1024 - 340_000, 0)))
-            files[label] = (path, hlen)
-        rows = []
-        first: dict[str, float] = {}
-        for label, (path, hlen) in files.items():
-            t = time.perf_counter()
-            ident = identify(path)
-            first[label] = (time.perf_counter() - t) * 1e3  # the very first call (imports, cold caches)
-            assert (ident.type.value, ident.base.value) == ("main", "sdxl"), ident.reasons
-            rows.append((label, path.stat().st_size, os.stat(path).st_blocks * 512, hlen))
-        fns: dict[str, Callable[[], object]] = {label: partial(identify, path) for label, (path, _) in files.items()}
-        try:
-            from safetensors import safe_open
-
-            def reference(p: Path = files["big"][0]) -> None:
-                with safe_open(str(p), "np") as f:
-                    for k in f.keys():  # noqa: SIM118 - safe_open handles are not mappings
-                        f.get_slice(k).get_shape()
-
-            fns["reference"] = reference
-        except ImportError:
-            pass
-        results = timed(fns, args.runs)
-        for label, ms in first.items():
-            results[label]["first"] = ms
-        nan = {"first": math.nan, "min": math.nan, "median": math.nan, "p95": math.nan, "cpu": math.nan}
-        ref = results.get("reference", nan)
-        t = time.perf_counter()
-        read_all(files["big"][0])
-        full = (time.perf_counter() - t) * 1e3
+            hlen = write_checkpoint(path, fit(keys, max(mib * 1024 * 1024 - 340_000, 0)), allocate=args.allocate)
+            files[label] = path
+            sizes[label] = (path.stat().st_size, path.stat().st_blocks * 512, hlen)
+        for r in range(args.rounds):
+            order = list(sides) if r % 2 == 0 else list(reversed(sides))
+            rounds.append({side: _run_side(sides[side], files, args) for side in order})
     finally:
         if not args.keep:
             shutil.rmtree(BENCH_DIR, ignore_errors=True)
-    big, small = results["big"], results["small"]
-    load = os.getloadavg()[0]
-    print(f"## identify() on SDXL-shaped checkpoints ({len(keys)} keys, {args.runs} runs each)\n")
-    print(f"Machine: {os.cpu_count()} CPUs, 1-min load average {load:.1f} during the run.\n")
-    print("| file | size (bytes) | allocated | header | first call | best | median | p95 | median CPU |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for label, size, blocks, hlen in rows:
-        r = results[label]
-        print(
-            f"| {label} | {size:,} | {blocks:,} | {hlen:,} B | {r['first']:.2f} ms | {r['min']:.2f} ms "
-            f"| {r['median']:.2f} ms | {r['p95']:.2f} ms | {r['cpu']:.2f} ms |"
-        )
-    print("\n| comparison | ratio |")
-    print("|---|---:|")
-    print(f"| identify best wall, 2 GiB / 2 MiB (target ~1) | {big['min'] / small['min']:.2f} |")
-    print(f"| identify median wall, 2 GiB / 2 MiB | {big['median'] / small['median']:.2f} |")
-    print(f"| identify median CPU, 2 GiB / 2 MiB | {big['cpu'] / small['cpu']:.2f} |")
-    print(
-        f"| identify / reference safetensors header read (safe_open + every shape: {ref['median']:.2f} ms wall, "
-        f"{ref['cpu']:.2f} ms CPU), 2 GiB, CPU | {big['cpu'] / ref['cpu']:.2f} |"
-    )
-    print(f"| one full read of the 2 GiB file ({full:.0f} ms) / identify median wall | {full / big['median']:,.0f} |")
+    _report(args, sides, sizes, len(keys), rounds)
+
+
+def _report(
+    args: argparse.Namespace,
+    sides: dict[str, Path],
+    sizes: dict[str, tuple[int, int, int]],
+    n_keys: int,
+    rounds: list[dict[str, dict[str, Any]]],
+) -> None:
+    print(f"## identify() of an SDXL checkpoint ({n_keys} keys): {args.rounds} rounds x {args.runs} runs\n")
+    print(f"{os.cpu_count()} CPUs, 1-min load average {os.getloadavg()[0]:.1f} at the end. ", end="")
+    print("Figures: median over rounds of each process's median (min-max over rounds).\n")
+    for label, (size, blocks, hlen) in sizes.items():
+        print(f"- {label}: {size:,} bytes, {blocks:,} allocated, header {hlen:,} bytes")
+    measures = list(rounds[0][next(iter(sides))]["times"])
+    print("\n| ms (wall) | " + " | ".join(sides) + " |")
+    print("|---|" + "---:|" * len(sides))
+    for m in measures:
+        cells = [_summary([rd[s]["times"][m]["wall"] for rd in rounds]) for s in sides]
+        print(f"| {m} | " + " | ".join(cells) + " |")
+    print("\n| ratio (inside one process, then over rounds) | " + " | ".join(sides) + " |")
+    print("|---|" + "---:|" * len(sides))
+
+    def ratio(a: str, b: str, side: str) -> list[float]:
+        return [rd[side]["times"][a]["wall"] / rd[side]["times"][b]["wall"] for rd in rounds]
+
+    rows = [("identify 2 GiB / json.loads of its header", "identify 2 GiB", "json.loads of the header")]
+    if "safe_open + keys()" in measures:
+        rows.append(("identify 2 GiB / safe_open + keys()", "identify 2 GiB", "safe_open + keys()"))
+    rows.append(("identify 2 GiB / identify 2 MiB (size independence, ~1)", "identify 2 GiB", "identify 2 MiB"))
+    for title, a, b in rows:
+        print(f"| {title} | " + " | ".join(_summary(ratio(a, b, s)) for s in sides) + " |")
+    if "before" in sides:
+        print("\n| after / before, same round (paired) | ratio |")
+        print("|---|---:|")
+        for m in ("identify 2 GiB", "identify 2 MiB"):
+            paired = [rd["after"]["times"][m]["wall"] / rd["before"]["times"][m]["wall"] for rd in rounds]
+            print(f"| {m} | {_summary(paired)} |")
+        # Normalised by the peer measured in the same process: removes most of the load drift.
+        norm = [
+            (rd["after"]["times"]["identify 2 GiB"]["wall"] / rd["after"]["times"]["json.loads of the header"]["wall"])
+            / (
+                rd["before"]["times"]["identify 2 GiB"]["wall"]
+                / rd["before"]["times"]["json.loads of the header"]["wall"]
+            )
+            for rd in rounds
+        ]
+        print(f"| identify 2 GiB, each side over its own json.loads | {_summary(norm)} |")
+    if args.split:
+        print("\n| stage (2 GiB file), ms wall | " + " | ".join(sides) + " |")
+        print("|---|" + "---:|" * len(sides))
+        for stage in rounds[0][next(iter(sides))]["split"]:
+            cells = [_summary([rd[s]["split"][stage]["wall"] for rd in rounds]) for s in sides]
+            print(f"| {stage} | " + " | ".join(cells) + " |")
+    if args.profile:
+        for side in sides:
+            print(f"\n### cProfile, {side} ({args.runs} calls on the 2 GiB file, last round)\n")
+            print("```\n" + rounds[-1][side]["profile"].strip() + "\n```")
 
 
 if __name__ == "__main__":

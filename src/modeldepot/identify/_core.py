@@ -164,10 +164,13 @@ def _sniff(path: Path) -> str:
 
 def load_view(path: Path) -> KeyView:
     """The normalised key table of a weights file (header / pickle key table only)."""
-    kind = _sniff(path)
+    return _view_of(path, _sniff(path))
+
+
+def _view_of(path: Path, kind: str) -> KeyView:
     if kind == "safetensors":
         header = read_safetensors_header(path)
-        shapes: dict[str, tuple[int, ...] | None] = {k: t.shape for k, t in header.tensors.items()}
+        shapes: dict[str, tuple[int, ...] | None] = dict(header.shapes)  # a C-level copy: typed for KeyView
         return KeyView.build(path, shapes, metadata=header.metadata, source="safetensors header")
     if kind == "pickle":
         table = read_pickle_table(path)
@@ -183,7 +186,7 @@ def _identify_file(path: Path) -> Identification:
         return unknown(
             [f"type: unknown ({path.name!r} is not a safetensors, .ckpt/.pt/.pth/.bin or GGUF file)"], [], {}
         )
-    view = load_view(path)
+    view = _view_of(path, kind)
     extra: dict[str, Any] = {"source": view.source, "keys": len(view)}
     if view.unwrapped:
         extra["unwrapped"] = view.unwrapped

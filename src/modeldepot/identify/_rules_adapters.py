@@ -18,6 +18,10 @@ _DOWN_SUFFIXES = (
     ".hada_w1_b",
 )
 _LORA_MARKERS = (*_DOWN_SUFFIXES, ".lora_up.weight", ".lora_B.weight", ".hada_w1_a", ".lokr_w1", ".lokr_w1_a")
+#: Every prefix and marker above holds one of these. Keys holding none (any full checkpoint) are no
+#: LoRA's, which two substring searches of the joined keys tell ~3x cheaper than the suffix test,
+#: whose sort of thousands of reversed keys was a third of the rules' time on SDXL (issue 18).
+_LORA_HINTS = ("lora", "_w1")
 
 
 def _lora_style(view: KeyView) -> str:
@@ -95,7 +99,9 @@ def _lora_base(view: KeyView, v: Verdict) -> None:
 
 def lora(view: KeyView) -> Verdict:
     rule = "lora"
-    if not (view.any_startswith(*_KOHYA_PREFIXES) or view.any_endswith(*_LORA_MARKERS)):
+    if not view.any_contains(*_LORA_HINTS) or not (
+        view.any_startswith(*_KOHYA_PREFIXES) or view.any_endswith(*_LORA_MARKERS)
+    ):
         return no_match(rule, "no LoRA keys (lora_unet_/lora_te_ prefixes, lora_down/lora_A, hada_w, lokr_w)")
     style = _lora_style(view)
     v = Verdict(rule, True, ModelType.LoRA, ModelFormat.LyCORIS, confidence=0.9)
