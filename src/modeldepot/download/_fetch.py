@@ -94,6 +94,7 @@ class FileFetcher(Transfer):
         self._error = None
         self._items.clear()
         self._digests = None
+        self._direct = None  # a new attempt follows the URL's redirects afresh
         self._ranged = True
         self._skip = False
         self._state, self._final, self._written, self._unsaved = None, None, 0, 0

@@ -33,12 +33,50 @@ MAX_REDIRECTS = 10
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 
 
+_ConnKey = tuple[str, str, "int | None"]
+
+
+class ConnectionCache:
+    """Idle keep-alive connections of one connection thread, one per (scheme, host, port).
+
+    A part's response read to its last byte leaves its connection here and the next part's request
+    to that server reuses it: no TCP (and TLS) handshake per part, and the grown receive window is
+    kept. A connection is only ever used by the thread that owns the cache.
+    """
+
+    def __init__(self) -> None:
+        self._idle: dict[_ConnKey, http.client.HTTPConnection] = {}
+
+    def take(self, key: _ConnKey) -> http.client.HTTPConnection | None:
+        return self._idle.pop(key, None)
+
+    def give(self, key: _ConnKey, conn: http.client.HTTPConnection) -> None:
+        old = self._idle.pop(key, None)
+        if old is not None:
+            old.close()
+        self._idle[key] = conn
+
+    def close(self) -> None:
+        for conn in self._idle.values():
+            conn.close()
+        self._idle.clear()
+
+
 class Response:
     """An open response whose body the caller pulls with :meth:`readinto`."""
 
-    def __init__(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse, url: str) -> None:
+    def __init__(
+        self,
+        conn: http.client.HTTPConnection,
+        resp: http.client.HTTPResponse,
+        url: str,
+        cache: ConnectionCache | None = None,
+        key: _ConnKey | None = None,
+    ) -> None:
         self._conn = conn
         self._resp = resp
+        self._cache = cache
+        self._key = key
         self.url = url
         self.status = resp.status
         self.reason = resp.reason
@@ -96,11 +134,16 @@ class Response:
         return n
 
     def close(self) -> None:
-        # Never reuse a connection whose body we read behind http.client's back.
+        # A connection is reused only after its body was read to the declared end: then nothing of
+        # this response is left on it (the server sends nothing before the next request).
+        reuse = self._cache is not None and self._key is not None and self._remaining == 0 and not self._resp.will_close
         try:
             self._resp.close()
         finally:
-            self._conn.close()
+            if reuse and self._cache is not None and self._key is not None:
+                self._cache.give(self._key, self._conn)
+            else:
+                self._conn.close()
 
 
 def filename_from_content_disposition(value: str | None) -> str | None:
@@ -145,59 +188,99 @@ def open_url(
     method: str = "GET",
     rcvbuf: int | None = None,
     policy: ConnectPolicy | None = None,
+    cache: ConnectionCache | None = None,
+    origin: str | None = None,
 ) -> Response:
     """GET ``url`` following up to 10 redirects, each hop checked by ``policy`` and pinned.
 
     Every hop's host is resolved once by the policy (private addresses refused unless trusted) and
     the socket connects to exactly those addresses; TLS SNI and ``Host`` keep the name.
-    Authorization goes only to the original host (scheme, host and port). ``policy`` None is the
-    strict default. Returns the first non-redirect response, whatever its status (the caller
-    checks it).
+    Authorization goes only to the original host (scheme, host and port) of ``origin`` (default:
+    ``url``; a caller going straight to where an earlier request was redirected names the URL it
+    started from). ``policy`` None is the strict default. With ``cache``, an idle connection to the
+    hop's server is reused (it was checked when it connected) and the final one is left there when
+    its body has been read. Returns the first non-redirect response, whatever its status (the
+    caller checks it).
 
     Raises:
         BlockedAddressError: a hop resolves to a refused address (never retried).
         OSError: the lookup or the connection failed (retryable).
     """
     policy = policy or _STRICT
-    origin = host_key(url)
+    token_host = host_key(origin or url)
     current = url
     for _hop in range(MAX_REDIRECTS + 1):
-        addrs = policy.check_url(current, redact_url(current))  # http(s) only, host resolved and checked
         parts = urlsplit(current)
         host = parts.hostname or ""
-        conn: http.client.HTTPConnection
-        if parts.scheme.lower() == "https":
-            conn = http.client.HTTPSConnection(host, parts.port, timeout=timeout)
-        else:
-            conn = http.client.HTTPConnection(host, parts.port, timeout=timeout)
-        # http.client connects through this hook (HTTPS wraps the socket afterwards with the name).
-        conn._create_connection = _pinned(addrs, rcvbuf)  # type: ignore[attr-defined]
+        key: _ConnKey = (parts.scheme.lower(), host, parts.port)
         target = parts.path or "/"
         if parts.query:
             target += "?" + parts.query
         hdrs = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **(headers or {})}
-        if token and host_key(current) == origin:
+        if token and host_key(current) == token_host:
             hdrs["Authorization"] = f"Bearer {token}"
-        try:
-            conn.connect()
-            if on_socket is not None and conn.sock is not None:
-                on_socket(conn.sock)
-            conn.request(method, target, headers=hdrs)
-            resp = conn.getresponse()
-        except BaseException:
-            conn.close()
-            raise
+        idle = cache.take(key) if cache is not None else None
+        conn, resp = _request(
+            idle, current, policy, key, host, parts.port, timeout, rcvbuf, method, target, hdrs, on_socket
+        )
         location = resp.getheader("Location")
         if resp.status in REDIRECT_STATUSES and location:
             resp.close()
             conn.close()
             current = urljoin(current, location)
             continue
-        return Response(conn, resp, current)
+        return Response(conn, resp, current, cache, key)
     raise DownloadError(f"{redact_url(url)}: more than {MAX_REDIRECTS} redirects", url=redact_url(url))
 
 
 _STRICT = ConnectPolicy()
+#: What a server's close of an idle keep-alive connection looks like to the next request on it.
+_STALE = (http.client.RemoteDisconnected, http.client.BadStatusLine, ConnectionError)
+
+
+def _request(
+    idle: http.client.HTTPConnection | None,
+    url: str,
+    policy: ConnectPolicy,
+    key: _ConnKey,
+    host: str,
+    port: int | None,
+    timeout: float,
+    rcvbuf: int | None,
+    method: str,
+    target: str,
+    hdrs: dict[str, str],
+    on_socket: Callable[[socket.socket], None] | None,
+) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    """Send one request on ``idle`` (a kept-alive connection) or a new, checked and pinned one.
+
+    A kept-alive connection the server closed meanwhile is replaced by a new one, once.
+    """
+    while True:
+        conn = idle
+        if conn is None:
+            addrs = policy.check_url(url, redact_url(url))  # http(s) only, host resolved and checked
+            if key[0] == "https":
+                conn = http.client.HTTPSConnection(host, port, timeout=timeout)
+            else:
+                conn = http.client.HTTPConnection(host, port, timeout=timeout)
+            # http.client connects through this hook (HTTPS wraps the socket afterwards with the name).
+            conn._create_connection = _pinned(addrs, rcvbuf)  # type: ignore[attr-defined]
+        try:
+            if idle is None:
+                conn.connect()
+            if on_socket is not None and conn.sock is not None:
+                on_socket(conn.sock)
+            conn.request(method, target, headers=hdrs)
+            return conn, conn.getresponse()
+        except _STALE:
+            conn.close()
+            if idle is None:
+                raise
+            idle = None  # the server had closed it: one new connection
+        except BaseException:
+            conn.close()
+            raise
 
 
 def _pinned(addrs: list[Address], rcvbuf: int | None) -> Callable[..., socket.socket]:
@@ -223,6 +306,7 @@ def monotonic() -> float:
 
 __all__ = [
     "MAX_REDIRECTS",
+    "ConnectionCache",
     "Response",
     "RetryableHTTPError",
     "backoff_delay",

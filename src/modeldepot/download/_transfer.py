@@ -23,6 +23,7 @@ from pathlib import Path
 from modeldepot._fs import NO_SPACE_ERRNOS, no_space_text, start_writeback
 from modeldepot.download._digests import DigestPass
 from modeldepot.download._http import (
+    ConnectionCache,
     Response,
     RetryableHTTPError,
     backoff_delay,
@@ -109,6 +110,7 @@ class Transfer:
         self._fd = -1
         self._ranged = True
         self._digests: DigestPass | None = None  # fed the finished prefix by the job thread
+        self._direct: str | None = None  # where the URL last redirected to (requests go there)
         self._written = 0
         self._live = 0  # connection threads running
         self._max_live = 1  # threads beyond this stop at their next part (a ramp taken back)
@@ -250,6 +252,13 @@ class Transfer:
     def _worker(self) -> bool:
         """Fetch parts until none is left; True when this connection retired (and counted itself out)."""
         buf = memoryview(bytearray(self.limits.buffer_size))
+        cache = ConnectionCache()  # this thread's kept-alive connection: one handshake, not one per part
+        try:
+            return self._fetch_parts(buf, cache)
+        finally:
+            cache.close()
+
+    def _fetch_parts(self, buf: memoryview, cache: ConnectionCache) -> bool:
         try:
             while not self._abort.is_set():
                 with self._lock:
@@ -259,7 +268,7 @@ class Transfer:
                     item = self._items.popleft() if self._items else None
                 if item is None:
                     return False
-                self._fetch_item(item, buf)
+                self._fetch_item(item, buf, cache)
         except Stopped:
             self._abort.set()
         except BaseException as exc:
@@ -269,22 +278,22 @@ class Transfer:
             self._abort_all()
         return False
 
-    def _fetch_item(self, item: _Item, buf: memoryview) -> None:
+    def _fetch_item(self, item: _Item, buf: memoryview, cache: ConnectionCache) -> None:
         try:
-            self._fetch_range(item, buf)
+            self._fetch_range(item, buf, cache)
         finally:
             if item.resp is not None:
                 self._release(item.resp)
                 item.resp = None
 
-    def _fetch_range(self, item: _Item, buf: memoryview) -> None:
+    def _fetch_range(self, item: _Item, buf: memoryview, cache: ConnectionCache) -> None:
         pos, end, resp = item.start, item.end, item.resp
         failures = 0
         while end is None or pos < end:
             if self._abort.is_set():
                 raise Stopped()
             if resp is None:
-                resp = self._open(pos, end, validator=self._state.if_range() if self._state else None)
+                resp = self._open(pos, end, validator=self._state.if_range() if self._state else None, cache=cache)
             item.resp = resp
             cursor = [pos]
             exc: BaseException | None = None
@@ -451,13 +460,24 @@ class Transfer:
             self._state_file = None
 
     # -- requests ---------------------------------------------------------------------------------
-    def _open(self, pos: int, end: int | None, validator: str | None, probe: bool = False) -> Response:
+    def _open(
+        self,
+        pos: int,
+        end: int | None,
+        validator: str | None,
+        probe: bool = False,
+        cache: ConnectionCache | None = None,
+    ) -> Response:
         """Open a (ranged) GET with retries for connection errors and ``_http.RETRY_STATUSES``.
 
-        Returns only a 200 or (to a Range request) a 206 answer; any other status raises.
+        Returns only a 200 or (to a Range request) a 206 answer; any other status raises. After the
+        first answer, requests go straight to where the URL redirected (a CDN's signed URL: no
+        redirect hop per part); when that address stops answering (an expired signature), the
+        original URL is asked again.
         """
         failures = 0
         while True:
+            direct = self._direct
             if self._abort.is_set():
                 raise Stopped()
             headers: dict[str, str] = {}
@@ -468,13 +488,15 @@ class Transfer:
             retry_after: float | None = None
             try:
                 resp = open_url(
-                    self.job.url,
+                    direct or self.job.url,
                     token=self._token,
                     headers=headers,
                     timeout=self.limits.stall_timeout,
                     on_socket=self._register,
                     rcvbuf=self.limits.socket_rcvbuf,
                     policy=self.policy,
+                    cache=cache,
+                    origin=self.job.url,
                 )
             except (OSError, http.client.HTTPException) as exc:
                 failures += 1
@@ -483,6 +505,10 @@ class Transfer:
                         f"{self._shown}: cannot connect after {failures} attempts: {self._clean(exc)}", url=self._shown
                     ) from exc
             else:
+                if direct is not None and resp.status >= 400:
+                    self._release(resp)
+                    self._direct = None  # expired or gone: back through the original URL, not a failure
+                    continue
                 try:
                     if resp.status == 416 and "Range" in headers:
                         if probe and pos == 0:
@@ -500,6 +526,8 @@ class Transfer:
                         )
                     if not probe:
                         self._check_answer(resp, pos)
+                    if direct is None and resp.url != self.job.url:
+                        self._direct = resp.url
                     return resp
                 except RetryableHTTPError as exc:
                     self._release(resp)
