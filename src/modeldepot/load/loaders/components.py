@@ -85,7 +85,8 @@ class CheckpointComponentLoader(PickleConversionMixin, ModelLoader):
         sub = "vae" if cfg.type == ModelType.VAE else "controlnet"
         if not (folder / sub / "config.json").is_file():
             raise ModelLoadError(f"no shipped {sub} config for base {cfg.base.value}", key=cfg.key, path=str(path))
-        sd = load_weights(path)
+        # Cast while reading (one pass over the bytes): the converters below only rename and reshape.
+        sd = load_weights(path, dtype=self.torch_dtype)
         if not sd:
             raise ModelLoadError(f"{path}: no tensors", key=cfg.key, path=str(path))
         if cfg.type == ModelType.VAE:
@@ -267,7 +268,8 @@ class T2IAdapterCheckpointLoader(PickleConversionMixin, ModelLoader):
     ) -> Any:
         cfg = self.config
         assert cfg is not None
-        sd = load_weights(path)
+        # Cast while reading (one pass over the bytes): the converters below only rename and reshape.
+        sd = load_weights(path, dtype=self.torch_dtype)
         if not sd:
             raise ModelLoadError(f"{path}: no tensors", key=cfg.key, path=str(path))
         return t2i_adapter_from_state_dict(sd, cfg.base, path, self.torch_dtype, partial=self.partial)
@@ -336,8 +338,6 @@ class IPAdapterLoader(PickleConversionMixin, ModelLoader):
     def _load_model(
         self, path: Path, variant: ModelRepoVariant | None = None, submodel_type: SubModelType | None = None
     ) -> Any:
-        from modeldepot.load.loaders._common import cast_all
-
         assert self.config is not None
         if path.is_dir():
             # InvokeAI layout: <folder>/ip_adapter.safetensors (or .bin) + image_encoder.txt
@@ -346,7 +346,7 @@ class IPAdapterLoader(PickleConversionMixin, ModelLoader):
             if found is None:
                 raise ModelNotFoundException(f"{path}: no ip_adapter.safetensors or ip_adapter.bin", path)
             path = self._converted_path(self.config, found) if self._needs_conversion(self.config, found) else found
-        sd = cast_all(load_weights(path), self.torch_dtype)
+        sd = load_weights(path, dtype=self.torch_dtype)
         if not any(k.startswith("ip_adapter.") for k in sd):
             raise ModelLoadError(f"{path}: not an IP-Adapter (no ip_adapter.* tensors)", path=str(path))
         if "image_proj.proj.weight" in sd and "image_proj.norm.weight" in sd:

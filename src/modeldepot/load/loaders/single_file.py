@@ -251,7 +251,8 @@ class SingleFileCheckpointLoader(PickleConversionMixin, ModelLoader):
 
         cfg = self.config
         assert cfg is not None
-        sd = load_safetensors(path, prefixed([UNET_PREFIX]))
+        # Cast while reading (one pass over the bytes): diffusers' converters only rename and reshape.
+        sd = load_safetensors(path, prefixed([UNET_PREFIX]), dtype=self.torch_dtype)
         if not sd:
             raise ModelLoadError(f"{path}: no UNet weights ({UNET_PREFIX}*) in this checkpoint", path=str(path))
         family = dict(UNet2DConditionModel.load_config(str(folder), subfolder="unet", local_files_only=True))
@@ -275,7 +276,7 @@ class SingleFileCheckpointLoader(PickleConversionMixin, ModelLoader):
         )
 
     def _vae(self, path: Path, folder: Path) -> Any:
-        sd = load_safetensors(path, prefixed(VAE_PREFIXES))
+        sd = load_safetensors(path, prefixed(VAE_PREFIXES), dtype=self.torch_dtype)
         if not sd:
             raise ModelLoadError(f"{path}: no VAE weights (first_stage_model.*) in this checkpoint", path=str(path))
         return ldm_vae(sd, folder, path, self.torch_dtype, partial=self.partial)
@@ -288,7 +289,7 @@ class SingleFileCheckpointLoader(PickleConversionMixin, ModelLoader):
         prefixes = _TEXT_PREFIXES.get((cfg.base, sub))
         if prefixes is None:
             raise InvalidSubmodelError(f"no {sub.value} in a {cfg.base.value} checkpoint", key=cfg.key)
-        sd = load_safetensors(path, prefixed(prefixes))
+        sd = load_safetensors(path, prefixed(prefixes), dtype=self.torch_dtype)
         if not sd:
             raise ModelLoadError(f"{path}: no {sub.value} weights ({prefixes[0]}*) in this checkpoint", path=str(path))
         cls = getattr(transformers, class_name)

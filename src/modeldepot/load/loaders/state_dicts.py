@@ -48,11 +48,10 @@ class _StateDictLoader(PickleConversionMixin, ModelLoader):
         self, path: Path, variant: ModelRepoVariant | None = None, submodel_type: SubModelType | None = None
     ) -> Any:
         path = self._weights_path(path)
-        sd = load_weights(path)
+        sd = load_weights(path, dtype=self.torch_dtype, keep_dtype=self._keep_dtype)
         if not sd:
             raise ModelLoadError(f"{path}: holds no tensors", path=str(path))
-        dtype = self.torch_dtype
-        return {k: (v if self._keep_dtype(k) or not v.is_floating_point() else v.to(dtype)) for k, v in sd.items()}
+        return sd
 
 
 @ModelLoaderRegistry.register(base=_Any, type=ModelType.LoRA, format=ModelFormat.LyCORIS)
