@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import ssl
 import time
 from collections.abc import Callable, Mapping
@@ -28,17 +29,25 @@ log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 
 
-@functools.cache
 def _tls_context() -> ssl.SSLContext:
-    """httpx's default TLS context (certifi's CA bundle), built once per process: loading the bundle
-    took 25-45 ms, paid by every client (each install plans with a new one) before its first request.
-    One context serves any number of connections and threads."""
-    make = getattr(httpx, "create_ssl_context", None)  # public from httpx 0.28
+    """httpx's default TLS context (certifi's CA bundle, or ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``),
+    built once per trust setting: loading the bundle took 25-45 ms, paid by every client (each
+    install plans with a new one) before its first request. One context serves any number of
+    connections and threads."""
+    return _tls_context_for(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+
+
+@functools.cache
+def _tls_context_for(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+    make = getattr(httpx, "create_ssl_context", None)  # public from httpx 0.28; reads the variables
     if make is not None:
         return make()  # type: ignore[no-any-return]
     import certifi
 
-    return ssl.create_default_context(cafile=certifi.where())
+    ctx = ssl.create_default_context(cafile=cert_file or certifi.where())
+    if cert_dir:
+        ctx.load_verify_locations(capath=cert_dir)
+    return ctx
 
 
 class PinnedTransport(httpx.HTTPTransport):
