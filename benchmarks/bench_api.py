@@ -1,21 +1,30 @@
 """API benchmark: list latency with 10,000 models, and event-stream delivery latency.
 
     python benchmarks/bench_api.py [--models 10000] [--requests 200] [--events 50]
+    python benchmarks/bench_api.py --models 100000 --requests 30 --rounds 3 --before /tmp/before/src
 
 Runs a real uvicorn server on 127.0.0.1 (a thread) over a fresh depot in
 /tmp/modeldepot-bench-api/ (deleted at the end). Records are inserted straight into the record
 store with fake paths. Prints a markdown table.
+
+With ``--rounds`` (and ``--before``, the src folder of the code before a change), the list
+requests only: each depot is filled once, then every round serves each depot from a fresh
+process in turn (interleaved) and the table shows the median p50 over rounds with the min-max.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -129,12 +138,78 @@ def bench_events(url: str, mm: ModelManager, count: int) -> tuple[float, float, 
     return _ms([got[s] - sent[s] for s in range(count) if s in got])
 
 
+def _child(args: list[str], pythonpath: str | None) -> dict[str, Any]:
+    env = dict(os.environ)
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    out = subprocess.run([sys.executable, __file__, *args], env=env, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"child {args} failed:\n{out.stderr}")
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def compare(args: argparse.Namespace) -> None:
+    """Fill one depot per implementation once, then interleave fresh server processes per round."""
+    impls = [("after", None)] + ([("before", args.before)] if args.before else [])
+    shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir(parents=True)
+    runs: dict[str, list[dict[str, list[float]]]] = {impl: [] for impl, _ in impls}
+    fills: dict[str, float] = {}
+    try:
+        for impl, path in impls:
+            child = ["--child", "populate", "--home", str(WORK / impl), "--models", str(args.models)]
+            fills[impl] = _child(child, path)["fill_s"]
+        for _ in range(args.rounds):
+            for impl, path in impls:
+                child = ["--child", "lists", "--home", str(WORK / impl), "--requests", str(args.requests)]
+                runs[impl].append(_child(child, path))
+    finally:
+        shutil.rmtree(WORK, ignore_errors=True)
+    fill = ", ".join(f"{impl} {s:.0f} s" for impl, s in fills.items())
+    print(
+        f"## API list requests: {args.models:,} models (insert: {fill}), {args.requests} requests per row per "
+        f"round, {args.rounds} interleaved rounds, a fresh server process each, real HTTP\n"
+    )
+    print("p50 ms: median of the rounds' p50 (min-max).\n")
+    print("| request | " + " | ".join(f"{impl} p50 ms" for impl in runs) + " | after / before |")
+    print("|---|" + "---:|" * (len(runs) + 1))
+    for label in runs["after"][0]:
+        cells = []
+        for impl in runs:
+            xs = [r[label][0] for r in runs[impl]]
+            cells.append(f"{statistics.median(xs):.1f} ({min(xs):.1f}-{max(xs):.1f})")
+        if "before" in runs:
+            ratios = [a[label][0] / b[label][0] for a, b in zip(runs["after"], runs["before"], strict=True)]
+            cells.append(f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})")
+        else:
+            cells.append("-")
+        print(f"| {label} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", type=int, default=10_000)
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--events", type=int, default=50)
+    ap.add_argument("--rounds", type=int, default=0, help="list requests only, interleaved rounds")
+    ap.add_argument("--before", help="src folder of the code to compare with (PYTHONPATH)")
+    ap.add_argument("--child", choices=["populate", "lists"], help=argparse.SUPPRESS)
+    ap.add_argument("--home", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child == "populate":
+        with ModelManager.open(home=Path(args.home)) as mm:
+            t = time.perf_counter()
+            populate(mm, args.models)
+            print(json.dumps({"fill_s": time.perf_counter() - t}))
+        return
+    if args.child == "lists":
+        with ModelManager.open(home=Path(args.home)) as mm, Server(mm) as url:
+            print(json.dumps(bench_list(url, args.requests)))
+        return
+    if args.rounds or args.before:
+        compare(args)
+        return
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
     try:

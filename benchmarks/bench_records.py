@@ -173,6 +173,9 @@ def run(store: ModelRecordServiceSQL, label: str, records: list[dict[str, Any]],
         "search_by_hash": store.explain(RecordFilter(hash="blake3:00")),
         "search_by_path": store.explain(RecordFilter(path="/m/x")),
         "search_by_tag([photo, anime])": store.explain(RecordFilter(tags=("photo", "anime"))),
+        "search_models(tag=photo, limit=50)": store.explain(RecordFilter(tags=("photo",)), limit=50),
+        "search_models(q=number 4242, limit=50)": store.explain(RecordFilter.build(q="number 4242"), limit=50),
+        "search_models(q=model, limit=50)": store.explain(RecordFilter.build(q="model"), limit=50),
         "all_models()": store.explain(RecordFilter()),
     }
     return res

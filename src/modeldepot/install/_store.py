@@ -30,8 +30,12 @@ def record_hash(staged: StagedModel, algorithm: str) -> str | None:
 
 
 def unique_name(store: ModelRecordServiceBase, name: str, base: BaseModelType, type: ModelType) -> str:
-    """``name``, or ``name (2)``, ``name (3)``... so names are unique per (base, type)."""
-    taken = {m.name for m in store.search_by_attr(base=base, type=type) if m.base == base}
+    """``name``, or ``name (2)``, ``name (3)``... so names are unique per (base, type).
+
+    Asks the store only for ``name`` and its numbered forms (one index range in the SQL store),
+    never for every record of that base and type.
+    """
+    taken = store.taken_names(name, base, type)
     if name not in taken:
         return name
     n = 2

@@ -305,6 +305,19 @@ class ModelRecordServiceBase(ABC):
         """Every record, in (base, type, name) order."""
         return self._search(RecordFilter())
 
+    def taken_names(self, name: str, base: BaseModelType | str, type: ModelType | str) -> set[str]:
+        """Which of ``name`` and its numbered forms (``name (2)``, ``name (3)``...) records whose own
+        base and type are ``base`` and ``type`` hold: what picking a free name needs to know.
+
+        Every name returned is ``name`` or starts with ``name (``. The SQL store answers from one
+        index range; this fallback reads the records of that base and type.
+        """
+        flt = RecordFilter.build(base=base, type=type)
+        prefix = f"{name} ("
+        return {
+            m.name for m in self._search(flt) if m.base == flt.base and (m.name == name or m.name.startswith(prefix))
+        }
+
     def model_info_by_name(self, name: str, base: BaseModelType | str, type: ModelType | str) -> ModelConfigBase:
         """The one record with this name, base and type.
 
