@@ -59,7 +59,22 @@ def test_list_filters(client: TestClient, records: list[str], params: dict[str, 
 
 def test_filtered_page_total_counts_all_matches(client: TestClient, records: list[str]) -> None:
     body = client.get("/api/v2/models/", params={"type": "lora", "limit": 2}).json()
-    assert body["total"] == 7 and len(body["models"]) == 2
+    assert body["total"] == 7 and len(body["models"]) == 2 and body["total_exact"] is True
+
+
+def test_counting_stops_past_the_limit_and_says_so(
+    client: TestClient, records: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modeldepot.api.routers import models
+
+    monkeypatch.setattr(models, "COUNT_LIMIT", 5)
+    body = client.get("/api/v2/models/", params={"type": "lora", "limit": 2}).json()
+    assert body["total"] == 5 and body["total_exact"] is False  # "more than 5" (7 match)
+    assert len(body["models"]) == 2
+    body = client.get("/api/v2/models/", params={"q": "lora-", "limit": 2}).json()  # the free-text count too
+    assert body["total"] == 5 and body["total_exact"] is False
+    body = client.get("/api/v2/models/", params={"base": "sdxl"}).json()
+    assert body["total"] == 1 and body["total_exact"] is True
 
 
 def test_bad_filter_values_are_422(client: TestClient) -> None:

@@ -139,6 +139,7 @@ def test_free_text_is_a_literal_substring(store: ModelRecordServiceBase, dense: 
         want = _expected(records, q=q)
         assert [m.name for m in store.search_models(q=q)] == want, q
         assert store.count_models(q=q) == len(want), q
+        assert store.count_models(q=q, at_most=2) == min(len(want), 2), q
         assert [m.name for m in store.search_models(q=q, offset=1, limit=2)] == want[1:3], q
         want_sdxl = _expected(records, q=q, base="sdxl")
         assert [m.name for m in store.search_models(q=q, base="sdxl")] == want_sdxl, q
@@ -217,6 +218,8 @@ def test_tag_and_filter_pages_match_the_reference(store: ModelRecordServiceBase)
         want = [c.key for c in sorted((c for c in cfgs if flt.matches(c)), key=sort_key)]
         assert [m.key for m in store.search_models(**filters)] == want, filters
         assert store.count_models(**filters) == len(want), filters
+        for cap in (1, 3, len(want), len(want) + 1):  # counting stops at the cap, never short of it
+            assert store.count_models(**filters, at_most=cap) == min(len(want), cap), (filters, cap)
         for offset, limit in ((0, 5), (3, 7), (len(want) - 1, 5)):
             page = store.search_models(**filters, offset=max(offset, 0), limit=limit)
             assert [m.key for m in page] == want[max(offset, 0) : max(offset, 0) + limit], (filters, offset)

@@ -14,12 +14,19 @@ Tag = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_
 
 
 class ModelList(BaseModel):
-    """One page of records; ``total`` counts every match, ignoring ``offset`` / ``limit``."""
+    """One page of records; ``total`` counts every match, ignoring ``offset`` / ``limit``, up to
+    ``COUNT_LIMIT``: past it, counting stops and ``total_exact`` is false (``total`` is then a lower
+    bound: "more than 10,000"), so a page of a common word among a million records stays fast."""
 
     models: list[dict[str, Any]]
     total: int
+    total_exact: bool = True
     offset: int
     limit: int | None
+
+
+#: Matches counted at most for a page's ``total``.
+COUNT_LIMIT = 10_000
 
 
 class ModelUpdate(BaseModel):

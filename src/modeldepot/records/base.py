@@ -134,8 +134,8 @@ class ModelRecordServiceBase(ABC):
         """
 
     @abstractmethod
-    def _count(self, flt: RecordFilter) -> int:
-        """How many records match ``flt``."""
+    def _count(self, flt: RecordFilter, at_most: int | None = None) -> int:
+        """How many records match ``flt``, counting no further than ``at_most``."""
 
     @abstractmethod
     def schema_version(self) -> int:
@@ -235,9 +235,16 @@ class ModelRecordServiceBase(ABC):
         format: ModelFormat | str | None = None,
         tag: str | Iterable[str] | None = None,
         q: str | None = None,
+        *,
+        at_most: int | None = None,
     ) -> int:
-        """How many records ``search_models`` with the same filters would return without a limit."""
-        return self._count(RecordFilter.build(name=name, base=base, type=type, format=format, tag=tag, q=q))
+        """How many records ``search_models`` with the same filters would return without a limit.
+
+        ``at_most``: stop counting there (the answer is then ``min(count, at_most)``): a page that
+        shows "more than 10,000" needs no exact count of a million matches.
+        """
+        flt = RecordFilter.build(name=name, base=base, type=type, format=format, tag=tag, q=q)
+        return self._count(flt, at_most)
 
     def search_by_attr(
         self,

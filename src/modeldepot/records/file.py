@@ -324,8 +324,9 @@ class ModelRecordServiceFile(ModelRecordServiceBase):
         end = None if limit is None else offset + limit
         return [self._out(c) for c in found[offset:end]]
 
-    def _count(self, flt: RecordFilter) -> int:
-        return len(self._matching(flt))
+    def _count(self, flt: RecordFilter, at_most: int | None = None) -> int:
+        n = len(self._matching(flt))
+        return n if at_most is None else min(n, at_most)
 
     def schema_version(self) -> int:
         with self._mutex:

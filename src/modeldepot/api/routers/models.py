@@ -9,7 +9,16 @@ from fastapi import APIRouter, Query
 
 from modeldepot.api._paths import check_inside_roots
 from modeldepot.api.deps import ManagerDep, RootsDep
-from modeldepot.api.schemas import Deleted, IdentifyRequest, ModelFile, ModelFiles, ModelList, ModelUpdate, ScanEntry
+from modeldepot.api.schemas import (
+    COUNT_LIMIT,
+    Deleted,
+    IdentifyRequest,
+    ModelFile,
+    ModelFiles,
+    ModelList,
+    ModelUpdate,
+    ScanEntry,
+)
 from modeldepot.configs import ModelConfigBase
 from modeldepot.errors import UnknownModelException
 from modeldepot.taxonomy import BaseModelType, ModelFormat, ModelType
@@ -40,8 +49,15 @@ def list_models(
 ) -> ModelList:
     filters: dict[str, Any] = {"name": name, "base": base, "type": type, "format": format, "tag": tag, "q": q}
     models = mm.store.search_models(**filters, offset=offset, limit=limit)
-    total = mm.store.count_models(**filters)
-    return ModelList(models=[public(m) for m in models], total=total, offset=offset, limit=limit)
+    total = mm.store.count_models(**filters, at_most=COUNT_LIMIT + 1)
+    exact = total <= COUNT_LIMIT
+    return ModelList(
+        models=[public(m) for m in models],
+        total=total if exact else COUNT_LIMIT,
+        total_exact=exact,
+        offset=offset,
+        limit=limit,
+    )
 
 
 @router.get("/get_by_attrs", summary="One model by name, type and base")
