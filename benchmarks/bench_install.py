@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -70,6 +71,7 @@ def _child(kind: str, hub_url: str, work: Path) -> None:
 
         q = DownloadQueueService(policy=ConnectPolicy.of([hub_url]))
         q.start()
+        cpu = _cpu()
         t = time.perf_counter()  # listing the repo is part of downloading it (as the install does)
         with HuggingFaceClient(hub_url) as client:
             info, sel = client.select_files("bench/repo")
@@ -82,9 +84,10 @@ def _child(kind: str, hub_url: str, work: Path) -> None:
         job = q.multifile_download(parts, work / "dl")
         q.wait_for_job(job)
         elapsed = time.perf_counter() - t
+        cpu = _cpu() - cpu
         q.stop()
         assert job.complete, job.error
-        print(json.dumps({"seconds": elapsed}))
+        print(json.dumps({"seconds": elapsed, "cpu": cpu}))
         return
     if kind == "cli":
         # The command a user types, on a pseudo terminal so its progress bars are drawn; timed from
@@ -103,15 +106,23 @@ def _child(kind: str, hub_url: str, work: Path) -> None:
     with ModelManager.open(
         home=work / "home", hf_endpoint=hub_url, allow_private_urls=True, link_modes=["hardlink", "copy"]
     ) as mm:
+        cpu = _cpu()
         t = time.perf_counter()
         first = mm.install.wait_for_job(mm.install.heuristic_import("bench/repo"))
         elapsed = time.perf_counter() - t
+        cpu = _cpu() - cpu
         assert first.complete, first.error
         t = time.perf_counter()
         second = mm.install.wait_for_job(mm.install.heuristic_import("bench/repo"))
         again = time.perf_counter() - t
         assert second.complete, second.error
-    print(json.dumps({"seconds": elapsed, "again": again}))
+    print(json.dumps({"seconds": elapsed, "again": again, "cpu": cpu}))
+
+
+def _cpu() -> float:
+    """CPU seconds of this process so far, every thread (the hashing happens in the job threads)."""
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
 
 
 def _run_child(kind: str, hub: FakeHub, work: Path, src: Path | None) -> dict[str, float]:
@@ -141,6 +152,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--before", type=Path, help="src/ folder of the code to compare against (a git worktree)")
     ap.add_argument("--cli", action="store_true", help="also time the install command")
+    ap.add_argument("--cap-mibps", type=int, help="cap each connection of the hub (a link, not the CPU, is the limit)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--hub", help=argparse.SUPPRESS)
     ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
@@ -162,8 +174,11 @@ def main() -> None:
         again: dict[str, list[float]] = {label: [] for kind, label, _s in kinds if kind == "install"}
         ratios: dict[str, list[float]] = {label: [] for _k, label, _s in kinds[1:]}
         after_vs_before: list[float] = []
+        cpus: dict[str, list[float]] = {}
         with FakeHub() as hub:
             hub.add_hf_repo("bench/repo", dict(files.items()))
+            if args.cap_mibps:
+                hub.faults("*", speed_limit_bps=args.cap_mibps * MiB)
             _run_child("download", hub, work, None)  # warm-up: page cache, fakehub
             for r in range(args.rounds):
                 order = kinds[r % len(kinds) :] + kinds[: r % len(kinds)]  # rotate who goes first
@@ -172,6 +187,8 @@ def main() -> None:
                     result = _run_child(kind, hub, work, src)
                     got[label] = result["seconds"]
                     times[label].append(result["seconds"])
+                    if "cpu" in result:
+                        cpus.setdefault(label, []).append(result["cpu"])
                     if label in again:
                         again[label].append(result["again"])
                 for label in ratios:
@@ -191,6 +208,8 @@ def main() -> None:
             print(f"| {label} | {median(t):.2f} ({min(t):.2f}-{max(t):.2f}) | {ratio_text} |")
         for label, t in again.items():
             print(f"| {label}: the same source again | {median(t):.3f} ({min(t):.3f}-{max(t):.3f}) | - |")
+        for label, c in cpus.items():
+            print(f"| CPU seconds (all threads), {label} | {median(c):.2f} ({min(c):.2f}-{max(c):.2f}) | - |")
         if after_vs_before:
             r = after_vs_before
             print(f"\nafter / before, per round: {median(r):.3f} ({min(r):.3f}-{max(r):.3f})")

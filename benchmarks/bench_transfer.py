@@ -45,9 +45,11 @@ HF = str(Path(sys.executable).with_name("hf"))
 
 _ENGINE = """
 import json, sys, time
-from modeldepot.download import ConnectPolicy, DownloadQueueService, RemoteFile
+import os
+from modeldepot.download import ConnectPolicy, DownloadLimits, DownloadQueueService, RemoteFile
 url, dest, mode = sys.argv[1], sys.argv[2], sys.argv[3]
-q = DownloadQueueService(4, policy=ConnectPolicy(allow_private=True))
+limits = DownloadLimits(**json.loads(os.environ.get("BENCH_LIMITS") or "{}"))
+q = DownloadQueueService(4, limits=limits, policy=ConnectPolicy(allow_private=True))
 q.start()
 t = time.perf_counter()
 if mode == "file":
@@ -122,10 +124,19 @@ def timed(cmd: list[str], env: dict[str, str] | None = None, tty: bool = False) 
     return elapsed
 
 
-def child(code: str, *args: str, src: Path | None = None) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, "-c", code, *args], env=_env(src), check=True, capture_output=True, text=True
-    ).stdout
+#: ``--variants``: the engine with one setting changed, in the same rounds (issue 18 asks for the
+#: cost of preallocation and of the part-state interval to be measured, not assumed).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "engine, no preallocation": {"preallocate": False},
+    "engine, part state every 64 MiB": {"state_interval": 64 * MiB},
+    "engine, no early writeback": {"writeback_every": 0},
+}
+
+
+def child(code: str, *args: str, src: Path | None = None, limits: dict[str, Any] | None = None) -> dict[str, Any]:
+    env = {**_env(src), "BENCH_LIMITS": json.dumps(limits or {})}
+    cmd = [sys.executable, "-c", code, *args]
+    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return result
 
@@ -145,7 +156,7 @@ def summary(values: list[float]) -> str:
 
 
 # -- one file ---------------------------------------------------------------------------------------
-def bench_single(hub: RemoteHub, size: int, rounds: int, before: Path | None) -> list[str]:
+def bench_single(hub: RemoteHub, size: int, rounds: int, before: Path | None, variants: bool = False) -> list[str]:
     src = ROOT / "one.bin"
     make_file(src, size, seed=1)
     hub.call("add_hf_repo", "bench/one", {"model.bin": src})
@@ -155,6 +166,8 @@ def bench_single(hub: RemoteHub, size: int, rounds: int, before: Path | None) ->
     names = ["curl", "curl+fsync", "hf download", "modeldepot download (tty)", "engine"]
     if before is not None:
         names.append("engine, before")
+    if variants:
+        names += list(VARIANTS)
     times: dict[str, list[float]] = {n: [] for n in names}
     conns: dict[str, list[int]] = {"engine": [], "engine, before": []}
     order = [n for n in names if n != "curl+fsync"]
@@ -177,9 +190,16 @@ def bench_single(hub: RemoteHub, size: int, rounds: int, before: Path | None) ->
                 cmd = [sys.executable, "-m", "modeldepot", "download", url, str(out)]
                 times[name].append(timed(cmd, env=_env(), tty=True))
             else:
-                res = child(_ENGINE, url, str(out), "file", src=before if name.endswith("before") else None)
+                res = child(
+                    _ENGINE,
+                    url,
+                    str(out),
+                    "file",
+                    src=before if name.endswith("before") else None,
+                    limits=VARIANTS.get(name),
+                )
                 times[name].append(res["seconds"])
-                conns[name].append(res["connections"])
+                conns.setdefault(name, []).append(res["connections"])
             assert out.stat().st_size == size, name
         print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in times.items()), file=sys.stderr)
     clean(out.parent)
@@ -198,6 +218,8 @@ def bench_single(hub: RemoteHub, size: int, rounds: int, before: Path | None) ->
     ]
     if before is not None:
         pairs.append(("engine", "engine, before", "engine vs the engine before"))
+    for name in VARIANTS if variants else ():
+        pairs.append(("engine", name, f"{name}: its time / the default engine's (> 1: the default is faster)"))
     for ours, peer, label in pairs:
         ratios = [p / o for o, p in zip(times[ours], times[peer], strict=True)]
         rows.append(f"| | {label} | | **{summary(ratios)}** |")
@@ -310,6 +332,7 @@ def main() -> None:
     ap.add_argument("--kills", type=int, default=10)
     ap.add_argument("--only", default="single,repo,kill")
     ap.add_argument("--before", type=Path, help="src/ folder of older code: its engine joins the single-file rounds")
+    ap.add_argument("--variants", action="store_true", help="also the engine with single settings changed")
     args = ap.parse_args()
     shutil.rmtree(ROOT, ignore_errors=True)
     ROOT.mkdir(parents=True)
@@ -318,7 +341,7 @@ def main() -> None:
     only = set(args.only.split(","))
     try:
         if "single" in only:
-            rows += [*bench_single(hub, args.size_mib * MiB, args.rounds, args.before), ""]
+            rows += [*bench_single(hub, args.size_mib * MiB, args.rounds, args.before, args.variants), ""]
         if "repo" in only:
             rows += [*bench_repo(hub, args.repo_mib * MiB, args.rounds), ""]
         if "kill" in only:
