@@ -128,6 +128,7 @@ def timed(cmd: list[str], env: dict[str, str] | None = None, tty: bool = False) 
 #: cost of preallocation and of the part-state interval to be measured, not assumed).
 VARIANTS: dict[str, dict[str, Any]] = {
     "engine, no preallocation": {"preallocate": False},
+    "engine, part state every 1 MiB": {"state_interval": 1 * MiB},
     "engine, part state every 64 MiB": {"state_interval": 64 * MiB},
     "engine, no early writeback": {"writeback_every": 0},
 }
