@@ -5,11 +5,12 @@ URL and the remote's validator (ETag / Last-Modified) and size. It never holds a
 redacted before saving.
 
 While a transfer runs, ``StateFile`` rewrites the state **in place** every ``state_interval``
-bytes: one ``pwrite`` of one page (8 us), where temp + rename cost ~380 us of journaled metadata
-on this VM (0.4 s per GiB at a 1 MiB interval; ~30 us with the JSON in place). A single-page write is all or nothing when the
-process is killed (the kernel checks for a fatal signal between pages, not inside one), and each
-save carries a CRC of its JSON, so a torn or stale page reads as "no state" (refetch), never as
-bytes that were not written. Pause, stop and the first save replace the file atomically and fsync.
+bytes: one ``pwrite`` of one page (8 us; ~30 us with making the JSON), where temp + rename cost
+~380 us of journaled metadata on this VM (0.4 s per GiB at a 1 MiB interval). A single-page
+write is all or nothing when the process is killed (the kernel checks for a fatal signal between
+pages, not inside one), and each save carries a CRC of its JSON, so a torn or stale page reads as
+"no state" (refetch), never as bytes that were not written. Pause, stop and the first save
+replace the file atomically and fsync.
 """
 
 from __future__ import annotations
