@@ -396,14 +396,16 @@ class ModelRecordServiceSQL(ModelRecordServiceBase):
         self, flt: RecordFilter, offset: int = 0, limit: int | None = None, *, conn: Connection | None = None
     ) -> list[ModelConfigBase]:
         with self._reading(conn) as c:
-            depth = None if limit is None else offset + limit
-            stmt = select(_ROW_COLS, flt, text_index=self._few_text_hits(c, flt, depth))
-            if offset:
-                stmt = stmt.offset(offset)
-            if limit is not None:
-                stmt = stmt.limit(limit)
-            rows = c.execute(stmt).all()
+            rows = c.execute(self._page(c, flt, offset, limit)).all()
         return [self._readable(self._parse(*r)) for r in rows]
+
+    def _page(self, c: Connection, flt: RecordFilter, offset: int, limit: int | None) -> sa.Select[Any]:
+        """The statement for one page of ``flt`` (the plan depends on how deep the page ends)."""
+        depth = None if limit is None else offset + limit
+        stmt = select(_ROW_COLS, flt, text_index=self._few_text_hits(c, flt, depth))
+        if offset:
+            stmt = stmt.offset(offset)
+        return stmt if limit is None else stmt.limit(limit)
 
     def _few_text_hits(self, c: Connection, flt: RecordFilter, depth: int | None) -> bool:
         """Whether to find ``flt.q`` through the trigram index: it exists, can serve ``q``, and
@@ -476,13 +478,7 @@ class ModelRecordServiceSQL(ModelRecordServiceBase):
             elif key_prefix is not None:
                 stmt = sa.select(*_ROW_COLS).where(key_prefix_range(key_prefix)).order_by(models.c.key)
             else:
-                flt = flt or RecordFilter()
-                depth = None if limit is None else offset + limit
-                stmt = select(_ROW_COLS, flt, text_index=self._few_text_hits(c, flt, depth))
-                if offset:
-                    stmt = stmt.offset(offset)
-                if limit is not None:
-                    stmt = stmt.limit(limit)
+                stmt = self._page(c, flt or RecordFilter(), offset, limit)
             compiled = stmt.compile(dialect=self._reader.dialect, compile_kwargs={"literal_binds": True})
             prefix = "EXPLAIN QUERY PLAN " if self.db.is_sqlite else "EXPLAIN "
             rows = c.exec_driver_sql(prefix + str(compiled)).all()
