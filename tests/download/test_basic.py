@@ -322,7 +322,7 @@ def test_adaptive_connection_count(hub: FakeHub, tmp_path: Path) -> None:
 def test_ramp_doubles_while_it_pays_and_takes_back_a_doubling_that_did_not() -> None:
     from dataclasses import replace
 
-    from modeldepot.download._transfer import ramp_step
+    from modeldepot.download._ramp import ramp_step
 
     lim = replace(FAST_LIMITS, fast_stream_bps=400 * MiB, ramp_gain=1.3)
     assert ramp_step(1, 500 * MiB, 0, 8, lim) == (1, False)  # one stream is fast: the CPU is the limit
@@ -352,3 +352,22 @@ def test_a_retired_connection_finishes_its_part_and_the_file_is_whole(hub: FakeH
     assert job.complete, job.error
     assert job.connections == 2  # opened one more, saw no 100x gain, retired it after its part
     assert (tmp_path / "s.bin").read_bytes() == data
+
+
+def test_ramp_windows() -> None:
+    from dataclasses import replace
+
+    from modeldepot.download._ramp import Ramp
+
+    lim = replace(FAST_LIMITS, fast_stream_bps=400 * MiB, ramp_probe_seconds=1.0, ramp_gain=1.3)
+    ramp = Ramp(8, lim, now=0.0, fetched=0)
+    assert ramp.at_once == 0 and ramp.probing
+    assert ramp.tick(0.5, 10 * MiB) is None  # the window is not over
+    assert ramp.tick(1.0, 30 * MiB) == 2  # 30 MiB/s alone: double
+    ramp.opened(1, 1)
+    assert ramp.tick(2.0, 90 * MiB) == 4  # 60 MiB/s with two: it paid, double again
+    ramp.opened(2, 1)  # only one slot was free: the count stays at three
+    assert ramp.conns == 3 and not ramp.probing and ramp.tick(3.0, 200 * MiB) is None
+    forced = Ramp(4, replace(lim, fast_stream_bps=None), now=0.0, fetched=0)
+    assert forced.at_once == 3 and not forced.probing  # no probing: all at once
+    assert Ramp(1, lim, now=0.0, fetched=0).at_once == 0

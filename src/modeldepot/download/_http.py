@@ -9,9 +9,12 @@ the Authorization header is dropped when a hop leaves the original host (scheme,
 
 from __future__ import annotations
 
+import fcntl
 import http.client
 import re
 import socket
+import struct
+import termios
 import time
 from collections.abc import Callable, Mapping
 from urllib.parse import unquote, urljoin, urlsplit
@@ -144,6 +147,22 @@ class Response:
                 self._cache.give(self._key, self._conn)
             else:
                 self._conn.close()
+
+
+def backlogged(resp: Response, clamp: int) -> bool:
+    """Clamp the receive buffer of ``resp``'s socket to ``clamp`` when more than that waits in the
+    kernel (the reader, not the network, is the bottleneck); True once clamped (or no socket)."""
+    sock = resp.sock
+    if sock is None:
+        return True
+    try:
+        queued = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+        if queued <= clamp:
+            return False
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, clamp)
+    except OSError:
+        pass
+    return True
 
 
 def filename_from_content_disposition(value: str | None) -> str | None:
@@ -309,6 +328,7 @@ __all__ = [
     "ConnectionCache",
     "Response",
     "RetryableHTTPError",
+    "backlogged",
     "backoff_delay",
     "check_status",
     "filename_from_content_disposition",

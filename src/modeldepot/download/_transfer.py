@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import fcntl
 import http.client
 import logging
 import os
 import socket
-import struct
-import termios
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +23,7 @@ from modeldepot.download._http import (
     ConnectionCache,
     Response,
     RetryableHTTPError,
+    backlogged,
     backoff_delay,
     check_status,
     monotonic,
@@ -33,6 +31,7 @@ from modeldepot.download._http import (
 )
 from modeldepot.download._parts import PartState, StateFile, part_path
 from modeldepot.download._policy import ConnectPolicy
+from modeldepot.download._ramp import Ramp
 from modeldepot.download._redact import redact_text
 from modeldepot.download.base import DownloadJobRemoteSource, DownloadLimits
 from modeldepot.errors import DownloadError, InsufficientSpaceError
@@ -58,20 +57,6 @@ class _Item:
         self.start = start
         self.end = end
         self.resp = resp
-
-
-def ramp_step(conns: int, rate: float, prev_rate: float, want: int, lim: DownloadLimits) -> tuple[int, bool]:
-    """After a probe window at ``rate`` bytes/s with ``conns`` connections (``prev_rate`` with half
-    as many before): how many connections now, and whether to probe again.
-
-    A first stream at ``fast_stream_bps`` stays alone; a doubling that raised the rate by less than
-    ``ramp_gain`` is taken back; otherwise connections double up to ``want``.
-    """
-    if conns > 1 and rate < prev_rate * lim.ramp_gain:
-        return max(1, conns // 2), False
-    if (conns > 1 or rate < (lim.fast_stream_bps or 0)) and conns < want:
-        return min(2 * conns, want), True
-    return conns, False
 
 
 class Transfer:
@@ -133,15 +118,8 @@ class Transfer:
 
     # -- connection threads ------------------------------------------------------------------------
     def _run_workers(self) -> None:
-        """Run the connection threads; the calling (job) thread ticks progress and prefix hashing.
-
-        With several ranges to fetch, one connection starts alone. After each window of
-        ``ramp_probe_seconds`` the connections are doubled while that pays: a first stream already
-        moving ``fast_stream_bps`` (loopback, LAN: the CPU is the limit) gets no company, and a
-        doubling that did not raise the total rate by ``ramp_gain`` is taken back (the new
-        connections finish their current part and stop). More connections than help only compete
-        for the cores and lose more in-flight bytes to a kill -9.
-        """
+        """Run the connection threads; the calling (job) thread ticks progress, the connection
+        count (``_ramp``: one at first, doubled while it pays) and the digests."""
         lim = self.limits
         want = 1
         state = self._state
@@ -187,26 +165,19 @@ class Transfer:
             threads.append(t)
             t.start()
             self.job.connections = 1
-            probing = want > 1 and lim.fast_stream_bps is not None
-            if want > 1 and not probing:
-                grow(want - 1)
-            conns, prev_rate = 1, 0.0
-            t0, b0 = monotonic(), self.bytes_fetched
+            ramp = Ramp(want, lim, monotonic(), self.bytes_fetched)
+            if ramp.at_once:
+                ramp.opened(ramp.at_once, grow(ramp.at_once))
             while not done.wait(lim.progress_interval):
                 if self.stop_requested() and not self._abort.is_set():
                     self._abort_all()
-                now = monotonic()
-                if probing and now - t0 >= lim.ramp_probe_seconds:
-                    rate = (self.bytes_fetched - b0) / max(1e-6, now - t0)
-                    target, probing = ramp_step(conns, rate, prev_rate, want, lim)
-                    if target < conns:
-                        with self._lock:
-                            self._max_live = target
-                    elif target > conns and not self._abort.is_set():
-                        added = grow(target - conns)
-                        conns += added
-                        probing = probing and added > 0
-                    prev_rate, t0, b0 = rate, now, self.bytes_fetched
+                target = ramp.tick(monotonic(), self.bytes_fetched)
+                if target is not None and target < ramp.conns:
+                    with self._lock:
+                        self._max_live = target  # the extra connections stop after their part
+                    ramp.conns = target
+                elif target is not None and not self._abort.is_set():
+                    ramp.opened(target - ramp.conns, grow(target - ramp.conns))
                 self._on_tick()
                 self._save_if_due()
                 if self._digests is not None:
@@ -354,7 +325,7 @@ class Transfer:
         try:
             while not self._abort.is_set():
                 reads += 1
-                if clamp and reads % 64 == 8 and self._backlogged(resp, clamp):
+                if clamp and reads % 64 == 8 and backlogged(resp, clamp):
                     clamp = 0
                 want = size - filled
                 if end is not None:
@@ -375,21 +346,6 @@ class Transfer:
         finally:
             if filled:
                 self._write(buf, filled, cursor)
-
-    @staticmethod
-    def _backlogged(resp: Response, clamp: int) -> bool:
-        """Clamp the receive buffer when data piles up in the kernel (we are the bottleneck)."""
-        sock = resp.sock
-        if sock is None:
-            return True
-        try:
-            queued = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
-            if queued <= clamp:
-                return False
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, clamp)
-        except OSError:
-            pass
-        return True
 
     def _write(self, buf: memoryview, n: int, cursor: list[int]) -> None:
         pos = cursor[0]
