@@ -103,8 +103,14 @@ class Database:
             db = cls(engine, _redact(text))
         else:
             path = Path(text.removeprefix("sqlite:///")).expanduser()
-            _check_sqlite_file(path)
-            db = cls(_sqlite_engine(path), str(path))
+            # Processes opening one new file at once: the first makes it a WAL database of ours,
+            # the others then find it so. Unserialised, switching to WAL under another process's
+            # lock failed with "database is locked" (the busy handler does not cover it).
+            with _opening(path):
+                _check_sqlite_file(path)
+                db = cls(_sqlite_engine(path), str(path))
+                db._ensure_versions_table()
+            return db
         db._ensure_versions_table()
         return db
 
@@ -227,6 +233,20 @@ class Database:
             return len(steps)
 
 
+@contextmanager
+def _opening(path: Path) -> Iterator[None]:
+    """Hold ``<file>.open.lock`` (``flock``, released if the process dies) while opening ``path``."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.open.lock", "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
 def _check_sqlite_file(path: Path) -> None:
     """Refuse a file that is not ours before anything (even WAL mode) touches it."""
     if not path.exists():
@@ -242,8 +262,12 @@ def _check_sqlite_file(path: Path) -> None:
     try:
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
-            app_id = con.execute("PRAGMA application_id").fetchone()[0]
-            tables = con.execute("SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()[0]
+            # One statement, so one snapshot: read apart, another process creating the database
+            # could commit between them (application id still 0, tables already there).
+            app_id, tables = con.execute(
+                "SELECT (SELECT application_id FROM pragma_application_id()),"
+                " (SELECT count(*) FROM sqlite_master WHERE type='table')"
+            ).fetchone()
         finally:
             con.close()
     except sqlite3.DatabaseError as exc:
