@@ -14,14 +14,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from modeldepot.download import DownloadJobBase
+from modeldepot.download import DownloadJobRemoteSource
 from modeldepot.download._digests import Tap
+from modeldepot.download._parts import PART_SUFFIX
 from modeldepot.errors import ModelDepotError
 from modeldepot.identify import read_safetensors_header
 from modeldepot.storage._blobs import KnownDigest
 from modeldepot.storage._parts import TensorTap, per_tensor_tap
-
-_PART = ".part"
 
 
 @dataclass(frozen=True)
@@ -39,36 +38,34 @@ class Handoff:
         self._lock = threading.Lock()
         self._taps: dict[Path, TensorTap] = {}
 
-    def prepare(self, jobs: Iterable[DownloadJobBase]) -> None:
+    def prepare(self, jobs: Iterable[DownloadJobRemoteSource]) -> None:
         """Before the jobs start: take blake3 and the tensor hashes while they download."""
         for job in jobs:
-            job.compute_blake3 = True  # type: ignore[attr-defined]
-            job._tap_factory = self._tap_for  # type: ignore[attr-defined]
+            job.compute_blake3 = True
+            job._tap_factory = self._tap_for
 
     def _tap_for(self, part: Path) -> Tap | None:
         """Called by the download once the ``.part`` file holds its header; None: not safetensors."""
-        if not part.name.endswith(".safetensors" + _PART):
+        if not part.name.endswith(".safetensors" + PART_SUFFIX):
             return None
         try:
             tap = per_tensor_tap(read_safetensors_header(part))
         except ModelDepotError:
             return None  # identification will say what is wrong with it
         with self._lock:
-            self._taps[part.with_name(part.name.removesuffix(_PART))] = tap  # a new attempt replaces it
+            self._taps[part.with_name(part.name.removesuffix(PART_SUFFIX))] = tap  # a new attempt replaces it
         return tap.feed
 
-    def received(self, jobs: Iterable[DownloadJobBase]) -> dict[int, Received]:
+    def received(self, jobs: Iterable[DownloadJobRemoteSource]) -> dict[int, Received]:
         """After the jobs completed: what each finished file's download took, by inode."""
         out: dict[int, Received] = {}
         for job in jobs:
-            digest = getattr(job, "blake3", None)
-            identity = getattr(job, "identity", None)
-            path = getattr(job, "download_path", None)
-            if digest is None or identity is None or path is None:
+            identity = job.identity
+            if job.blake3 is None or identity is None or job.download_path is None:
                 continue
             with self._lock:
-                tap = self._taps.get(Path(path))
-            out[identity[0]] = Received(KnownDigest(digest, identity), tap)
+                tap = self._taps.get(Path(job.download_path))
+            out[identity[0]] = Received(KnownDigest(job.blake3, identity), tap)
         return out
 
 
