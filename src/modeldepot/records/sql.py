@@ -432,12 +432,14 @@ class ModelRecordServiceSQL(ModelRecordServiceBase):
             if flt.q is not None and flt == RecordFilter(q=flt.q) and self._text_index and text_index_can_serve(flt.q):
                 # Inside the trigram index alone.
                 stmt = count_all_hits(flt.q) if at_most is None else count_hits(flt.q, at_most)
-            elif at_most is None:
-                stmt = select([sa.func.count()], flt, ordered=False, text_index=self._few_text_hits(c, flt, None))
             else:
-                # The same plan, stopped after ``at_most`` rows.
-                rows = select([sa.literal(1)], flt, ordered=False, text_index=self._few_text_hits(c, flt, None))
-                stmt = sa.select(sa.func.count()).select_from(rows.limit(at_most).subquery())
+                # A count stopped after ``at_most`` rows plans like a page ending there.
+                text_index = self._few_text_hits(c, flt, at_most)
+                if at_most is None:
+                    stmt = select([sa.func.count()], flt, ordered=False, text_index=text_index)
+                else:
+                    rows = select([sa.literal(1)], flt, ordered=False, text_index=text_index)
+                    stmt = sa.select(sa.func.count()).select_from(rows.limit(at_most).subquery())
             return int(c.execute(stmt).scalar_one())
 
     def taken_names(
