@@ -142,6 +142,15 @@ class Transfer:
                     if self._live == 0:
                         done.set()
 
+        def spawn(n: int) -> None:
+            with self._lock:
+                self._live += n
+            for _ in range(n):
+                t = threading.Thread(target=worker, name=f"dl-{self.job.id}-{len(threads)}", daemon=True)
+                threads.append(t)
+                t.start()
+            self.job.connections = len(threads)
+
         def grow(n: int) -> int:
             """Open up to ``n`` more connections (as the queue's shared slots allow); how many."""
             nonlocal extra
@@ -149,22 +158,11 @@ class Transfer:
             while got < n and self._slots.acquire(blocking=False):
                 got += 1
             extra += got
-            with self._lock:
-                self._live += got
-            for _ in range(got):
-                t = threading.Thread(target=worker, name=f"dl-{self.job.id}-{len(threads)}", daemon=True)
-                threads.append(t)
-                t.start()
-            self.job.connections = len(threads)
+            spawn(got)
             return got
 
         try:
-            with self._lock:
-                self._live = 1
-            t = threading.Thread(target=worker, name=f"dl-{self.job.id}-0", daemon=True)
-            threads.append(t)
-            t.start()
-            self.job.connections = 1
+            spawn(1)  # the first connection is the job's own: it takes no shared slot
             ramp = Ramp(want, lim, monotonic(), self.bytes_fetched)
             if ramp.at_once:
                 ramp.opened(ramp.at_once, grow(ramp.at_once))
