@@ -29,6 +29,7 @@ Exception tree::
     │   └── InsufficientSpaceError (OSError)
     ├── UnknownJobIDException (KeyError)
     ├── InvalidMetadataError (ValueError)          JSON that is not model metadata
+    ├── InvalidReferenceError (ValueError)         a model reference entry or file that does not validate
     ├── InvalidSourceError (ValueError)            a source string that matches nothing
     │   └── UnsafeSourcePathError (also UnsafePathError)  ../ in a repo subfolder or file name
     ├── LoaderNotFoundError (LookupError)          no loader for (base, type, format)
@@ -163,6 +164,18 @@ class InvalidMetadataError(ModelDepotError, ValueError):
     """A JSON text that is not model metadata (nor a stored Hugging Face / Civitai answer)."""
 
 
+class InvalidReferenceError(ModelDepotError, ValueError):
+    """A model reference (Nataili / AI Horde JSON) or one of its entries does not validate.
+
+    ``key`` is the entry at fault (None for the file as a whole), ``field`` its dotted field path.
+    """
+
+    def __init__(self, message: str, key: str | None = None, field: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+        self.field = field
+
+
 class IntegrityError(DownloadError):
     """Downloaded bytes do not match the expected hash."""
 
@@ -266,6 +279,7 @@ __all__ = [
     "IntegrityError",
     "InvalidMetadataError",
     "InvalidModelConfigException",
+    "InvalidReferenceError",
     "InvalidSafetensorsError",
     "InvalidSourceError",
     "InvalidSubmodelError",

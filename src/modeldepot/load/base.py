@@ -107,6 +107,10 @@ class LoadedModel:
         own floating dtype, else the one its loader was given (tokenizers, schedulers)."""
         return _dtype_name(self._record.model) or self._precision
 
+    def evict(self) -> bool:
+        """Drop this model from the cache now (RAM and VRAM); False while someone is using it."""
+        return self._cache.drop(*self._record.key)
+
     def __enter__(self) -> Any:
         return self._cache.lock(self._record)
 
@@ -290,6 +294,11 @@ class ModelLoadService:
             ModelLoadError: the files exist but the model could not be built exactly from them.
         """
         return self._load(config, submodel_type, context, (config.path, config.hash), partial=partial)
+
+    def submodels(self, config: ModelConfigBase) -> list[str] | None:
+        """The submodel names a main model has (from its ``model_index.json`` or its base's shipped
+        one); None for models that are not pipelines."""
+        return _pipeline_parts(config)
 
     def get_model_by_key(
         self,
