@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.managers.conftest import entry, sha256
 
 from modeldepot.manager import ModelManager
 from modeldepot.managers import CompVisModelManager, ControlNetModelManager, DiffusersModelManager
 from modeldepot.testing.factories import write_controlnet, write_diffusers_pipeline, write_sd1_checkpoint
 from modeldepot.testing.fakehub import FakeHub
-from tests.managers.conftest import entry, sha256
 
 
 def _serve_folder(hub: FakeHub, folder: Path, prefix: str) -> list[tuple[str, str | None, str]]:

@@ -111,7 +111,7 @@ def test_a_bad_entry_names_key_and_field(change: dict[str, Any], field: str) -> 
 def test_not_a_reference(text: str, tmp_path: Path) -> None:
     path = tmp_path / "r.json"
     path.write_text(text)
-    with pytest.raises(InvalidReferenceError, match="r.json"):
+    with pytest.raises(InvalidReferenceError, match=r"r\.json"):
         ModelReference.load(path)
 
 
@@ -170,5 +170,5 @@ def test_offline_falls_back_to_last_good_then_shipped(hub: FakeHub, depot: Model
     ref = ModelReference.load(gone, service="esrgan", downloads=depot.downloads, cache_dir=cache)
     assert "RealESRGAN_x4plus" in ref and "shipped" in ref.warnings[0]
     # Without a service there is nothing to fall back to.
-    with pytest.raises(Exception, match="404|not found|Not Found"):
+    with pytest.raises(Exception, match=r"404|not found|Not Found"):
         ModelReference.load(gone, downloads=depot.downloads)
