@@ -288,6 +288,21 @@ class SpandrelImageToImageConfig(ModelConfigBase):
     architecture: str | None = None
 
 
+class CaptionerDiffusersConfig(_DiffusersMixin, ModelConfigBase):
+    """An image captioner as a Hugging Face folder (BLIP: ``config.json``, weights, processor files)."""
+
+    type: Literal[ModelType.Captioner] = _pin_type(ModelType.Captioner)
+    format: Literal[ModelFormat.Diffusers] = _pin_format(ModelFormat.Diffusers)
+    architecture: str | None = None
+
+
+class SafetyCheckerDiffusersConfig(_DiffusersMixin, ModelConfigBase):
+    """Stable Diffusion's NSFW safety checker folder (a CLIP image tower and concept embeddings)."""
+
+    type: Literal[ModelType.SafetyChecker] = _pin_type(ModelType.SafetyChecker)
+    format: Literal[ModelFormat.Diffusers] = _pin_format(ModelFormat.Diffusers)
+
+
 class _ONNXMainConfig(_DiffusersMixin, _MainMixin, ModelConfigBase):
     """An ONNX export of a diffusers pipeline (``model_index.json``, ``unet/model.onnx``...).
 
@@ -355,6 +370,8 @@ _CLASSES: tuple[type[ModelConfigBase], ...] = (
     T5EncoderConfig,
     T5EncoderCheckpointConfig,
     SpandrelImageToImageConfig,
+    CaptionerDiffusersConfig,
+    SafetyCheckerDiffusersConfig,
     ONNXSD1Config,
     ONNXSD2Config,
     ONNXSDXLConfig,
@@ -511,6 +528,7 @@ __all__ = [
     "CLIPEmbedDiffusersConfig",
     "CLIPVisionCheckpointConfig",
     "CLIPVisionDiffusersConfig",
+    "CaptionerDiffusersConfig",
     "ControlNetCheckpointConfig",
     "ControlNetDiffusersConfig",
     "IPAdapterCheckpointConfig",
@@ -524,6 +542,7 @@ __all__ = [
     "ONNXSD1Config",
     "ONNXSD2Config",
     "ONNXSDXLConfig",
+    "SafetyCheckerDiffusersConfig",
     "SpandrelImageToImageConfig",
     "SubmodelDefinition",
     "T2IAdapterCheckpointConfig",

@@ -36,6 +36,7 @@ Exception tree::
     ├── SubmodelRequiredError (ValueError)         a pipeline loaded without naming its part
     ├── InvalidSubmodelError (ValueError)          a part the model does not have
     ├── ModelLoadError                             diffusers/transformers/torch failed to build it
+    ├── InvalidImageError (ValueError)             an image a model cannot take (layout, size)
     ├── DeviceOutOfMemoryError (MemoryError)       the device cannot hold the model
     ├── TorchNotInstalledError (ImportError)       loading needs the torch extra
     └── NotAllowedError (PermissionError)          refused by policy (private URL, path outside roots)
@@ -250,6 +251,10 @@ class ModelLoadError(ModelDepotError):
         self.path = path
 
 
+class InvalidImageError(ModelDepotError, ValueError):
+    """An image (tensor) a model cannot take: wrong layout or size (a face restorer's is fixed)."""
+
+
 class DeviceOutOfMemoryError(ModelDepotError, MemoryError):
     """The execution device cannot hold the model even after offloading every unlocked model."""
 
@@ -277,6 +282,7 @@ __all__ = [
     "IdentificationError",
     "InsufficientSpaceError",
     "IntegrityError",
+    "InvalidImageError",
     "InvalidMetadataError",
     "InvalidModelConfigException",
     "InvalidReferenceError",

@@ -37,6 +37,7 @@ class ModelType(_StrEnum):
     T5Encoder = "t5_encoder"
     SpandrelImageToImage = "spandrel_image_to_image"
     Captioner = "captioner"
+    SafetyChecker = "safety_checker"
     Unknown = "unknown"
 
 

@@ -39,6 +39,8 @@ MAX_CONFIG_BYTES = 16 * 1024 * 1024
 _VARIANT_BY_IN = {4: ModelVariantType.Normal, 9: ModelVariantType.Inpaint, 5: ModelVariantType.Depth}
 
 ViewLoader = Callable[[Path], KeyView]
+#: transformers classes of image-captioning folders (the loader builds the one config.json names).
+_CAPTIONERS = frozenset({"BlipForConditionalGeneration"})
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -341,6 +343,17 @@ def _component(root: Path, cfg: dict[str, Any], where: str) -> Identification:
         v.variant = variant.value if variant else None
         v.why("base: any (an image encoder is used by adapters of every base)")
         v.why(f"variant: {v.variant} (vision hidden_size {width}, {short(vc.get('num_hidden_layers'))} layers)")
+        if cls == "CLIPModel":
+            # No record type holds a two-tower CLIP; clip_vision keeps existing records valid, and
+            # the loader builds the class config.json names, so both towers load.
+            v.why("note: a full CLIP model (CLIPModel: text and vision towers); it loads as CLIPModel")
+    elif cls in _CAPTIONERS:
+        v = Verdict(rule, True, ModelType.Captioner, fmt, B.Any, compatible_bases={B.Any}, confidence=0.9)
+        v.extra["architecture"] = cls
+        v.why("base: any (a captioner reads images, whatever model made them)")
+    elif cls == "StableDiffusionSafetyChecker":
+        v = Verdict(rule, True, ModelType.SafetyChecker, fmt, B.Any, compatible_bases={B.Any}, confidence=0.9)
+        v.why("base: any (the safety checker judges images, whatever model made them)")
     elif cls in ("CLIPTextModel", "CLIPTextModelWithProjection"):
         v = Verdict(rule, True, ModelType.CLIPEmbed, fmt, B.Any, compatible_bases={B.Any}, confidence=0.9)
         width = _int(cfg, "hidden_size")

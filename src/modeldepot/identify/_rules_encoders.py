@@ -1,4 +1,4 @@
-"""Components and standalone networks: VAE, CLIP vision, CLIP text, T5, ESRGAN-family upscalers.
+"""Components and standalone networks: VAE, CLIP vision, CLIP text, T5, image-to-image (upscalers, face restorers).
 
 VAE base: SD-1, SD-2 and SDXL VAEs have identical structure (4 latent channels, same layer
 shapes); only the weights differ. Without declared metadata (``modelspec.architecture`` ending
@@ -173,6 +173,7 @@ def t5_encoder(view: KeyView) -> Verdict:
 
 
 def esrgan(view: KeyView) -> Verdict:
+    """``spandrel_image_to_image`` checkpoints: ESRGAN-family upscalers, then GFPGAN / CodeFormer."""
     rule = "esrgan"
     v = Verdict(
         rule,
@@ -201,7 +202,8 @@ def esrgan(view: KeyView) -> Verdict:
         scale = 4 if view.has("upconv2.weight") else 2
         marker = "RRDB_trunk.0.RDB1.conv1.weight"
     else:
-        return no_match(rule, "no RRDB keys (model.1.sub.0.RDB1, body.0.rdb1, RRDB_trunk.0.RDB1)")
+        # The other image-to-image models loaded by the same loader: face restorers.
+        return _face_restorer(view, rule)
     v.why(f"type: spandrel_image_to_image (RRDB upscaler keys: {marker})")
     v.why("format: checkpoint (single file, loaded by spandrel)")
     v.why("base: any (an upscaler works on images from any model)")
@@ -216,4 +218,57 @@ def esrgan(view: KeyView) -> Verdict:
             "in_channels_shape": fmt_shape(view.shape(first)),
         }
     )
+    return v
+
+
+def _face_restorer(view: KeyView, rule: str) -> Verdict:
+    """GFPGAN and CodeFormer: image-to-image models that restore an aligned face at its own size."""
+    if (
+        view.any_startswith("stylegan_decoder.")
+        and view.any_startswith("conv_body_first.")
+        and view.any_startswith("toRGB.", "condition_scale.")
+    ):
+        arch, marker = "GFPGAN", "stylegan_decoder.* + conv_body_first + toRGB/condition_scale"
+        levels = (view.max_index("conv_body_up.") or 0) + 1
+        style = view.dim("stylegan_decoder.to_rgb1.modulated_conv.modulation.weight", 1)
+        sft = view.dim("condition_scale.0.2.weight", 0)
+        dec = view.dim("stylegan_decoder.style_convs.0.modulated_conv.weight", 1)
+        extra: dict[str, object] = {"out_size": 2 ** (levels + 2), "num_style_feat": style}
+        if sft and dec:
+            extra["sft_half"] = 2 * sft == dec
+        detail = f"U-Net + StyleGAN2 decoder with SFT, {extra['out_size']}px faces"
+    elif (
+        view.has("quantize.embedding.weight")
+        and view.has("position_emb")
+        and view.any_startswith("ft_layers.", "idx_pred_layer.")
+    ):
+        arch, marker = "CodeFormer", "quantize.embedding + position_emb + ft_layers/idx_pred_layer"
+        fuse = sorted({k.split(".")[1] for k in view.keys_startswith("fuse_convs_dict.")}, key=lambda s: (len(s), s))
+        extra = {
+            "codebook_size": view.dim("quantize.embedding.weight", 0),
+            "dim_embd": view.dim("position_emb", 1),
+            "n_layers": (view.max_index("ft_layers.") or 0) + 1,
+            "connect_list": fuse,
+        }
+        detail = f"VQ codebook of {extra['codebook_size']} + {extra['n_layers']} transformer layers"
+    else:
+        return no_match(
+            rule,
+            "no RRDB keys (model.1.sub.0.RDB1, body.0.rdb1, RRDB_trunk.0.RDB1), no GFPGAN (stylegan_decoder + "
+            "conv_body_first) or CodeFormer (quantize.embedding + position_emb) keys",
+        )
+    v = Verdict(
+        rule,
+        True,
+        ModelType.SpandrelImageToImage,
+        ModelFormat.Checkpoint,
+        B.Any,
+        compatible_bases={B.Any},
+        confidence=0.9,
+    )
+    v.why(f"type: spandrel_image_to_image (face-restorer keys: {marker})")
+    v.why("format: checkpoint (single file)")
+    v.why("base: any (a face restorer works on images from any model)")
+    v.reasons.append(f"architecture: {arch} (face restoration; {detail})")
+    v.extra.update({"architecture": arch, "purpose": "face_restoration", "scale": 1, **extra})
     return v

@@ -1,6 +1,7 @@
 """Built-in loaders. Importing this package registers them; none of the modules imports torch at import time."""
 
 from modeldepot.load.loaders import (
+    captioners,
     components,
     diffusers_pipeline,
     encoders,
@@ -11,6 +12,7 @@ from modeldepot.load.loaders import (
     state_dicts,
     upscalers,
 )
+from modeldepot.load.loaders.captioners import CaptionerLoader, SafetyCheckerLoader
 from modeldepot.load.loaders.components import (
     CheckpointComponentLoader,
     DiffusersComponentLoader,
@@ -33,6 +35,7 @@ from modeldepot.load.loaders.upscalers import UpscalerLoader
 __all__ = [
     "CLIPTextSingleFileLoader",
     "CLIPVisionSingleFileLoader",
+    "CaptionerLoader",
     "CheckpointComponentLoader",
     "DiTCheckpointLoader",
     "DiffusersComponentLoader",
@@ -40,12 +43,14 @@ __all__ = [
     "IPAdapterLoader",
     "LoRALoader",
     "SDXLRefinerCheckpointLoader",
+    "SafetyCheckerLoader",
     "SingleFileCheckpointLoader",
     "T2IAdapterCheckpointLoader",
     "T5EncoderSingleFileLoader",
     "TextualInversionLoader",
     "TransformersEncoderLoader",
     "UpscalerLoader",
+    "captioners",
     "components",
     "diffusers_pipeline",
     "encoders",

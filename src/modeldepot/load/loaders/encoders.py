@@ -2,7 +2,9 @@
 
 Accepted layouts: the model folder itself (``config.json`` + weights), or InvokeAI's layout with
 ``text_encoder[_2]/`` and ``tokenizer[_2]/`` subfolders. ``submodel_type`` picks encoder or tokenizer
-(default: the encoder).
+(default: the encoder). A full CLIP model folder (``CLIPModel``: both towers, recorded as
+clip_vision) answers ``tokenizer`` and ``feature_extractor`` with its ``CLIPProcessor``, which does
+both jobs; an image-tower folder answers ``feature_extractor`` with its ``CLIPImageProcessor``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 from modeldepot.errors import ModelNotFoundException
 from modeldepot.load._errors import InvalidSubmodelError
 from modeldepot.load.loaders._common import from_pretrained, read_json, resolve_class
+from modeldepot.load.loaders.captioners import load_processor
 from modeldepot.load.registry import ModelLoader, ModelLoaderRegistry
 from modeldepot.taxonomy import BaseModelType, ModelFormat, ModelRepoVariant, ModelType, SubModelType
 
@@ -35,6 +38,11 @@ def _find(path: Path, names: tuple[str, ...], marker: str) -> Path | None:
     return None
 
 
+def _is_full_clip(path: Path) -> bool:
+    cfg = path / "config.json"
+    return cfg.is_file() and (read_json(cfg).get("architectures") or [None])[0] == "CLIPModel"
+
+
 @ModelLoaderRegistry.register(base=_Any, type=ModelType.CLIPEmbed, format=ModelFormat.Diffusers)
 @ModelLoaderRegistry.register(base=_Any, type=ModelType.CLIPVision, format=ModelFormat.Diffusers)
 @ModelLoaderRegistry.register(base=_Any, type=ModelType.T5Encoder, format=ModelFormat.T5Encoder)
@@ -44,6 +52,12 @@ class TransformersEncoderLoader(ModelLoader):
     ) -> Any:
         cfg = self.config
         assert cfg is not None
+        if submodel_type in (SubModelType.Tokenizer, SubModelType.FeatureExtractor) and _is_full_clip(path):
+            assert submodel_type is not None
+            return load_processor(cfg, path, submodel_type, "CLIPProcessor")
+        if submodel_type == SubModelType.FeatureExtractor and cfg.type == ModelType.CLIPVision:
+            tower = _find(path, ("image_encoder",), "config.json") or path
+            return load_processor(cfg, tower, submodel_type, "CLIPImageProcessor")
         if submodel_type is not None and submodel_type.value.startswith("tokenizer"):
             return self._tokenizer(path, submodel_type)
         if submodel_type is not None and submodel_type.value not in _ENCODER_DIRS:

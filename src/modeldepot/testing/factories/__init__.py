@@ -4,10 +4,14 @@ Right key names, right shapes on the keys that decide what a model is, a tiny co
 elsewhere: every model a writer makes loads exactly (``tests/load/test_factory_models.py`` loads one
 of each; the few identification-only headers are documented in ``files.py``).
 ``write_sd_pipeline_family`` makes pipelines that share byte-identical components (for dedup tests).
+The Hugging Face folders of ``_hf_models`` (BLIP, full CLIP, safety checker) are the exception: they
+are written by transformers' own ``save_pretrained`` of a seeded tiny model, so they need torch.
 """
 
 from __future__ import annotations
 
+from modeldepot.testing.factories._codeformer import codeformer_shapes, write_codeformer
+from modeldepot.testing.factories._face import GFPGAN_RELEASE_CHANNELS, gfpgan_shapes, write_gfpgan
 from modeldepot.testing.factories._folders import (
     write_diffusers_clip_text,
     write_diffusers_clip_vision,
@@ -21,6 +25,11 @@ from modeldepot.testing.factories._folders import (
     write_scheduler,
     write_sd_pipeline_family,
     write_tokenizer,
+)
+from modeldepot.testing.factories._hf_models import (
+    write_blip_folder,
+    write_clip_model_folder,
+    write_safety_checker_folder,
 )
 from modeldepot.testing.factories._writers import (
     BAD_SAFETENSORS_KINDS,
@@ -57,9 +66,15 @@ from modeldepot.testing.factories.files import (
 
 __all__ = [
     "BAD_SAFETENSORS_KINDS",
+    "GFPGAN_RELEASE_CHANNELS",
+    "codeformer_shapes",
+    "gfpgan_shapes",
     "write_bad_safetensors",
+    "write_blip_folder",
+    "write_clip_model_folder",
     "write_clip_text_encoder",
     "write_clip_vision",
+    "write_codeformer",
     "write_controlnet",
     "write_diffusers_clip_text",
     "write_diffusers_clip_vision",
@@ -73,6 +88,7 @@ __all__ = [
     "write_esrgan",
     "write_flux_checkpoint",
     "write_flux_lora",
+    "write_gfpgan",
     "write_ip_adapter",
     "write_ip_adapter_folder",
     "write_json",
@@ -80,6 +96,7 @@ __all__ = [
     "write_malicious_pickle",
     "write_onnx_pipeline",
     "write_safetensors",
+    "write_safety_checker_folder",
     "write_scheduler",
     "write_sd1_checkpoint",
     "write_sd2_checkpoint",
