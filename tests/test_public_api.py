@@ -17,6 +17,8 @@ PACKAGES = [
     "modeldepot.load",
     "modeldepot.identify",
     "modeldepot.remote",
+    "modeldepot.reference",
+    "modeldepot.managers",
 ]
 
 
@@ -25,6 +27,39 @@ def test_all_names_exist(name: str) -> None:
     module = importlib.import_module(name)
     for attr in module.__all__:
         assert hasattr(module, attr), f"{name}.__all__ lists {attr} but it does not exist"
+
+
+def test_nataili_contract_names() -> None:
+    from modeldepot import managers, reference
+
+    assert callable(reference.ModelReference.load)
+    for name in (
+        "BaseModelManager",
+        "CompVisModelManager",
+        "DiffusersModelManager",
+        "ClipModelManager",
+        "BlipModelManager",
+        "EsrganModelManager",
+        "GfpganModelManager",
+        "CodeFormerModelManager",
+        "SafetyCheckerModelManager",
+        "ControlNetModelManager",
+        "SuperModelManager",
+    ):
+        cls = getattr(managers, name)
+        for meth in (
+            "load",
+            "unload_model",
+            "download_model",
+            "download_all",
+            "validate_model",
+            "taint_model",
+            "is_available",
+            "cuda_available",
+        ):
+            assert callable(getattr(cls, meth, None)), f"{name}.{meth}"
+        for attr in ("available_models", "tainted_models", "loaded_models", "models"):
+            assert attr in dir(cls) or attr in cls.__init__.__code__.co_names, f"{name}.{attr}"
 
 
 def test_contract_names() -> None:

@@ -1,4 +1,5 @@
-"""`modeldepot list` must stay light: no torch, diffusers, transformers or fastapi."""
+"""`modeldepot list` and `modeldepot reference list` must stay light: no torch, diffusers,
+transformers or fastapi."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 HEAVY = ("torch", "diffusers", "transformers", "fastapi", "uvicorn", "safetensors.torch")
 
 PROBE = """
 import sys, runpy
-sys.argv = ["modeldepot", "list", "--json"]
+sys.argv = ["modeldepot", *{argv!r}]
+code = None
 try:
     from modeldepot.cli import main
     main()
@@ -20,15 +24,27 @@ except SystemExit as e:
     code = e.code
 import json
 heavy = [m for m in {heavy!r} if m in sys.modules]
+print("CODE=" + str(code))
 print("HEAVY=" + json.dumps(heavy))
 """
 
 
-def test_list_does_not_import_heavy_modules(tmp_path: Path) -> None:
-    env = {**os.environ, "MODELDEPOT_HOME": str(tmp_path / "home")}
+@pytest.mark.parametrize("argv", [["list", "--json"], ["reference", "list", "--json"]], ids=" ".join)
+def test_list_does_not_import_heavy_modules(tmp_path: Path, argv: list[str]) -> None:
+    env = {
+        **os.environ,
+        "MODELDEPOT_HOME": str(tmp_path / "home"),
+        "XDG_CACHE_HOME": str(tmp_path / "xdg"),
+        "NATAILI_CACHE_HOME": str(tmp_path / "nataili"),
+    }
     proc = subprocess.run(
-        [sys.executable, "-c", PROBE.format(heavy=HEAVY)], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", PROBE.format(heavy=HEAVY, argv=argv)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("HEAVY=")]
     assert line, proc.stdout + proc.stderr
+    assert "CODE=0" in proc.stdout, proc.stdout + proc.stderr
     assert json.loads(line[0][6:]) == []

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
 from modeldepot.manager import ModelManager
+
+if TYPE_CHECKING:
+    from modeldepot.api.routers.reference import ReferenceDownloads
 
 
 def get_manager(request: Request) -> ModelManager:
@@ -20,5 +23,11 @@ def get_allowed_roots(request: Request) -> list[Path]:
     return roots
 
 
+def get_reference(request: Request) -> ReferenceDownloads:
+    reference: ReferenceDownloads = request.app.state.reference
+    return reference
+
+
 ManagerDep = Annotated[ModelManager, Depends(get_manager)]
 RootsDep = Annotated[list[Path], Depends(get_allowed_roots)]
+ReferenceDep = Annotated["ReferenceDownloads", Depends(get_reference)]

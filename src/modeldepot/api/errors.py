@@ -30,6 +30,8 @@ STATUS_FOR: tuple[tuple[type[e.ModelDepotError], int], ...] = (
     (e.DuplicateModelException, 409),
     (e.InvalidModelConfigException, 422),
     (e.IdentificationError, 422),
+    (e.InvalidReferenceError, 422),
+    (e.InvalidImageError, 422),
     (e.NotAllowedError, 403),
     (e.BlockedAddressError, 403),
     (e.UnsafePathError, 400),

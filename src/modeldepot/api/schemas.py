@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -96,3 +96,42 @@ class Deleted(BaseModel):
     deleted: str
     name: str
     files_removed: bool
+
+
+class ReferenceDownload(BaseModel):
+    """A reference entry's download through this server: ``idle`` until one is started here."""
+
+    status: Literal["idle", "running", "completed", "error"]
+    bytes: int = 0
+    total_bytes: int = 0
+    error: str | None = None
+
+
+class ReferenceItem(BaseModel):
+    """One model of a service's reference; ``available`` is computed (files present and valid)."""
+
+    service: str
+    key: str
+    name: str
+    type: str
+    description: str | None = None
+    baseline: str | None = None
+    nsfw: bool | None = None
+    size_on_disk_bytes: int | None = None
+    available: bool
+    record_key: str | None = Field(default=None, description="The depot record of the entry's files, once downloaded")
+    download: ReferenceDownload
+
+
+class ReferenceFile(BaseModel):
+    path: str
+    location: str = Field(description="Where the file is (or goes) in the Nataili folder")
+    present: bool
+    sha256sum: str | None = None
+    md5sum: str | None = None
+
+
+class ReferenceDetail(ReferenceItem):
+    folder: str = Field(description="The service's Nataili folder")
+    files: list[ReferenceFile]
+    entry: dict[str, Any] = Field(description="Every field of the entry as the reference has it")

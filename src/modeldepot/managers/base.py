@@ -170,17 +170,37 @@ class BaseModelManager:
 
         return bool(torch.cuda.is_available())
 
+    def describe(self, key: str) -> dict[str, Any]:
+        """One entry as the CLI and API list it: reference fields, computed availability, the depot record."""
+        entry = self.models[key]
+        record = self.record_for(key)
+        return {
+            "service": self.service,
+            "key": key,
+            "name": entry.name,
+            "type": entry.type,
+            "description": entry.description,
+            "baseline": entry.baseline,
+            "nsfw": entry.nsfw,
+            "size_on_disk_bytes": entry.size_on_disk_bytes,
+            "available": self.is_available(key),
+            "record_key": record.key if record is not None else None,
+        }
+
+    def problems(self, key: str, skip_checksum: bool = False) -> list[str]:
+        """Why ``key``'s files are not valid (one line each); empty when they are. See :meth:`validate_model`."""
+        entry = self.models[key]
+        if skip_checksum:
+            return [f"{self.path / f.path} is missing" for f in entry.files if not (self.path / f.path).exists()]
+        return check_entry(entry, self.path, self.depot.hash_cache)
+
     def validate_model(self, key: str, skip_checksum: bool = False) -> bool:
         """Check every file of ``key`` against the reference's sha256 (else md5), case-insensitively.
 
         Digests come from the depot's hash cache (no sidecar files); a file version is read at most
         once. False, with the reason logged, when a file is missing or differs.
         """
-        entry = self.models[key]
-        if skip_checksum:
-            problems = [f"{self.path / f.path} is missing" for f in entry.files if not (self.path / f.path).is_file()]
-        else:
-            problems = check_entry(entry, self.path, self.depot.hash_cache)
+        problems = self.problems(key, skip_checksum)
         if problems:
             log.error("%s", mismatch_error(key, problems))
             return False

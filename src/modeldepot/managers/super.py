@@ -160,5 +160,13 @@ class SuperModelManager:
     def is_available(self, key: str) -> bool:
         return self.owner(key).is_available(key)
 
+    def download_all(self) -> list[str]:
+        """Every enabled manager's ``download_all``; returns the keys downloaded."""
+        return [k for m in self.managers.values() for k in m.download_all()]
+
+    @staticmethod
+    def cuda_available() -> bool:
+        return BaseModelManager.cuda_available()
+
 
 __all__ = ["MANAGERS", "SuperModelManager"]
