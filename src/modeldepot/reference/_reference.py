@@ -19,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from modeldepot._fs import atomic_write_bytes
 from modeldepot.errors import DownloadError, InvalidReferenceError, ModelDepotError, UnknownModelException
 from modeldepot.reference._schema import ReferenceEntry, parse_entry
 
@@ -211,7 +212,7 @@ class ModelReference(Mapping[str, ReferenceEntry]):
             log.warning("%s", ref.warnings[-1])
             return ref
         if cached is not None:
-            _write_atomic(cached, body)
+            atomic_write_bytes(cached, body)
         return ref
 
 
@@ -235,20 +236,6 @@ def _fetch(downloads: DownloadQueueService, url: str, timeout: float, tmp_parent
         if size > MAX_REFERENCE_BYTES:
             raise InvalidReferenceError(f"{size} bytes is too large for a reference")
         return dest.read_bytes()
-
-
-def _write_atomic(path: Path, body: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(body)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 __all__ = ["MAX_REFERENCE_BYTES", "SERVICE_DB", "ModelReference", "shipped_path"]

@@ -28,6 +28,7 @@ from typing import Any
 
 from modeldepot.errors import InvalidImageError
 from modeldepot.load._errors import ModelLoadError
+from modeldepot.load.loaders._strict import unwrap_params
 
 _WRAPPERS = ("params_ema", "params")
 _BLOCK = re.compile(r"^(encoder|generator)\.blocks\.(\d+)\.(.+)$")
@@ -89,19 +90,6 @@ class CodeFormerConfig:
 
 def _shape(v: Any) -> tuple[int, ...]:
     return tuple(int(n) for n in (v.shape if hasattr(v, "shape") else v))
-
-
-def unwrap_params(sd: Mapping[str, Any]) -> dict[str, Any]:
-    """The weights inside ``params_ema`` / ``params`` (nested or flattened with a dot), else ``sd``."""
-    for wrapper in _WRAPPERS:
-        inner = sd.get(wrapper)
-        if isinstance(inner, Mapping):
-            return dict(inner)
-        prefix = wrapper + "."
-        if any(k.startswith(prefix) for k in sd):
-            # load_weights flattens nested pickles with dots; EMA weights win over raw ones
-            return {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
-    return dict(sd)
 
 
 def looks_like_codeformer(keys: Iterable[str]) -> bool:
@@ -482,5 +470,4 @@ __all__ = [
     "codeformer_from_config",
     "infer_codeformer_config",
     "looks_like_codeformer",
-    "unwrap_params",
 ]

@@ -31,7 +31,7 @@ from torch.nn import functional as F  # noqa: N812
 
 from modeldepot.errors import InvalidImageError
 from modeldepot.load._errors import ModelLoadError
-from modeldepot.load.loaders._strict import check_complete
+from modeldepot.load.loaders._strict import check_against, unwrap_params
 
 ARCH = "GFPGAN"
 _WRAPPERS = ("params_ema", "params")
@@ -43,19 +43,6 @@ _MARKERS = (
     "stylegan_decoder.constant_input.weight",
 )
 _SLOPE = 0.2
-
-
-def unwrap_params(sd: Mapping[str, Any]) -> dict[str, Any]:
-    """``sd`` without a BasicSR ``params_ema`` / ``params`` wrapper (nested, or flattened with dots)."""
-    for wrapper in _WRAPPERS:
-        inner = sd.get(wrapper)
-        if isinstance(inner, Mapping):
-            return dict(inner)
-        prefix = wrapper + "."
-        if any(k.startswith(prefix) for k in sd):
-            # ``params_ema`` wins over ``params`` (EMA weights are the ones meant for inference).
-            return {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
-    return dict(sd)
 
 
 def looks_like_gfpgan(keys: Iterable[str]) -> bool:
@@ -403,19 +390,7 @@ def build_gfpgan(
         with torch.device("meta"):  # every tensor comes from the file: skip the random init
             model = GFPGAN(shape, input_is_latent=input_is_latent)
     expected = model.state_dict()
-    mismatched = {
-        k: (tuple(v.shape), tuple(expected[k].shape))
-        for k, v in sd.items()
-        if k in expected and tuple(v.shape) != tuple(expected[k].shape)
-    }
-    check_complete(
-        "a GFPGAN face restorer",
-        name,
-        missing=[k for k in expected if k not in sd],
-        unexpected=[k for k in sd if k not in expected],
-        mismatched=mismatched,
-        partial=partial,
-    )
+    check_against("a GFPGAN face restorer", name, sd, expected, partial=partial)
     weights = {k: v.to(torch.float32) for k, v in sd.items() if k in expected}
     model.load_state_dict(weights, strict=not partial, assign=not partial)
     model.eval()
@@ -423,4 +398,4 @@ def build_gfpgan(
     return model
 
 
-__all__ = ["GFPGAN", "GfpganShape", "build_gfpgan", "infer_shape", "looks_like_gfpgan", "unwrap_params"]
+__all__ = ["GFPGAN", "GfpganShape", "build_gfpgan", "infer_shape", "looks_like_gfpgan"]

@@ -140,7 +140,7 @@ def build_rrdbnet(sd: dict[str, Any], path: str = "state dict", *, partial: bool
     Raises ``ValueError`` when ``sd`` is not an RRDBNet at all, ``ModelLoadError`` naming the keys
     when it is one with weights missing, extra or of other shapes.
     """
-    from modeldepot.load.loaders._strict import check_complete
+    from modeldepot.load.loaders._strict import check_against
 
     sd = to_basicsr_keys(sd)
     _, _, rrdbnet = _classes()
@@ -156,19 +156,7 @@ def build_rrdbnet(sd: dict[str, Any], path: str = "state dict", *, partial: bool
     unshuffle = 4 if in_nc == out_nc * 16 else 2 if in_nc == out_nc * 4 else 1
     model = rrdbnet(in_nc, out_nc, nf, nb, gc, n_up, unshuffle)
     expected = model.state_dict()
-    mismatched = {
-        k: (tuple(v.shape), tuple(expected[k].shape))
-        for k, v in sd.items()
-        if k in expected and tuple(v.shape) != tuple(expected[k].shape)
-    }
-    check_complete(
-        "an ESRGAN (RRDBNet) upscaler",
-        path,
-        missing=[k for k in expected if k not in sd],
-        unexpected=[k for k in sd if k not in expected],
-        mismatched=mismatched,
-        partial=partial,
-    )
+    check_against("an ESRGAN (RRDBNet) upscaler", path, sd, expected, partial=partial)
     model.load_state_dict({k: v for k, v in sd.items() if k in expected}, strict=False)
     return model
 

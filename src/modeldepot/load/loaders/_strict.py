@@ -83,6 +83,34 @@ def check_complete(
     raise ModelLoadError(f"{path}: the weights do not match {what}: {message}{hint}", path=str(path))
 
 
+def check_against(
+    what: str, path: Path | str, sd: Mapping[str, Any], expected: Mapping[str, Any], *, partial: bool = False
+) -> None:
+    """:func:`check_complete` of a file's tensors ``sd`` against a model's ``state_dict()``: every key,
+    every shape."""
+    mismatched = {
+        k: (tuple(v.shape), tuple(expected[k].shape))
+        for k, v in sd.items()
+        if k in expected and tuple(v.shape) != tuple(expected[k].shape)
+    }
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    check_complete(what, path, missing=missing, unexpected=unexpected, mismatched=mismatched, partial=partial)
+
+
+def unwrap_params(sd: Mapping[str, Any]) -> dict[str, Any]:
+    """The weights inside a BasicSR ``params_ema`` / ``params`` wrapper (nested, or flattened with dots
+    by ``load_weights``), else ``sd``. ``params_ema`` wins: EMA weights are the ones meant for inference."""
+    for wrapper in ("params_ema", "params"):
+        inner = sd.get(wrapper)
+        if isinstance(inner, Mapping):
+            return dict(inner)
+        prefix = wrapper + "."
+        if any(k.startswith(prefix) for k in sd):
+            return {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
+    return dict(sd)
+
+
 def check_loading_info(what: str, path: Path | str, info: Mapping[str, Any], *, partial: bool = False) -> None:
     """The ``output_loading_info=True`` answer of diffusers / transformers ``from_pretrained``."""
     mismatched: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
