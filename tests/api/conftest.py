@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _api_helpers import GATED_TOKEN, LiveServer, Sources
@@ -14,6 +16,9 @@ from modeldepot.api.app import create_app
 from modeldepot.manager import ModelManager
 from modeldepot.testing.factories import write_diffusers_pipeline, write_sdxl_lora, write_vae
 from modeldepot.testing.fakehub import FakeHub
+
+#: Debian's Chromium, which the browser tests (test_browser.py, test_reference_browser.py) drive.
+CHROMIUM = os.environ.get("MODELDEPOT_CHROMIUM", "/usr/bin/chromium")
 
 
 @pytest.fixture(scope="session")
@@ -71,3 +76,17 @@ def live(app: FastAPI) -> Iterator[LiveServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """A headless Chromium through Playwright; skipped (with the reason) where either is missing."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"SKIPPING browser test: no Chromium at {CHROMIUM} (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="SKIPPING browser test: pip install playwright")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        try:
+            yield b
+        finally:
+            b.close()

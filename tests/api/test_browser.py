@@ -6,8 +6,6 @@ its name and tags, delete it with the confirmation. Screenshots go to the test's
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,25 +17,11 @@ from fastapi import FastAPI
 from modeldepot.manager import ModelManager
 from modeldepot.testing.fakehub import FakeHub
 
-CHROMIUM = os.environ.get("MODELDEPOT_CHROMIUM", "/usr/bin/chromium")
 #: Playwright waits (ms): generous for a loaded machine; each ends as soon as its condition holds.
 WAIT_MS = 120_000
 #: Where the page's install options live, as its messages name them.
 OPTIONS = "(Install \u203a Options)"
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"SKIPPING browser test: no Chromium at {CHROMIUM} (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="SKIPPING browser test: pip install playwright")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def test_install_edit_delete_through_the_page(

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,22 +19,8 @@ from modeldepot.manager import ModelManager
 from modeldepot.testing.factories import write_esrgan
 from modeldepot.testing.fakehub import FakeHub
 
-CHROMIUM = os.environ.get("MODELDEPOT_CHROMIUM", "/usr/bin/chromium")
 WAIT_MS = 120_000
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"SKIPPING browser test: no Chromium at {CHROMIUM} (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="SKIPPING browser test: pip install playwright")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture

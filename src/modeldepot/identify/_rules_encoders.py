@@ -203,7 +203,7 @@ def esrgan(view: KeyView) -> Verdict:
         marker = "RRDB_trunk.0.RDB1.conv1.weight"
     else:
         # The other image-to-image models loaded by the same loader: face restorers.
-        return _face_restorer(view, rule)
+        return _face_restorer(view, v)
     v.why(f"type: spandrel_image_to_image (RRDB upscaler keys: {marker})")
     v.why("format: checkpoint (single file, loaded by spandrel)")
     v.why("base: any (an upscaler works on images from any model)")
@@ -221,8 +221,10 @@ def esrgan(view: KeyView) -> Verdict:
     return v
 
 
-def _face_restorer(view: KeyView, rule: str) -> Verdict:
-    """GFPGAN and CodeFormer: image-to-image models that restore an aligned face at its own size."""
+def _face_restorer(view: KeyView, v: Verdict) -> Verdict:
+    """GFPGAN and CodeFormer: image-to-image models that restore an aligned face at its own size.
+
+    ``v`` is the esrgan rule's spandrel_image_to_image verdict, filled in here when one matches."""
     if (
         view.any_startswith("stylegan_decoder.")
         and view.any_startswith("conv_body_first.")
@@ -253,19 +255,10 @@ def _face_restorer(view: KeyView, rule: str) -> Verdict:
         detail = f"VQ codebook of {extra['codebook_size']} + {extra['n_layers']} transformer layers"
     else:
         return no_match(
-            rule,
+            v.rule,
             "no RRDB keys (model.1.sub.0.RDB1, body.0.rdb1, RRDB_trunk.0.RDB1), no GFPGAN (stylegan_decoder + "
             "conv_body_first) or CodeFormer (quantize.embedding + position_emb) keys",
         )
-    v = Verdict(
-        rule,
-        True,
-        ModelType.SpandrelImageToImage,
-        ModelFormat.Checkpoint,
-        B.Any,
-        compatible_bases={B.Any},
-        confidence=0.9,
-    )
     v.why(f"type: spandrel_image_to_image (face-restorer keys: {marker})")
     v.why("format: checkpoint (single file)")
     v.why("base: any (a face restorer works on images from any model)")
