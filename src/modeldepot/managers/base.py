@@ -87,6 +87,12 @@ class ManagedModel:
         return name in ("model", "device", "dtype", "half_precision") or name in self.extras
 
 
+def _primary_unit(entry: ReferenceEntry) -> list[str]:
+    """The unit holding the entry's first file: the model ``load`` loads (GFPGAN, not its face detector)."""
+    units = model_units(entry)
+    return next((u for u in units if entry.files and entry.files[0].path in u), units[0])
+
+
 class BaseModelManager:
     """The models of one service: ``models`` (the reference), ``available_models``, ``loaded_models``.
 
@@ -246,10 +252,7 @@ class BaseModelManager:
 
     def record_for(self, key: str) -> ModelConfigBase | None:
         """The depot's record of ``key``'s main file (tagged ``service:<service>``, ``reference:<key>``)."""
-        entry = self.models[key]
-        units = model_units(entry)
-        primary = next((u for u in units if entry.files and entry.files[0].path in u), units[0])
-        return self._unit_record(key, primary)
+        return self._unit_record(key, _primary_unit(self.models[key]))
 
     def _unit_record(self, key: str, unit: list[str]) -> ModelConfigBase | None:
         found = self.depot.store.search_by_tag([*service_tags(self.service, key), f"file:{unit[0]}"])
@@ -410,13 +413,15 @@ class BaseModelManager:
                 )
             if not self.is_available(key):
                 self.download_model(key)
-            problems = check_entry(entry, self.path, self.depot.hash_cache)
-            if problems:
-                raise mismatch_error(key, problems)
+                # Also covers files[] that no download entry produces (they must be there already).
+                problems = check_entry(entry, self.path, self.depot.hash_cache)
+                if problems:
+                    raise mismatch_error(key, problems)
+            primary = _primary_unit(entry)
+            record = self._ensure_record(key, entry, primary)
             for unit in model_units(entry):
-                self._ensure_record(key, entry, unit)
-            record = self.record_for(key)
-            assert record is not None
+                if unit != primary:
+                    self._ensure_record(key, entry, unit)
             device, dtype = self._placement(half_precision, gpu_id, cpu_only)
             managed = self.load_model(key, entry, record, device=device, dtype=dtype)
             self.loaded_models[key] = managed
