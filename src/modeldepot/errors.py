@@ -37,6 +37,8 @@ Exception tree::
     ├── InvalidSubmodelError (ValueError)          a part the model does not have
     ├── ModelLoadError                             diffusers/transformers/torch failed to build it
     ├── InvalidImageError (ValueError)             an image a model cannot take (layout, size)
+    ├── ServiceInputError (ValueError)             a service argument out of range (steps, strength)
+    ├── WrongModelTypeError (TypeError)            a model given to a service that cannot use it
     ├── DeviceOutOfMemoryError (MemoryError)       the device cannot hold the model
     ├── TorchNotInstalledError (ImportError)       loading needs the torch extra
     └── NotAllowedError (PermissionError)          refused by policy (private URL, path outside roots)
@@ -255,6 +257,20 @@ class InvalidImageError(ModelDepotError, ValueError):
     """An image (tensor) a model cannot take: wrong layout or size (a face restorer's is fixed)."""
 
 
+class ServiceInputError(ModelDepotError, ValueError):
+    """A service argument that cannot work: steps < 1, strength outside [0, 1], an unknown scheduler."""
+
+
+class WrongModelTypeError(ModelDepotError, TypeError):
+    """A model given to a service that cannot use it (a VAE to ``Upscaler``); ``.key`` names it,
+    ``.expected`` lists what the service takes."""
+
+    def __init__(self, message: str, key: str | None = None, expected: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.key = key
+        self.expected = expected
+
+
 class DeviceOutOfMemoryError(ModelDepotError, MemoryError):
     """The execution device cannot hold the model even after offloading every unlocked model."""
 
@@ -297,6 +313,7 @@ __all__ = [
     "NotAllowedError",
     "RemoteAccessError",
     "RemoteNotFoundError",
+    "ServiceInputError",
     "StorageError",
     "SubmodelRequiredError",
     "TorchNotInstalledError",
@@ -306,4 +323,5 @@ __all__ = [
     "UnsafePathError",
     "UnsafePickleError",
     "UnsafeSourcePathError",
+    "WrongModelTypeError",
 ]

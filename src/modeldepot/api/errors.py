@@ -32,6 +32,8 @@ STATUS_FOR: tuple[tuple[type[e.ModelDepotError], int], ...] = (
     (e.IdentificationError, 422),
     (e.InvalidReferenceError, 422),
     (e.InvalidImageError, 422),
+    (e.ServiceInputError, 422),
+    (e.WrongModelTypeError, 422),
     (e.NotAllowedError, 403),
     (e.BlockedAddressError, 403),
     (e.UnsafePathError, 400),
