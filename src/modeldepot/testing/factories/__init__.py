@@ -31,6 +31,7 @@ from modeldepot.testing.factories._hf_models import (
     write_clip_model_folder,
     write_safety_checker_folder,
 )
+from modeldepot.testing.factories._lora_tiny import DEFAULT_LORA_TARGETS, LORA_STYLES, tiny_lora_for
 from modeldepot.testing.factories._writers import (
     BAD_SAFETENSORS_KINDS,
     write_bad_safetensors,
@@ -66,9 +67,12 @@ from modeldepot.testing.factories.files import (
 
 __all__ = [
     "BAD_SAFETENSORS_KINDS",
+    "DEFAULT_LORA_TARGETS",
     "GFPGAN_RELEASE_CHANNELS",
+    "LORA_STYLES",
     "codeformer_shapes",
     "gfpgan_shapes",
+    "tiny_lora_for",
     "write_bad_safetensors",
     "write_blip_folder",
     "write_clip_model_folder",
