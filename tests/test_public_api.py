@@ -19,6 +19,7 @@ PACKAGES = [
     "modeldepot.remote",
     "modeldepot.reference",
     "modeldepot.managers",
+    "modeldepot.services",
 ]
 
 
@@ -142,3 +143,15 @@ def test_contract_names() -> None:
     for meth in ("load_model_by_key", "load_model_by_attr", "load_model_by_config", "close", "open"):
         assert hasattr(modeldepot.ModelManager, meth), meth
     assert modeldepot.DepotConfig is not None
+
+
+def test_service_contract_names() -> None:
+    pytest.importorskip("torch")
+    from modeldepot import services
+
+    names = ("Upscaler", "FaceRestorer", "ClipEmbedder", "ClipInterrogator", "BlipCaptioner")
+    names += ("Txt2Img", "Img2Img", "Inpaint", "Depth2Img", "SafetyChecker")
+    for name in names:
+        cls = getattr(services, name)
+        assert issubclass(cls, services.Service) and callable(cls.from_key), name
+        assert "__call__" in vars(cls) or any("__call__" in vars(b) for b in cls.__mro__[1:-1]), name

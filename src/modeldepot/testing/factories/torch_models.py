@@ -161,6 +161,27 @@ def tiny_sd_pipeline(dest: Path, seed: int = 0, *, variant: str | None = None) -
     return dest
 
 
+def tiny_sd_variant(
+    src: Path, dest: Path, *, seed: int, in_channels: int = 4, pipeline: str | None = None
+) -> Path:
+    """A copy of the pipeline folder ``src`` with a new unet: a fine-tune (other parts byte-identical, so
+    the store and the cache share them), or with ``in_channels`` 9 / 5 and ``pipeline``
+    ``StableDiffusionInpaintPipeline`` / ``StableDiffusionDepth2ImgPipeline`` an inpainting / depth model."""
+    import shutil
+
+    shutil.copytree(src, dest)
+    shutil.rmtree(dest / "unet")
+    config = dict(tiny_unet(seed).config)
+    config["in_channels"] = in_channels
+    _seed(seed)
+    type(tiny_unet(seed)).from_config(config).save_pretrained(dest / "unet", safe_serialization=True)
+    if pipeline:
+        index = json.loads((dest / "model_index.json").read_text(encoding="utf-8"))
+        index["_class_name"] = pipeline
+        (dest / "model_index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
+    return dest
+
+
 def tiny_sdxl_unet(seed: int = 0) -> Any:
     unet_cls = _lib("diffusers").UNet2DConditionModel
     _seed(seed)
