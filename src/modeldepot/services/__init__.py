@@ -5,19 +5,55 @@
     >>> txt2img = Txt2Img.from_key(depot, "stable-diffusion-v1-5")
     >>> picture = txt2img("a lighthouse", steps=20, seed=1, loras=[("pixel-art", 0.8)])
 
-Images are PIL images in and out. Services import torch; nothing outside this package imports them
-at start-up (``modeldepot list`` stays light).
+Images are PIL images in and out. The service modules import torch; this package imports each one
+on first use of its name, so ``import modeldepot.services`` (and the CLI's option lists built from
+``SCHEDULER_NAMES``) stays light.
 """
 
-from modeldepot.services._parameters import GenerationParameters, save_png
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from modeldepot.services._schedulers import SCHEDULER_NAMES
-from modeldepot.services.base import BoundModel, Service
-from modeldepot.services.blip import BlipCaptioner
-from modeldepot.services.clip import ClipEmbedder, ClipInterrogator
-from modeldepot.services.diffusion import Depth2Img, Img2Img, Inpaint, Txt2Img
-from modeldepot.services.face import FaceRestorer
-from modeldepot.services.safety import SafetyChecker
-from modeldepot.services.upscale import Upscaler
+
+if TYPE_CHECKING:
+    from modeldepot.services._parameters import GenerationParameters, save_png
+    from modeldepot.services.base import BoundModel, Service
+    from modeldepot.services.blip import BlipCaptioner
+    from modeldepot.services.clip import ClipEmbedder, ClipInterrogator
+    from modeldepot.services.diffusion import Depth2Img, GenerationOptions, Img2Img, Inpaint, Txt2Img
+    from modeldepot.services.face import FaceRestorer
+    from modeldepot.services.safety import SafetyChecker
+    from modeldepot.services.upscale import Upscaler
+
+_WHERE = {
+    "GenerationParameters": "_parameters",
+    "save_png": "_parameters",
+    "BoundModel": "base",
+    "Service": "base",
+    "BlipCaptioner": "blip",
+    "ClipEmbedder": "clip",
+    "ClipInterrogator": "clip",
+    "Depth2Img": "diffusion",
+    "GenerationOptions": "diffusion",
+    "Img2Img": "diffusion",
+    "Inpaint": "diffusion",
+    "Txt2Img": "diffusion",
+    "FaceRestorer": "face",
+    "SafetyChecker": "safety",
+    "Upscaler": "upscale",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
 
 __all__ = [
     "SCHEDULER_NAMES",
@@ -27,6 +63,7 @@ __all__ = [
     "ClipInterrogator",
     "Depth2Img",
     "FaceRestorer",
+    "GenerationOptions",
     "GenerationParameters",
     "Img2Img",
     "Inpaint",

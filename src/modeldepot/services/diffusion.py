@@ -16,10 +16,12 @@ import random
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypedDict, Unpack
 
 from modeldepot.errors import InvalidImageError, ServiceInputError, WrongModelTypeError
+from modeldepot.services._embeddings import textual_inversions
 from modeldepot.services._images import check_image
+from modeldepot.services._lora import COMPONENTS, locked, patched_loras
 from modeldepot.services._parameters import GenerationParameters
 from modeldepot.services._pipelines import build_pipeline, pipeline_class
 from modeldepot.services._schedulers import make_scheduler
@@ -41,11 +43,35 @@ _COMPILED: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 Progress = Callable[[int, int], None]
 
 
+class GenerationOptions(TypedDict, total=False):
+    """Keyword options of every generation call.
+
+    ``negative_prompt`` (""), ``steps`` (30), ``guidance`` (7.5), ``seed`` (None: a random one, reported
+    in the parameters), ``loras`` ([(key or LoadedModel, weight)]), ``embeddings`` ([key or LoadedModel];
+    the trigger word is the record's name), ``vae`` (key or LoadedModel), ``scheduler`` (a name from
+    ``SCHEDULER_NAMES``; None: the model's own), ``num_images`` (1), ``progress`` (``f(step, total)``).
+    """
+
+    negative_prompt: str
+    steps: int
+    guidance: float
+    seed: int | None
+    loras: Sequence[tuple[Any, float]]
+    embeddings: Sequence[Any]
+    vae: Any
+    scheduler: str | None
+    num_images: int
+    progress: Progress | None
+
+
 def _parts_of(model: Any) -> tuple[dict[str, Any], ModelConfigBase | None]:
     """The parts of what a service was given: a ManagedModel, a mapping of parts, or a diffusers pipeline."""
     from modeldepot.load import LoadedModel
     from modeldepot.managers import ManagedModel
 
+    if isinstance(model, BoundModel) and isinstance(model.model, Mapping):
+        loaded = {e.submodel_type.value: e for e in model.entries if e.submodel_type is not None}
+        return {**dict(model.model), **loaded}, model.config
     if isinstance(model, ManagedModel):
         parts = model.extras.get("parts") or model.parts
         return dict(parts), model.record
@@ -104,12 +130,9 @@ class _Generation(Service):
         config = depot.store.resolve(key)
         cls.check_config(config)
         names = depot.load.submodels(config) or []
-        parts = {n: depot.load_model_by_config(config, n) for n in names if n not in _SKIP_PARTS}
-        from modeldepot.managers import ManagedModel
-
-        managed = ManagedModel(key=config.key, service="", model=None, device="", dtype=None, record=config)
-        managed.parts.update(parts)
-        return cls(managed, depot=options.pop("depot", depot), **options)
+        parts = [depot.load_model_by_config(config, n) for n in names if n not in _SKIP_PARTS]
+        bound = BoundModel({}, config, tuple(parts))
+        return cls(bound, depot=options.pop("depot", depot), **options)
 
     # -- per-call extras ------------------------------------------------------------------------
 
@@ -152,60 +175,41 @@ class _Generation(Service):
 
     # -- the call ---------------------------------------------------------------------------------
 
+    def _run(
+        self, prompt: str, size: tuple[int | None, int | None], task_kwargs: dict[str, Any], options: GenerationOptions
+    ) -> list[Image.Image]:
+        unknown = sorted(set(options) - set(GenerationOptions.__annotations__))
+        if unknown:
+            raise ServiceInputError(f"{type(self).__name__} got unexpected options: {', '.join(unknown)}")
+        params = self._params(
+            prompt,
+            options.get("negative_prompt", ""),
+            options.get("steps", 30),
+            options.get("guidance", 7.5),
+            options.get("seed"),
+        )
+        params.width, params.height = self._size(*size)
+        params.strength = task_kwargs.get("strength")
+        if self.task in ("txt2img", "inpaint"):  # the others take the size from the image
+            task_kwargs = {**task_kwargs, "width": params.width, "height": params.height}
+        return self._generate(params, task_kwargs, options)
+
     def _generate(
-        self,
-        params: GenerationParameters,
-        task_kwargs: dict[str, Any],
-        *,
-        loras: Sequence[tuple[Any, float]],
-        embeddings: Sequence[Any],
-        vae: Any,
-        scheduler: str | None,
-        num_images: int,
-        progress: Progress | None,
+        self, params: GenerationParameters, task_kwargs: dict[str, Any], options: GenerationOptions
     ) -> list[Image.Image]:
         import torch
 
-        from modeldepot.load import LoadedModel
-
-        if num_images < 1:
+        num_images = options.get("num_images", 1)
+        if not isinstance(num_images, int) or num_images < 1:
             raise ServiceInputError(f"num_images must be at least 1, not {num_images}")
         modules = dict(self.parts)
         with ExitStack() as stack:
             stack.enter_context(self.bound.running())
-
-            def use(loaded: Any) -> Any:
-                return stack.enter_context(loaded) if isinstance(loaded, LoadedModel) else loaded
-
-            if vae is not None:
-                vae_config, vae_loaded = self._extra(vae, ModelType.VAE, "vae")
-                modules["vae"] = use(vae_loaded)
-                params.vae = vae_config.name if vae_config is not None else type(modules["vae"]).__name__
-            patches: list[tuple[str, Any, float]] = []
-            for key, weight in loras:
-                config, loaded = self._extra(key, ModelType.LoRA, "LoRA")
-                label = config.name if config is not None else f"lora{len(patches)}"
-                patches.append((label, use(loaded), float(weight)))
-                params.loras.append((label, float(weight), config.hash if config is not None else None))
-            if patches:
-                from modeldepot.services._lora import COMPONENTS, patched_loras
-
-                targets: dict[str, Any] = {n: modules[n] for n in COMPONENTS if n in modules}
-                stack.enter_context(patched_loras(targets, patches))
-            triggers: list[tuple[str, Any]] = []
-            for key in embeddings:
-                config, loaded = self._extra(key, ModelType.TextualInversion, "embedding")
-                trigger = config.name if config is not None else f"embedding{len(triggers)}"
-                triggers.append((trigger, use(loaded)))
-                params.embeddings.append((trigger, config.hash if config is not None else None))
-            if triggers:
-                from modeldepot.services._embeddings import textual_inversions
-
-                pairs = [(modules[t], modules[e]) for t, e in _TEXT_PAIRS if t in modules and e in modules]
-                tokenizers = stack.enter_context(textual_inversions(pairs, triggers))
-                for (tok_name, _), tok in zip(_TEXT_PAIRS, tokenizers, strict=False):
-                    modules[tok_name] = tok
-            modules["scheduler"], params.sampler = make_scheduler(scheduler, modules["scheduler"])
+            # One generation at a time per set of cached modules: another call's LoRA must never be
+            # patched into a unet this call is running.
+            stack.enter_context(locked([modules[n] for n in COMPONENTS if n in modules]))
+            self._add_extras(stack, modules, params, options)
+            modules["scheduler"], params.sampler = make_scheduler(options.get("scheduler"), modules["scheduler"])
             if self.compile and "unet" in modules:
                 modules["unet"] = _compiled(modules["unet"])
             pipe = build_pipeline(self.pipeline_class, modules)
@@ -219,6 +223,7 @@ class _Generation(Service):
                 "output_type": "pil",
                 **task_kwargs,
             }
+            progress = options.get("progress")
             if progress is not None:
                 call["callback_on_step_end"] = _progress_callback(progress)
             try:
@@ -230,6 +235,40 @@ class _Generation(Service):
         for image in images:
             image.info["parameters"] = text
         return images
+
+    def _add_extras(
+        self, stack: ExitStack, modules: dict[str, Any], params: GenerationParameters, options: GenerationOptions
+    ) -> None:
+        """Swap in the call's VAE, patch its LoRAs, teach its embeddings; all undone when ``stack`` closes."""
+        from modeldepot.load import LoadedModel
+
+        def use(loaded: Any) -> Any:
+            return stack.enter_context(loaded) if isinstance(loaded, LoadedModel) else loaded
+
+        vae = options.get("vae")
+        if vae is not None:
+            vae_config, vae_loaded = self._extra(vae, ModelType.VAE, "vae")
+            modules["vae"] = use(vae_loaded)
+            params.vae = vae_config.name if vae_config is not None else type(modules["vae"]).__name__
+        patches: list[tuple[str, Any, float]] = []
+        for key, weight in options.get("loras", ()):
+            config, loaded = self._extra(key, ModelType.LoRA, "LoRA")
+            label = config.name if config is not None else f"lora{len(patches)}"
+            patches.append((label, use(loaded), float(weight)))
+            params.loras.append((label, float(weight), config.hash if config is not None else None))
+        if patches:
+            stack.enter_context(patched_loras({n: modules[n] for n in COMPONENTS if n in modules}, patches))
+        triggers: list[tuple[str, Any]] = []
+        for key in options.get("embeddings", ()):
+            config, loaded = self._extra(key, ModelType.TextualInversion, "embedding")
+            trigger = config.name if config is not None else f"embedding{len(triggers)}"
+            triggers.append((trigger, use(loaded)))
+            params.embeddings.append((trigger, config.hash if config is not None else None))
+        if triggers:
+            pairs = [(modules[t], modules[e]) for t, e in _TEXT_PAIRS if t in modules and e in modules]
+            tokenizers = stack.enter_context(textual_inversions(pairs, triggers))
+            for (name, _), tokenizer in zip(_TEXT_PAIRS, tokenizers, strict=False):
+                modules[name] = tokenizer
 
     def _params(
         self, prompt: str, negative_prompt: str, steps: int, guidance: float, seed: int | None
@@ -298,40 +337,17 @@ class Txt2Img(_Generation):
 
     task = "txt2img"
 
-    def __call__(self, prompt: str, **options: Any) -> Image.Image:
-        return self.generate(prompt, **options)[0]
+    def __call__(
+        self, prompt: str, *, width: int | None = None, height: int | None = None, **options: Unpack[GenerationOptions]
+    ) -> Image.Image:
+        return self.generate(prompt, width=width, height=height, **options)[0]
 
     def generate(
-        self,
-        prompt: str,
-        *,
-        negative_prompt: str = "",
-        steps: int = 30,
-        guidance: float = 7.5,
-        width: int | None = None,
-        height: int | None = None,
-        seed: int | None = None,
-        loras: Sequence[tuple[Any, float]] = (),
-        embeddings: Sequence[Any] = (),
-        vae: Any = None,
-        scheduler: str | None = None,
-        num_images: int = 1,
-        progress: Progress | None = None,
+        self, prompt: str, *, width: int | None = None, height: int | None = None, **options: Unpack[GenerationOptions]
     ) -> list[Image.Image]:
-        """``num_images`` images for ``prompt``; each carries its A1111 ``parameters`` text in ``.info``."""
-        params = self._params(prompt, negative_prompt, steps, guidance, seed)
-        params.width, params.height = self._size(width, height)
-        kwargs = {"width": params.width, "height": params.height}
-        return self._generate(
-            params,
-            kwargs,
-            loras=loras,
-            embeddings=embeddings,
-            vae=vae,
-            scheduler=scheduler,
-            num_images=num_images,
-            progress=progress,
-        )
+        """``num_images`` images for ``prompt`` (the model's native size by default); each carries its
+        A1111 ``parameters`` text in ``.info``."""
+        return self._run(prompt, (width, height), {}, options)
 
 
 class Img2Img(_Generation):
@@ -339,12 +355,17 @@ class Img2Img(_Generation):
 
     task = "img2img"
 
-    def __call__(self, prompt: str, image: Any, **options: Any) -> Image.Image:
-        return self.generate(prompt, image, **options)[0]
+    def __call__(
+        self, prompt: str, image: Any, *, strength: float = 0.75, **options: Unpack[GenerationOptions]
+    ) -> Image.Image:
+        return self.generate(prompt, image, strength=strength, **options)[0]
 
-    def generate(self, prompt: str, image: Any, *, strength: float = 0.75, **options: Any) -> list[Image.Image]:
+    def generate(
+        self, prompt: str, image: Any, *, strength: float = 0.75, **options: Unpack[GenerationOptions]
+    ) -> list[Image.Image]:
         picture = check_image(image)
-        return _run_on_image(self, prompt, picture, {"image": picture, "strength": _strength(strength)}, options)
+        kwargs = {"image": picture, "strength": _strength(strength)}
+        return self._run(prompt, picture.size, kwargs, options)
 
 
 class Inpaint(_Generation):
@@ -353,16 +374,17 @@ class Inpaint(_Generation):
 
     task = "inpaint"
 
-    def __call__(self, prompt: str, image: Any, mask: Any, **options: Any) -> Image.Image:
-        return self.generate(prompt, image, mask, **options)[0]
+    def __call__(
+        self, prompt: str, image: Any, mask: Any, *, strength: float = 1.0, **options: Unpack[GenerationOptions]
+    ) -> Image.Image:
+        return self.generate(prompt, image, mask, strength=strength, **options)[0]
 
     def generate(
-        self, prompt: str, image: Any, mask: Any, *, strength: float = 1.0, **options: Any
+        self, prompt: str, image: Any, mask: Any, *, strength: float = 1.0, **options: Unpack[GenerationOptions]
     ) -> list[Image.Image]:
         picture = check_image(image)
         kwargs = {"image": picture, "mask_image": _mask(mask, picture.size), "strength": _strength(strength)}
-        kwargs |= {"width": picture.size[0], "height": picture.size[1]}
-        return _run_on_image(self, prompt, picture, kwargs, options)
+        return self._run(prompt, picture.size, kwargs, options)
 
 
 class Depth2Img(_Generation):
@@ -371,15 +393,29 @@ class Depth2Img(_Generation):
 
     task = "depth2img"
 
-    def __call__(self, prompt: str, image: Any, depth_map: Any = None, **options: Any) -> Image.Image:
-        return self.generate(prompt, image, depth_map, **options)[0]
+    def __call__(
+        self,
+        prompt: str,
+        image: Any,
+        depth_map: Any = None,
+        *,
+        strength: float = 0.8,
+        **options: Unpack[GenerationOptions],
+    ) -> Image.Image:
+        return self.generate(prompt, image, depth_map, strength=strength, **options)[0]
 
     def generate(
-        self, prompt: str, image: Any, depth_map: Any = None, *, strength: float = 0.8, **options: Any
+        self,
+        prompt: str,
+        image: Any,
+        depth_map: Any = None,
+        *,
+        strength: float = 0.8,
+        **options: Unpack[GenerationOptions],
     ) -> list[Image.Image]:
         picture = check_image(image)
         kwargs = {"image": picture, "depth_map": _depth(depth_map, picture.size), "strength": _strength(strength)}
-        return _run_on_image(self, prompt, picture, kwargs, options)
+        return self._run(prompt, picture.size, kwargs, options)
 
 
 def _depth(depth_map: Any, size: tuple[int, int]) -> Any:
@@ -408,46 +444,6 @@ def _depth(depth_map: Any, size: tuple[int, int]) -> Any:
         # diffusers rescales the map by its range: a flat one would turn the whole picture into NaN
         raise InvalidImageError("depth map is flat (every pixel the same depth): it needs some relief")
     return depth
-
-
-def _run_on_image(
-    service: _Generation, prompt: str, picture: Image.Image, task_kwargs: dict[str, Any], options: dict[str, Any]
-) -> list[Image.Image]:
-    allowed = {
-        "negative_prompt",
-        "steps",
-        "guidance",
-        "seed",
-        "loras",
-        "embeddings",
-        "vae",
-        "scheduler",
-        "num_images",
-        "progress",
-    }
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise ServiceInputError(f"{type(service).__name__} got unexpected options: {', '.join(unknown)}")
-    params = service._params(
-        prompt,
-        options.get("negative_prompt", ""),
-        options.get("steps", 30),
-        options.get("guidance", 7.5),
-        options.get("seed"),
-    )
-    service._size(*picture.size)
-    params.width, params.height = picture.size
-    params.strength = task_kwargs.get("strength")
-    return service._generate(
-        params,
-        task_kwargs,
-        loras=options.get("loras", ()),
-        embeddings=options.get("embeddings", ()),
-        vae=options.get("vae"),
-        scheduler=options.get("scheduler"),
-        num_images=options.get("num_images", 1),
-        progress=options.get("progress"),
-    )
 
 
 __all__ = ["Depth2Img", "Img2Img", "Inpaint", "Txt2Img"]
