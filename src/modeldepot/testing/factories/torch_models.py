@@ -161,9 +161,7 @@ def tiny_sd_pipeline(dest: Path, seed: int = 0, *, variant: str | None = None) -
     return dest
 
 
-def tiny_sd_variant(
-    src: Path, dest: Path, *, seed: int, in_channels: int = 4, pipeline: str | None = None
-) -> Path:
+def tiny_sd_variant(src: Path, dest: Path, *, seed: int, in_channels: int = 4, pipeline: str | None = None) -> Path:
     """A copy of the pipeline folder ``src`` with a new unet: a fine-tune (other parts byte-identical, so
     the store and the cache share them), or with ``in_channels`` 9 / 5 and ``pipeline``
     ``StableDiffusionInpaintPipeline`` / ``StableDiffusionDepth2ImgPipeline`` an inpainting / depth model."""
