@@ -246,3 +246,20 @@ def test_compile_matches_eager(depot: dict[str, Any]) -> None:
     compiled_lora = compiled("x", steps=2, seed=1, loras=lora)
     assert np.abs(_array(compiled_lora) - _array(eager_lora)).max() <= 2
     assert not np.array_equal(_array(compiled_lora), _array(first))
+
+
+def test_patching_on_the_cpu_hands_back_the_callers_thread_count(depot: dict[str, Any]) -> None:
+    from safetensors.torch import load_file
+
+    from modeldepot.services._lora import patched_loras
+
+    t2i = Txt2Img.from_key(depot["mm"], depot["keys"]["a"])
+    state_dict = load_file(str(depot["paths"]["lora"]))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with patched_loras({"unet": t2i.parts["unet"]}, [("tinylora", state_dict, 1.0)]) as report:
+            assert report.layer_count > 0 and torch.get_num_threads() == 2
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

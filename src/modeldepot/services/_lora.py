@@ -368,10 +368,38 @@ def _plan(
     return jobs, report
 
 
+def _fused(job: _Job, weight: torch.nn.Parameter) -> Tensor | None:
+    """The patched weight of the common case — one plain LoRA (down/up, no mid) on a layer — in one
+    ``addmm`` instead of a matmul, a scale and an add: a third of the thread-parallel regions, which
+    is what a busy machine makes expensive. None when the case is any other."""
+    if len(job.contributions) != 1:
+        return None
+    _, parts, strength = job.contributions[0]
+    down, up = parts.get("down"), parts.get("up")
+    if down is None or up is None or "mid" in parts or "diff_b" in parts:
+        return None
+    down2, up2 = down.flatten(1), up.flatten(1)
+    rank = int(down2.shape[0])
+    if up2.shape[1] != rank or up2.shape[0] * down2.shape[1] != weight.numel() or up2.shape[0] != weight.shape[0]:
+        return None  # let the general path name what does not fit
+    alpha = _scalar(parts.get("alpha"))
+    scale = strength * (alpha / rank if alpha is not None else 1.0)
+    device = weight.device
+    base = weight.detach().reshape(up2.shape[0], -1).float()
+    up32, down32 = up2.to(device=device, dtype=torch.float32), down2.to(device=device, dtype=torch.float32)
+    new = torch.addmm(base, up32, down32, alpha=scale)
+    return new.reshape(weight.shape).to(weight.dtype)
+
+
 def _patch_layer(key: str, job: _Job, originals: list[tuple[torch.nn.Parameter, Tensor]]) -> None:
     weight = getattr(job.module, "weight", None)
     if not isinstance(weight, torch.nn.Parameter) or not weight.is_floating_point():
         raise ServiceInputError(f"layer {key} has no floating-point weight to patch")
+    fused = _fused(job, weight)
+    if fused is not None:
+        originals.append((weight, weight.data))
+        weight.data = fused  # out of place, as below
+        return
     bias = getattr(job.module, "bias", None)
     total: Tensor | None = None
     total_bias: Tensor | None = None
@@ -399,6 +427,24 @@ def _patch_layer(key: str, job: _Job, originals: list[tuple[torch.nn.Parameter, 
 
 
 @contextmanager
+def _small_work_threads(jobs: Iterable[_Job]) -> Iterator[None]:
+    """One intra-op thread while patching weights on the CPU. Each layer's update is a few small ops;
+    with torch's threads, every op is a parallel region that waits for all of them to be scheduled,
+    and on a busy machine those waits (not the arithmetic) took 4-8x diffusers' own load + unload
+    (benchmarks/results/services.md). Single-threaded it is 0.05-0.13x there, and the same idle."""
+    on_cpu = any(getattr(getattr(j.module, "weight", None), "device", None) == torch.device("cpu") for j in jobs)
+    before = torch.get_num_threads()
+    if not on_cpu or before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextmanager
 def patched_loras(
     modules: Mapping[str, torch.nn.Module], loras: Sequence[tuple[str, Mapping[str, Tensor], float]]
 ) -> Iterator[LoraReport]:
@@ -417,8 +463,9 @@ def patched_loras(
         jobs, report = _plan(modules, loras)
         originals: list[tuple[torch.nn.Parameter, Tensor]] = []
         try:
-            for key, job in jobs.items():
-                _patch_layer(key, job, originals)
+            with _small_work_threads(jobs.values()):
+                for key, job in jobs.items():
+                    _patch_layer(key, job, originals)
             yield report
         finally:
             with torch.no_grad():
