@@ -219,7 +219,8 @@ class FaceRestorer(Service):
                 f"FaceRestorer: the image is {rgb.width}x{rgb.height} px, not an aligned {s}x{s} face crop, and "
                 f"no face detector is installed to find the faces in it. Install OpenCV ({_INSTALL_HINT}) "
                 "for its Haar-cascade detector, pass detector=<callable: image -> [(x0, y0, x1, y1), ...]>, "
-                f"or give an aligned {s}x{s} face crop (aligned=True takes any square crop)"
+                f"or give an aligned {s}x{s} face crop (aligned=True, or --aligned on the command line, "
+                "takes any square crop)"
             )
         found = self.detector(rgb)
         boxes: list[Box] = []
