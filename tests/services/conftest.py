@@ -4,6 +4,7 @@ extra intra-op threads there cost far more than they save)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -15,3 +16,13 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def depot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A depot in a fresh home, shared by one test module's tests."""
+    from modeldepot import ModelManager
+
+    mm = ModelManager.open(home=tmp_path_factory.mktemp("services") / "home")
+    yield mm
+    mm.close()

@@ -3,7 +3,6 @@ within the asked lengths, start with the prompt; sampling is repeatable for a se
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,14 +23,6 @@ pytestmark = pytest.mark.torch
 
 #: Captions of 10 tokens: each token is a decoder pass, and the default 30 triples a test's time.
 SHORT: dict[str, Any] = {"max_length": 10}
-
-
-@pytest.fixture(scope="module")
-def depot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelManager]:
-    root = tmp_path_factory.mktemp("blip-service")
-    mm = ModelManager.open(home=root / "home")
-    yield mm
-    mm.close()
 
 
 @pytest.fixture(scope="module")

@@ -28,14 +28,6 @@ LABELS = ["a photo of a cat", "a red dog", "the picture", "an apple on a table",
 
 
 @pytest.fixture(scope="module")
-def depot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelManager]:
-    root = tmp_path_factory.mktemp("clip-service")
-    mm = ModelManager.open(home=root / "home")
-    yield mm
-    mm.close()
-
-
-@pytest.fixture(scope="module")
 def keys(depot: ModelManager, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("clip-models")
     return {

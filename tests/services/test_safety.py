@@ -5,7 +5,6 @@ back black at their size, the others unchanged; from_key and refused models."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,14 +23,6 @@ from modeldepot.services.safety import SafetyChecker  # noqa: E402
 from modeldepot.testing.factories import write_blip_folder, write_safety_checker_folder  # noqa: E402
 
 pytestmark = pytest.mark.torch
-
-
-@pytest.fixture(scope="module")
-def depot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelManager]:
-    root = tmp_path_factory.mktemp("safety-service")
-    mm = ModelManager.open(home=root / "home")
-    yield mm
-    mm.close()
 
 
 @pytest.fixture(scope="module")

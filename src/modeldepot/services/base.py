@@ -95,6 +95,16 @@ class Service:
             )
 
     @classmethod
+    def refuse(cls, model: Any, config: ModelConfigBase | None, needs: str, expected: str) -> WrongModelTypeError:
+        """The error for a module this service cannot run: what it is, and what ``needs`` says would work."""
+        name = repr(config.name) if config is not None else "given"
+        return WrongModelTypeError(
+            f"model {name} is a {type(model).__name__}; {cls.__name__} needs {needs}",
+            key=config.key if config is not None else None,
+            expected=(expected,),
+        )
+
+    @classmethod
     def from_key(cls, depot: ModelManager, key: str, **options: Any) -> Self:
         """Build the service from the model registered under ``key`` (a key, key prefix or name),
         loaded through the depot's cache; ``options`` go to the constructor."""

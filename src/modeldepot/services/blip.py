@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Self, overload
 
 import torch
 
-from modeldepot.errors import ServiceInputError, WrongModelTypeError
+from modeldepot.errors import ServiceInputError
 from modeldepot.services._images import check_image, generator, module_device, module_dtype
 from modeldepot.services.base import Service
 from modeldepot.services.clip import load_with_processor, processor_for
@@ -72,13 +72,8 @@ class BlipCaptioner(Service):
         """Refuse a model that cannot generate text from an image."""
         if callable(getattr(model, "generate", None)) and hasattr(model, "vision_model"):
             return
-        name = repr(config.name) if config is not None else "given"
-        raise WrongModelTypeError(
-            f"model {name} is a {type(model).__name__}; {cls.__name__} needs an image captioner such as "
-            "BlipForConditionalGeneration (e.g. Salesforce/blip-image-captioning-base)",
-            key=config.key if config is not None else None,
-            expected=("BlipForConditionalGeneration",),
-        )
+        needs = "an image captioner such as BlipForConditionalGeneration (e.g. Salesforce/blip-image-captioning-base)"
+        raise cls.refuse(model, config, needs, "BlipForConditionalGeneration")
 
     @classmethod
     def from_key(cls, depot: ModelManager, key: str, **options: Any) -> Self:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Self
 import numpy as np
 import torch
 
-from modeldepot.errors import ServiceInputError, WrongModelTypeError
+from modeldepot.errors import ServiceInputError
 from modeldepot.services._images import check_image, module_device, module_dtype
 from modeldepot.services.base import Service
 from modeldepot.services.clip import load_with_processor, processor_for
@@ -54,13 +54,8 @@ class SafetyChecker(Service):
         """Refuse anything but a safety checker (its concept embeddings and thresholds)."""
         if all(hasattr(model, a) for a in ("vision_model", "concept_embeds", "concept_embeds_weights")):
             return
-        name = repr(config.name) if config is not None else "given"
-        raise WrongModelTypeError(
-            f"model {name} is a {type(model).__name__}; {cls.__name__} needs a StableDiffusionSafetyChecker "
-            "(e.g. CompVis/stable-diffusion-safety-checker)",
-            key=config.key if config is not None else None,
-            expected=("StableDiffusionSafetyChecker",),
-        )
+        needs = "a StableDiffusionSafetyChecker (e.g. CompVis/stable-diffusion-safety-checker)"
+        raise cls.refuse(model, config, needs, "StableDiffusionSafetyChecker")
 
     @classmethod
     def from_key(cls, depot: ModelManager, key: str, **options: Any) -> Self:
