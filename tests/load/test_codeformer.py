@@ -23,7 +23,12 @@ from modeldepot.load.loaders._codeformer import (  # noqa: E402
     looks_like_codeformer,
 )
 from modeldepot.load.loaders._common import load_weights  # noqa: E402
-from modeldepot.testing.factories._codeformer import RELEASED, codeformer_shapes, write_codeformer  # noqa: E402
+from modeldepot.testing.factories._codeformer import (  # noqa: E402
+    RELEASED,
+    TINY_CODEFORMER,
+    codeformer_shapes,
+    write_codeformer,
+)
 
 pytestmark = pytest.mark.torch
 
@@ -60,23 +65,7 @@ def _random_weights(shapes: dict[str, tuple[int, ...]], seed: int = 0) -> dict[s
 
 @pytest.fixture(scope="module")
 def tiny_sd() -> dict[str, Any]:
-    return _random_weights(codeformer_shapes(**_tiny_kwargs()))
-
-
-def _tiny_kwargs() -> dict[str, Any]:
-    """write_codeformer's defaults, spelled out for codeformer_shapes."""
-    return {
-        "nf": 32,
-        "ch_mult": (1, 2),
-        "res_blocks": 1,
-        "attn_resolutions": (4,),
-        "emb_dim": 16,
-        "codebook_size": 16,
-        "dim_embd": 32,
-        "n_layers": 2,
-        "latent_side": 4,
-        "connect_list": ("8",),
-    }
+    return _random_weights(codeformer_shapes(**TINY_CODEFORMER))
 
 
 @pytest.fixture(scope="module")
@@ -160,15 +149,15 @@ def test_other_architectures_are_refused() -> None:
     with pytest.raises(ValueError, match="not a CodeFormer"):
         build_codeformer(esrgan, "x")
     # The plain VQGAN CodeFormer is trained from has no transformer: not a CodeFormer either.
-    vqgan = [k for k in codeformer_shapes(**_tiny_kwargs()) if k.split(".")[0] in ("encoder", "generator", "quantize")]
+    vqgan = [k for k in codeformer_shapes(**TINY_CODEFORMER) if k.split(".")[0] in ("encoder", "generator", "quantize")]
     assert not looks_like_codeformer(vqgan)
     assert looks_like_codeformer([*vqgan, "position_emb"])
-    assert looks_like_codeformer([f"params_ema.{k}" for k in codeformer_shapes(**_tiny_kwargs())])
+    assert looks_like_codeformer([f"params_ema.{k}" for k in codeformer_shapes(**TINY_CODEFORMER)])
 
 
 # -- hyperparameters -----------------------------------------------------------------------------
 def test_tiny_configs_are_inferred() -> None:
-    first = infer_codeformer_config(codeformer_shapes(**_tiny_kwargs()))
+    first = infer_codeformer_config(codeformer_shapes(**TINY_CODEFORMER))
     assert first == CodeFormerConfig(
         nf=32,
         ch_mult=(1, 2),
@@ -302,4 +291,4 @@ def test_manager_loads_the_factory_file(tmp_path: Path, name: str) -> None:
         assert (config.type.value, config.format.value) == ("spandrel_image_to_image", "checkpoint")
         model = mm.load_model_by_key(key).model
     assert type(model).__name__ == "CodeFormer" and model.arch == "CodeFormer" and model.out_size == 8
-    assert dict(model.named_parameters()).keys() == codeformer_shapes(**_tiny_kwargs()).keys()
+    assert dict(model.named_parameters()).keys() == codeformer_shapes(**TINY_CODEFORMER).keys()

@@ -24,7 +24,7 @@ from modeldepot.load.loaders._gfpgan import build_gfpgan  # noqa: E402
 from modeldepot.load.loaders._rrdbnet import build_rrdbnet  # noqa: E402
 from modeldepot.services.face import FaceRestorer, face_square  # noqa: E402
 from modeldepot.testing.factories import write_vae  # noqa: E402
-from modeldepot.testing.factories._codeformer import codeformer_shapes  # noqa: E402
+from modeldepot.testing.factories._codeformer import TINY_CODEFORMER, codeformer_shapes  # noqa: E402
 from modeldepot.testing.factories._face import gfpgan_shapes  # noqa: E402
 from modeldepot.testing.factories.torch_models import tiny_esrgan, tiny_esrgan_state_dict  # noqa: E402
 
@@ -32,19 +32,6 @@ pytestmark = pytest.mark.torch
 
 #: A 512 px GFPGAN (the released models' face size) four channels wide: a tenth of a second a face.
 GFPGAN_SHAPE: dict[str, Any] = {"out_size": 512, "channels": 4, "num_style_feat": 8}
-#: write_codeformer's defaults: 8 px faces (a 512 px CodeFormer needs 32-wide full-size convs: seconds).
-CODEFORMER_SHAPE: dict[str, Any] = {
-    "nf": 32,
-    "ch_mult": (1, 2),
-    "res_blocks": 1,
-    "attn_resolutions": (4,),
-    "emb_dim": 16,
-    "codebook_size": 16,
-    "dim_embd": 32,
-    "n_layers": 2,
-    "latent_side": 4,
-    "connect_list": ("8",),
-}
 
 
 def _random(shapes: dict[str, tuple[int, ...]], seed: int, scale: Any) -> dict[str, Any]:
@@ -61,7 +48,7 @@ def gfpgan_sd() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def codeformer_sd() -> dict[str, Any]:
-    return _random(codeformer_shapes(**CODEFORMER_SHAPE), 1, lambda k, s: 0.2 if len(s) > 1 else 0.5)
+    return _random(codeformer_shapes(**TINY_CODEFORMER), 1, lambda k, s: 0.2 if len(s) > 1 else 0.5)
 
 
 @pytest.fixture(scope="module")

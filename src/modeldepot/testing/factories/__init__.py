@@ -10,7 +10,7 @@ are written by transformers' own ``save_pretrained`` of a seeded tiny model, so 
 
 from __future__ import annotations
 
-from modeldepot.testing.factories._codeformer import codeformer_shapes, write_codeformer
+from modeldepot.testing.factories._codeformer import TINY_CODEFORMER, codeformer_shapes, write_codeformer
 from modeldepot.testing.factories._face import GFPGAN_RELEASE_CHANNELS, gfpgan_shapes, write_gfpgan
 from modeldepot.testing.factories._folders import (
     write_diffusers_clip_text,
@@ -70,6 +70,7 @@ __all__ = [
     "DEFAULT_LORA_TARGETS",
     "GFPGAN_RELEASE_CHANNELS",
     "LORA_STYLES",
+    "TINY_CODEFORMER",
     "codeformer_shapes",
     "gfpgan_shapes",
     "tiny_lora_for",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from modeldepot.testing.factories._writers import Shape, write_weights
 
@@ -146,6 +147,21 @@ def codeformer_shapes(
     return keys.shapes
 
 
+#: ``write_codeformer``'s defaults (8 px faces), for ``codeformer_shapes(**TINY_CODEFORMER)``.
+TINY_CODEFORMER: dict[str, Any] = {
+    "nf": 32,
+    "ch_mult": (1, 2),
+    "res_blocks": 1,
+    "attn_resolutions": (4,),
+    "emb_dim": 16,
+    "codebook_size": 16,
+    "dim_embd": 32,
+    "n_layers": 2,
+    "latent_side": 4,
+    "connect_list": ("8",),
+}
+
+
 def write_codeformer(
     path: str | Path,
     *,
@@ -180,4 +196,4 @@ def write_codeformer(
     return write_weights(path, shapes, seed=seed, wrap=wrap)
 
 
-__all__ = ["RELEASED", "codeformer_shapes", "write_codeformer"]
+__all__ = ["RELEASED", "TINY_CODEFORMER", "codeformer_shapes", "write_codeformer"]
