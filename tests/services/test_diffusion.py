@@ -263,3 +263,19 @@ def test_patching_on_the_cpu_hands_back_the_callers_thread_count(depot: dict[str
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_single_file_checkpoint_generates_what_its_diffusers_twin_does(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    from diffusers import StableDiffusionPipeline
+
+    ck = F.tiny_sd1_checkpoint(tmp_path_factory.mktemp("single-file"))
+    with ModelManager.open(home=ck.path.parent / "home") as mm:
+        overrides = {"base": "sd-1", "type": "main", "format": "checkpoint", "config_path": str(ck.config_dir)}
+        key = mm.install.register_path(ck.path, overrides)
+        got = Txt2Img.from_key(mm, key)("a cat", steps=2, seed=1)
+    twin = StableDiffusionPipeline.from_pretrained(ck.reference_dir, safety_checker=None, requires_safety_checker=False)
+    twin.set_progress_bar_config(disable=True)
+    expected = twin("a cat", num_inference_steps=2, width=16, height=16, generator=torch.Generator().manual_seed(1))
+    assert np.abs(_array(got) - _array(expected.images[0])).max() <= 1
