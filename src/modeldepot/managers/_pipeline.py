@@ -62,17 +62,25 @@ def assemble_pipeline(
         for name in submodels
         if name in params and name in _SUBMODELS and name not in OPTIONAL_PARTS
     }
+    return pipeline_from_modules(cls, {name: part.model for name, part in parts.items()}), parts
+
+
+def pipeline_from_modules(cls: type[Any], modules: dict[str, Any]) -> Any:
+    """An instance of the diffusers pipeline class ``cls`` over ``modules`` (no copies): parts it does not
+    take are left out, required ones it has no module for are None (e.g. depth2img's depth_estimator:
+    the caller gives the depth map), and no safety checker is required."""
+    params = inspect.signature(cls.__init__).parameters
     kwargs: dict[str, Any] = {}
     for name, p in params.items():
         if name == "self" or p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
             continue
-        if name in parts:
-            kwargs[name] = parts[name].model
+        if name in modules:
+            kwargs[name] = modules[name]
         elif p.default is inspect.Parameter.empty:
-            kwargs[name] = None  # e.g. depth2img's depth_estimator: the caller gives the depth map
+            kwargs[name] = None
     if "requires_safety_checker" in params:
         kwargs["requires_safety_checker"] = False
-    return cls(**kwargs), parts
+    return cls(**kwargs)
 
 
-__all__ = ["OPTIONAL_PARTS", "assemble_pipeline", "pipeline_class_name"]
+__all__ = ["OPTIONAL_PARTS", "assemble_pipeline", "pipeline_class_name", "pipeline_from_modules"]

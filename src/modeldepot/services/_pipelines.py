@@ -7,11 +7,11 @@ no weight is ever copied.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 from typing import Any
 
 from modeldepot.errors import WrongModelTypeError
+from modeldepot.managers._pipeline import pipeline_from_modules
 
 #: family -> task -> diffusers pipeline class name
 _CLASSES: dict[str, dict[str, str]] = {
@@ -87,20 +87,9 @@ def pipeline_class(task: str, modules: Mapping[str, Any], base: str | None, labe
 
 
 def build_pipeline(cls: type[Any], modules: Mapping[str, Any]) -> Any:
-    """An instance of ``cls`` over ``modules`` (no copies); parts it does not need are left out, and
-    optional parts it has no module for (safety checker, feature extractor, image encoder) are None."""
-    params = inspect.signature(cls.__init__).parameters
-    kwargs: dict[str, Any] = {}
-    for name, p in params.items():
-        if name == "self" or p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
-            continue
-        if name in modules:
-            kwargs[name] = modules[name]
-        elif p.default is inspect.Parameter.empty:
-            kwargs[name] = None
-    if "requires_safety_checker" in params:
-        kwargs["requires_safety_checker"] = False  # the SafetyChecker service is a separate step
-    pipe = cls(**kwargs)
+    """An instance of ``cls`` over ``modules`` (the managers' builder: no copies, no safety checker
+    required; the SafetyChecker service is a separate step), its progress bar off."""
+    pipe = pipeline_from_modules(cls, dict(modules))
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
