@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+from _child import run_child  # benchmarks/ is the script's folder: first on sys.path
 
 from modeldepot.api.app import create_app
 from modeldepot.api.serve import make_server
@@ -139,14 +137,7 @@ def bench_events(url: str, mm: ModelManager, count: int) -> tuple[float, float, 
 
 
 def _child(args: list[str], pythonpath: str | None) -> dict[str, Any]:
-    env = dict(os.environ)
-    if pythonpath:
-        env["PYTHONPATH"] = pythonpath
-    out = subprocess.run([sys.executable, __file__, *args], env=env, capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise SystemExit(f"child {args} failed:\n{out.stderr}")
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
+    return run_child(__file__, args, pythonpath)
 
 
 def compare(args: argparse.Namespace) -> None:

@@ -25,12 +25,13 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+from _child import run_child  # benchmarks/ is the script's folder: first on sys.path
 
 HERE = Path(__file__).resolve().parent
 WORK = Path("/dev/shm/modeldepot-bench-search")
@@ -122,14 +123,7 @@ def child_measure(target: str, n: int) -> None:
 
 
 def _run(args: list[str], pythonpath: str | None) -> dict[str, Any]:
-    env = dict(os.environ)
-    if pythonpath:
-        env["PYTHONPATH"] = pythonpath
-    out = subprocess.run([sys.executable, __file__, *args], env=env, capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise SystemExit(f"child {args} failed:\n{out.stderr}")
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
+    return run_child(__file__, args, pythonpath)
 
 
 def _pg_create() -> str:
