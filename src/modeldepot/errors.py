@@ -39,6 +39,8 @@ Exception tree::
     ├── InvalidImageError (ValueError)             an image a model cannot take (layout, size)
     ├── ServiceInputError (ValueError)             a service argument out of range (steps, strength)
     ├── WrongModelTypeError (TypeError)            a model given to a service that cannot use it
+    ├── TrainingError                              a training run that cannot start or go on
+    │   └── TrainingDataError (ValueError)         a dataset folder, image, caption or score file at fault
     ├── DeviceOutOfMemoryError (MemoryError)       the device cannot hold the model
     ├── TorchNotInstalledError (ImportError)       loading needs the torch extra
     └── NotAllowedError (PermissionError)          refused by policy (private URL, path outside roots)
@@ -271,6 +273,19 @@ class WrongModelTypeError(ModelDepotError, TypeError):
         self.expected = expected
 
 
+class TrainingError(ModelDepotError):
+    """A training run that cannot start or go on: an unsupported base, a checkpoint of another run."""
+
+
+class TrainingDataError(TrainingError, ValueError):
+    """Training data at fault: an empty folder, an unreadable image, a missing caption, a bad score
+    file; ``.path`` names the file or folder."""
+
+    def __init__(self, message: str, path: str | Path | None = None) -> None:
+        super().__init__(message)
+        self.path = Path(path) if path is not None else None
+
+
 class DeviceOutOfMemoryError(ModelDepotError, MemoryError):
     """The execution device cannot hold the model even after offloading every unlocked model."""
 
@@ -317,6 +332,8 @@ __all__ = [
     "StorageError",
     "SubmodelRequiredError",
     "TorchNotInstalledError",
+    "TrainingDataError",
+    "TrainingError",
     "UnknownJobIDException",
     "UnknownMetadataException",
     "UnknownModelException",

@@ -1,0 +1,39 @@
+"""Training (document 001's ``train/`` and ``clip/predictor``): results come back as depot models.
+
+    >>> record = train_lora(depot, base="stable-diffusion-v1-5", data="photos/", steps=500, output_name="my-style")
+    >>> Txt2Img.from_key(depot, "stable-diffusion-v1-5")("a cat", loras=[(record.key, 0.8)])
+
+``CaptionedImageDataset`` reads a folder of images with same-named caption files (EveryDream /
+kohya). ``train_lora`` and ``train_dreambooth_lora`` train LoRA adapters with PEFT and install the
+result, a kohya-layout ``.safetensors`` with ``ss_*`` and ``modelspec.*`` metadata, into the depot.
+``modeldepot.train.predictor`` prepares CLIP embeddings of scored images, fits the CLIP+MLP
+predictor and predicts a score for an image.
+
+The training modules import torch; this package imports each one on first use of its name.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from modeldepot.train.dataset import CaptionedImageDataset
+
+_WHERE = {
+    "CaptionedImageDataset": "dataset",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+__all__ = [
+    "CaptionedImageDataset",
+]
