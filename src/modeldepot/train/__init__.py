@@ -18,10 +18,21 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from modeldepot.train.dataset import CaptionedImageDataset
+    from modeldepot.train._plan import MemoryEstimate, TrainingPlan
+    from modeldepot.train.dataset import Batch, CaptionedImageDataset, DatasetItem
+    from modeldepot.train.dreambooth import plan_dreambooth_lora, train_dreambooth_lora
+    from modeldepot.train.lora import plan_lora, train_lora
 
 _WHERE = {
+    "Batch": "dataset",
     "CaptionedImageDataset": "dataset",
+    "DatasetItem": "dataset",
+    "MemoryEstimate": "_plan",
+    "TrainingPlan": "_plan",
+    "plan_dreambooth_lora": "dreambooth",
+    "plan_lora": "lora",
+    "train_dreambooth_lora": "dreambooth",
+    "train_lora": "lora",
 }
 
 
@@ -35,5 +46,13 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "Batch",
     "CaptionedImageDataset",
+    "DatasetItem",
+    "MemoryEstimate",
+    "TrainingPlan",
+    "plan_dreambooth_lora",
+    "plan_lora",
+    "train_dreambooth_lora",
+    "train_lora",
 ]

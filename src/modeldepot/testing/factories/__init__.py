@@ -11,6 +11,7 @@ are written by transformers' own ``save_pretrained`` of a seeded tiny model, so 
 from __future__ import annotations
 
 from modeldepot.testing.factories._codeformer import TINY_CODEFORMER, codeformer_shapes, write_codeformer
+from modeldepot.testing.factories._datasets import write_captioned_images
 from modeldepot.testing.factories._face import GFPGAN_RELEASE_CHANNELS, gfpgan_shapes, write_gfpgan
 from modeldepot.testing.factories._folders import (
     write_diffusers_clip_text,
@@ -76,6 +77,7 @@ __all__ = [
     "tiny_lora_for",
     "write_bad_safetensors",
     "write_blip_folder",
+    "write_captioned_images",
     "write_clip_model_folder",
     "write_clip_text_encoder",
     "write_clip_vision",
