@@ -158,6 +158,7 @@ NOT_MODELS = {
     "write_weights": "the generic writer of given tensor shapes, not a model by itself",
     "write_torch_pickle": "the generic pickle writer of a given tree, not a model by itself",
     "write_onnx_pipeline": "an ONNX export for identification only (placeholder .onnx bytes; no ONNX loader)",
+    "write_captioned_images": "training data (images and caption files), not a model",
 }
 #: Submodels of the single-file main checkpoints (they have no model_index.json).
 CHECKPOINT_PARTS = {

@@ -13,5 +13,6 @@ from modeldepot.cli import download as _download  # noqa: F401  isort: skip  (af
 from modeldepot.cli import server as _server  # noqa: F401  isort: skip
 from modeldepot.cli import reference as _reference  # noqa: F401  isort: skip
 from modeldepot.cli import run as _run  # noqa: F401  isort: skip
+from modeldepot.cli import train as _train  # noqa: F401  isort: skip
 
 __all__ = ["app", "main"]
