@@ -303,6 +303,14 @@ class SafetyCheckerDiffusersConfig(_DiffusersMixin, ModelConfigBase):
     format: Literal[ModelFormat.Diffusers] = _pin_format(ModelFormat.Diffusers)
 
 
+class ClipPredictorCheckpointConfig(ModelConfigBase):
+    """A CLIP+MLP score predictor: one file of MLP weights over a CLIP model's image embeddings."""
+
+    type: Literal[ModelType.ClipPredictor] = _pin_type(ModelType.ClipPredictor)
+    format: Literal[ModelFormat.Checkpoint] = _pin_format(ModelFormat.Checkpoint)
+    architecture: str | None = None
+
+
 class _ONNXMainConfig(_DiffusersMixin, _MainMixin, ModelConfigBase):
     """An ONNX export of a diffusers pipeline (``model_index.json``, ``unet/model.onnx``...).
 
@@ -372,6 +380,7 @@ _CLASSES: tuple[type[ModelConfigBase], ...] = (
     SpandrelImageToImageConfig,
     CaptionerDiffusersConfig,
     SafetyCheckerDiffusersConfig,
+    ClipPredictorCheckpointConfig,
     ONNXSD1Config,
     ONNXSD2Config,
     ONNXSDXLConfig,
@@ -529,6 +538,7 @@ __all__ = [
     "CLIPVisionCheckpointConfig",
     "CLIPVisionDiffusersConfig",
     "CaptionerDiffusersConfig",
+    "ClipPredictorCheckpointConfig",
     "ControlNetCheckpointConfig",
     "ControlNetDiffusersConfig",
     "IPAdapterCheckpointConfig",

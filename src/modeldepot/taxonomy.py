@@ -38,6 +38,7 @@ class ModelType(_StrEnum):
     SpandrelImageToImage = "spandrel_image_to_image"
     Captioner = "captioner"
     SafetyChecker = "safety_checker"
+    ClipPredictor = "clip_predictor"
     Unknown = "unknown"
 
 

@@ -24,7 +24,7 @@ from safetensors.torch import load_file  # noqa: E402
 
 from modeldepot import ModelManager  # noqa: E402
 from modeldepot.testing.factories import torch_models as F  # noqa: E402
-from modeldepot.testing.factories import write_captioned_images  # noqa: E402
+from modeldepot.testing.factories import write_captioned_images, write_clip_model_folder  # noqa: E402
 
 Run = Callable[..., Any]
 TINY = ("--resolution", "32", "--lr", "1e-3", "--quiet")
@@ -39,6 +39,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     try:
         with ModelManager.open(home=d / "home") as mm:
             mm.install.install_path(F.tiny_sd_pipeline(d / "tiny-sd"), {"name": "tiny-sd", "base": "sd-1"})
+            mm.install.install_path(write_clip_model_folder(d / "tiny-clip"), {"name": "tiny-clip"})
     finally:
         os.environ.update(saved)
     yield d / "home"
@@ -148,3 +149,30 @@ def test_ctrl_c_of_a_real_process_saves_a_checkpoint_and_resume_finishes(
                           text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "installed lora 'stopped'" in done.stdout
+
+
+def test_predictor_plan_train_and_predict(cli: Run, run: Run, home: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    rows = ["file,rating"]
+    for i in range(8):
+        Image.new("RGB", (32, 32), (i * 30, 40, 200 - i * 20)).save(tmp_path / f"p{i}.png")
+        rows.append(f"p{i}.png,{i / 2}")
+    (tmp_path / "ratings.csv").write_text("\n".join(rows) + "\n")
+    args = ("predictor", "--clip", "tiny-clip", "-d", tmp_path, "--scores", tmp_path / "ratings.csv", "--epochs", "5")
+    r = cli(*args, "--dry-run")
+    assert r.code == 0, r.err
+    assert "train predictor 'tiny-clip-predictor' on CLIP tiny-clip" in r.out
+    assert "8 scored images: 7 to train on, 1 held out; 5 epochs of 1 step(s)" in r.out
+    r = cli(*args, "-o", "taste", "--quiet")
+    assert r.code == 0, r.err
+    assert re.fullmatch(r"installed clip_predictor 'taste' \(any, key [0-9a-f]{32}\) at \S+\n", r.out)
+    r = run("run", "predict", "-m", "taste", "-i", str(tmp_path / "p1.png"), "-i", str(tmp_path / "p5.png"),
+            "--json", "--home", str(home))  # fmt: skip
+    assert r.code == 0, r.err
+    scores = json.loads(r.out)
+    assert list(scores) == [str(tmp_path / "p1.png"), str(tmp_path / "p5.png")]
+    assert all(isinstance(v, float) for v in scores.values())
+    (tmp_path / "bad.csv").write_text("file,rating\np1.png,high\n")
+    r = cli("predictor", "--clip", "tiny-clip", "-d", tmp_path, "--scores", tmp_path / "bad.csv", "--dry-run")
+    assert r.code == 1 and "bad.csv" in _one_line(r.err)

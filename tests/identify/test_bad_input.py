@@ -89,7 +89,7 @@ def test_well_formed_unrecognised_file_is_unknown(tmp_path: Path) -> None:
     ident = identify(path)
     assert ident.type == ModelType.Unknown and ident.confidence == 0.0
     assert ident.reasons[0].startswith("type: unknown (no rule matched 2 keys")
-    assert len(ident.candidates) == 13 and not any(c.matched for c in ident.candidates)
+    assert len(ident.candidates) == 14 and not any(c.matched for c in ident.candidates)
 
 
 def test_safetensors_without_tensors_is_unknown(tmp_path: Path) -> None:

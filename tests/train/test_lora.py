@@ -233,7 +233,8 @@ def test_gradient_checkpointing_and_bf16_run(depot: ModelManager, base: str, dat
     assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
 
 
-def test_refusals(depot: ModelManager, base: str, data: Path, tmp_path: Path) -> None:
+def test_refusals(trained: Any, depot: ModelManager, base: str, data: Path, tmp_path: Path) -> None:
+    assert trained[0].name == "tiny-style"
     with pytest.raises(TrainingError, match="already installed"):
         train_lora(depot, base=base, data=data, steps=1, output_name="tiny-style", **FAST)
     with pytest.raises(TrainingError, match="fp16 mixed precision needs a CUDA"):

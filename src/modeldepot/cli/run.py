@@ -1,4 +1,4 @@
-"""Use models: ``run upscale | restore | caption | interrogate | txt2img | img2img | inpaint | depth2img``.
+"""Use models: ``run upscale | restore | caption | interrogate | txt2img | img2img | inpaint | depth2img | predict``.
 
 A thin face over ``modeldepot.services``: each command checks its files first (inputs readable, outputs
 free), opens the depot, builds the service with ``from_key`` (loading through the cache) and writes PNGs
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     pass
 
 run_app = typer.Typer(
-    help="Use models: upscale, restore faces, caption, interrogate, and generate images (txt2img, img2img, ...).",
+    help="Use models: upscale, restore faces, caption, interrogate, generate images (txt2img, img2img, ...), score.",
     no_args_is_help=True,
 )
 app.add_typer(run_app, name="run")
@@ -397,3 +397,27 @@ def depth2img(
     )
     inputs = [("image", image), ("depth map", depth)]
     _generate("depth2img", model, home, gen, output, force, inputs, strength=strength)
+
+
+@run_app.command("predict")
+def predict(
+    model: ModelOption,
+    image: Annotated[list[Path], typer.Option("--image", "-i", metavar="PATH", help="Image file to score; repeatable")],
+    clip: Annotated[
+        str | None,
+        typer.Option("--clip", metavar="KEY", help="CLIP model to embed with (required for a released LAION file)"),
+    ] = None,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Score images with a CLIP+MLP predictor (trained with `modeldepot train predictor`, or LAION's)."""
+    pictures = [read_image(path) for path in image]
+    from modeldepot.train.predictor import ClipPredictor
+
+    with depot(home, ("transformers",)) as mm:
+        values = ClipPredictor.from_key(mm, model, clip=clip).predict(pictures)
+    if as_json:
+        console.print_json(json.dumps({str(path): value for path, value in zip(image, values, strict=True)}))
+        return
+    for path, value in zip(image, values, strict=True):
+        console.print(escape(f"{value:.4f}  {path}"), highlight=False)

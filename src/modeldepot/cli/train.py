@@ -284,3 +284,101 @@ def dreambooth(
         description=description,
         **common,
     )
+
+
+@train_app.command("predictor")
+def predictor(
+    clip: Annotated[
+        str, typer.Option("--clip", "-c", metavar="KEY", help="The CLIP model whose image embeddings are scored")
+    ],
+    data: Annotated[Path, typer.Option("--data", "-d", metavar="DIR", help="Folder of the scored images")],
+    scores: Annotated[
+        Path | None,
+        typer.Option("--scores", metavar="CSV", help="Score file: image,score columns (default: DIR/scores.csv)"),
+    ] = None,
+    output_name: Annotated[
+        str | None,
+        typer.Option(
+            "--output-name", "-o", metavar="NAME", help="Name of the installed model (default: CLIP-predictor)"
+        ),
+    ] = None,
+    epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training rows")] = 50,
+    lr: Annotated[float, typer.Option("--lr", help="Learning rate (Adam)")] = 1e-3,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per optimisation step")] = 32,
+    val_fraction: Annotated[
+        float, typer.Option("--val-fraction", help="Share of rows held out for the validation loss")
+    ] = 0.1,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the split, the weights, the order and dropout")] = 0,
+    dry_run: DryRunOption = False,
+    quiet: QuietOption = False,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Fit the CLIP+MLP predictor (LAION's aesthetic-predictor layout) on scored images and install it.
+
+    The images' CLIP embeddings are written to HOME/train/predictor/ first; `modeldepot run predict` scores
+    an image with the result."""
+    from modeldepot.train import predictor as p
+
+    if dry_run:
+        _predictor_plan(home, clip, data, scores, output_name, epochs, batch_size, val_fraction, as_json)
+        return
+    with depot(home, ("transformers",)) as mm:
+        prepared = p.prepare(mm, clip=clip, data=data, scores=scores)
+        record = p.train_predictor(
+            mm,
+            data=prepared,
+            output_name=output_name,
+            epochs=epochs,
+            lr=lr,
+            batch_size=batch_size,
+            val_fraction=val_fraction,
+            seed=seed,
+            progress=not quiet and not as_json,
+        )
+    _installed(record, as_json)
+
+
+def _predictor_plan(
+    home: Path | None,
+    clip: str,
+    data: Path,
+    scores: Path | None,
+    output_name: str | None,
+    epochs: int,
+    batch_size: int,
+    val_fraction: float,
+    as_json: bool,
+) -> None:
+    """Rows, split and outputs of a predictor run, from the score file and the CLIP's record only."""
+    from modeldepot.train._plan import human
+    from modeldepot.train.predictor.prepare import default_output, read_scores
+    from modeldepot.train.predictor.train import validation_size
+
+    with depot(home) as mm:
+        config = mm.store.resolve(clip)
+        rows = read_scores(scores or data / "scores.csv", data)
+        held = validation_size(len(rows), val_fraction)
+        plan = {
+            "clip_key": config.key,
+            "clip_name": config.name,
+            "rows": len(rows),
+            "train_rows": len(rows) - held,
+            "val_rows": held,
+            "epochs": epochs,
+            "steps_per_epoch": -(-(len(rows) - held) // batch_size),
+            "output_name": output_name or f"{config.name}-predictor",
+            "embeddings_file": str(default_output(mm, config.name, data)),
+            "clip_bytes": config.file_size,
+        }
+    if as_json:
+        console.print_json(json.dumps(plan))
+        return
+    lines = [
+        f"train predictor {plan['output_name']!r} on CLIP {config.name} (key {config.key[:8]})",
+        f"  {len(rows)} scored images: {plan['train_rows']} to train on, {held} held out; {epochs} epochs of"
+        f" {plan['steps_per_epoch']} step(s)",
+        f"  CLIP weights {human(config.file_size or 0)}; embeddings written to {plan['embeddings_file']}",
+    ]
+    for line in lines:
+        console.print(escape(line), highlight=False)

@@ -31,6 +31,7 @@ from modeldepot.identify._result import Identification
 from modeldepot.identify._rules_adapters import controlnet, ip_adapter, lora, t2i_adapter, textual_inversion
 from modeldepot.identify._rules_encoders import clip_text, clip_vision, esrgan, t5_encoder, vae
 from modeldepot.identify._rules_main import flux_checkpoint, sd3_checkpoint, sd_unet_checkpoint
+from modeldepot.identify._rules_predictor import clip_predictor
 from modeldepot.identify._view import KeyView, Verdict
 from modeldepot.identify.safetensors import read_safetensors_header
 from modeldepot.taxonomy import (
@@ -61,6 +62,7 @@ FILE_RULES: tuple[Callable[[KeyView], Verdict], ...] = (
     clip_vision,
     t5_encoder,
     esrgan,
+    clip_predictor,
 )
 _HEAD_BYTES = 64
 _CONTENT_NAMES = {

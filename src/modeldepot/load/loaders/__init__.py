@@ -5,6 +5,7 @@ from modeldepot.load.loaders import (
     components,
     diffusers_pipeline,
     encoders,
+    predictor,
     sdxl_refiner,
     single_file,
     single_file_dit,
@@ -21,6 +22,7 @@ from modeldepot.load.loaders.components import (
 )
 from modeldepot.load.loaders.diffusers_pipeline import DiffusersPipelineLoader
 from modeldepot.load.loaders.encoders import TransformersEncoderLoader
+from modeldepot.load.loaders.predictor import ClipPredictorLoader
 from modeldepot.load.loaders.sdxl_refiner import SDXLRefinerCheckpointLoader
 from modeldepot.load.loaders.single_file import SingleFileCheckpointLoader
 from modeldepot.load.loaders.single_file_dit import DiTCheckpointLoader
@@ -37,6 +39,7 @@ __all__ = [
     "CLIPVisionSingleFileLoader",
     "CaptionerLoader",
     "CheckpointComponentLoader",
+    "ClipPredictorLoader",
     "DiTCheckpointLoader",
     "DiffusersComponentLoader",
     "DiffusersPipelineLoader",
@@ -54,6 +57,7 @@ __all__ = [
     "components",
     "diffusers_pipeline",
     "encoders",
+    "predictor",
     "sdxl_refiner",
     "single_file",
     "single_file_dit",
