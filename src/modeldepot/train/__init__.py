@@ -6,8 +6,8 @@
 ``CaptionedImageDataset`` reads a folder of images with same-named caption files (EveryDream /
 kohya). ``train_lora`` and ``train_dreambooth_lora`` train LoRA adapters with PEFT and install the
 result, a kohya-layout ``.safetensors`` with ``ss_*`` and ``modelspec.*`` metadata, into the depot.
-``modeldepot.train.predictor`` (``prepare``, ``train_predictor``, ``predict``) prepares CLIP embeddings of scored images, fits the CLIP+MLP
-predictor and predicts a score for an image.
+``modeldepot.train.predictor`` (``prepare``, ``train_predictor``, ``predict``) prepares CLIP
+embeddings of scored images, fits the CLIP+MLP predictor and predicts a score for an image.
 
 The training modules import torch; this package imports each one on first use of its name.
 """

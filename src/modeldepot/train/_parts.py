@@ -8,6 +8,7 @@ it is a private copy of the cached one: a run never leaves adapters in modules o
 from __future__ import annotations
 
 import copy
+import functools
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -72,6 +73,11 @@ class BaseParts:
     entries: dict[str, Any] = field(default_factory=dict)
     stack: ExitStack = field(default_factory=ExitStack)
 
+    @functools.cached_property
+    def vae_dtype(self) -> torch.dtype:
+        # asked once: diffusers' ``vae.dtype`` walks every module on each call
+        return next(self.modules["vae"].parameters()).dtype  # type: ignore[no-any-return]
+
     @property
     def family(self) -> str:
         return FAMILIES[self.family_key][0]
@@ -123,7 +129,7 @@ class BaseParts:
         """VAE latents of images in [-1, 1] (sampled from the posterior, as diffusers' and kohya's trainers
         do), scaled as the unet expects and shifted where the VAE says."""
         vae = self.modules["vae"]
-        dist = vae.encode(pixels.to(self.device, vae.dtype)).latent_dist
+        dist = vae.encode(pixels.to(self.device, self.vae_dtype)).latent_dist
         latents = dist.mean + dist.std * torch.randn(dist.mean.shape, generator=generator).to(dist.mean)
         shift = getattr(vae.config, "shift_factor", None) or 0.0
         return (latents - shift) * vae.config.scaling_factor  # type: ignore[no-any-return]
