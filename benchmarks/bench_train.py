@@ -198,8 +198,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's own)")
+    parser.add_argument("--only", choices=("tiny", "wide"), default=None)
     args = parser.parse_args()
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from modeldepot.testing.factories import torch_models as F
 
@@ -213,8 +218,10 @@ def main() -> None:
         "| measure | ours | peer | ours / peer |",
         "|---|---:|---:|---:|",
     ]
-    rows += bench("tiny", tiny, 32, args.rounds, args.steps)
-    rows += bench("wide", wide, 64, args.rounds, args.steps)
+    if args.only in (None, "tiny"):
+        rows += bench("tiny", tiny, 32, args.rounds, args.steps)
+    if args.only in (None, "wide"):
+        rows += bench("wide", wide, 64, args.rounds, args.steps)
     print("\n".join(rows))
     shutil.rmtree(ROOT, ignore_errors=True)
 

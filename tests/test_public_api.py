@@ -20,6 +20,7 @@ PACKAGES = [
     "modeldepot.reference",
     "modeldepot.managers",
     "modeldepot.services",
+    "modeldepot.train",
 ]
 
 
@@ -158,3 +159,23 @@ def test_service_contract_names() -> None:
             assert callable(cls.image) and callable(cls.text) and callable(cls.similarity)
         else:
             assert any("__call__" in vars(b) for b in cls.__mro__[:-1]), name
+
+
+def test_train_contract_names() -> None:
+    pytest.importorskip("torch")
+    import inspect
+
+    from modeldepot import train
+    from modeldepot.train import predictor
+
+    assert callable(train.CaptionedImageDataset)
+    for fn in (train.train_lora, train.train_dreambooth_lora):
+        params = inspect.signature(fn).parameters
+        assert {"base", "rank", "alpha", "steps", "seed", "output_name"} <= set(params), fn
+    assert "data" in inspect.signature(train.train_lora).parameters
+    assert {"instance_prompt", "class_prompt", "prior_preservation", "num_class_images"} <= set(
+        inspect.signature(train.train_dreambooth_lora).parameters
+    )
+    # document 001's predictor verbs
+    assert callable(predictor.prepare) and callable(predictor.predict)
+    assert predictor.train is predictor.train_predictor

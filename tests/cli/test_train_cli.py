@@ -164,6 +164,7 @@ def test_predictor_plan_train_and_predict(cli: Run, run: Run, home: Path, tmp_pa
     assert r.code == 0, r.err
     assert "train predictor 'tiny-clip-predictor' on CLIP tiny-clip" in r.out
     assert "8 scored images: 7 to train on, 1 held out; 5 epochs of 1 step(s)" in r.out
+    assert re.search(r"memory \(estimate\): [\d.]+ \wB = CLIP weights [\d.]+ \wB \+ 16-wide embeddings", r.out)
     r = cli(*args, "-o", "taste", "--quiet")
     assert r.code == 0, r.err
     assert re.fullmatch(r"installed clip_predictor 'taste' \(any, key [0-9a-f]{32}\) at \S+\n", r.out)

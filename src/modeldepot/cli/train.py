@@ -371,6 +371,10 @@ def _predictor_plan(
             "embeddings_file": str(default_output(mm, config.name, data)),
             "clip_bytes": config.file_size,
         }
+        dim = _clip_width(Path(config.path))
+        # the CLIP's weights while embedding, then the embeddings and the MLP with Adam's state (float32)
+        mlp = 1024 * dim + 1024 * 128 + 128 * 64 + 64 * 16 + 16 if dim else 0
+        plan["memory_estimate"] = (config.file_size or 0) + 4 * (len(rows) * (dim or 0) + 4 * mlp)
     if as_json:
         console.print_json(json.dumps(plan))
         return
@@ -378,7 +382,19 @@ def _predictor_plan(
         f"train predictor {plan['output_name']!r} on CLIP {config.name} (key {config.key[:8]})",
         f"  {len(rows)} scored images: {plan['train_rows']} to train on, {held} held out; {epochs} epochs of"
         f" {plan['steps_per_epoch']} step(s)",
-        f"  CLIP weights {human(config.file_size or 0)}; embeddings written to {plan['embeddings_file']}",
+        f"  memory (estimate): {human(plan['memory_estimate'])} = CLIP weights {human(config.file_size or 0)}"
+        f" + {dim or '?'}-wide embeddings and the MLP",
+        f"  embeddings written to {plan['embeddings_file']}",
     ]
     for line in lines:
         console.print(escape(line), highlight=False)
+
+
+def _clip_width(path: Path) -> int | None:
+    """The CLIP's embedding width (``projection_dim`` of its config.json), when it has one."""
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        width = config.get("projection_dim")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return width if isinstance(width, int) and width > 0 else None

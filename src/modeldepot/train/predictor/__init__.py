@@ -18,4 +18,8 @@ from modeldepot.train.predictor.mlp import PredictorMLP
 from modeldepot.train.predictor.prepare import PreparedScores, prepare
 from modeldepot.train.predictor.train import train_predictor
 
-__all__ = ["ClipPredictor", "PredictorMLP", "PreparedScores", "predict", "prepare", "train_predictor"]
+#: document 001's verbs: ``prepare``, ``train``, ``predict`` (the function shadows the ``train`` module's name
+#: here, as ``prepare`` does; import the modules' other names from their modules)
+train = train_predictor
+
+__all__ = ["ClipPredictor", "PredictorMLP", "PreparedScores", "predict", "prepare", "train", "train_predictor"]
