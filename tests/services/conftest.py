@@ -1,28 +1,7 @@
-"""Service tests run tiny networks: one torch thread each (xdist already runs two workers on two cores;
-extra intra-op threads there cost far more than they save)."""
+"""Service tests run tiny networks: one torch thread each, and a depot per test module."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from tests._torch_fixtures import _one_thread, depot
 
-import pytest
-
-
-@pytest.fixture(autouse=True, scope="package")
-def _one_thread() -> Iterator[None]:
-    torch = pytest.importorskip("torch")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def depot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A depot in a fresh home, shared by one test module's tests."""
-    from modeldepot import ModelManager
-
-    mm = ModelManager.open(home=tmp_path_factory.mktemp("services") / "home")
-    yield mm
-    mm.close()
+__all__ = ["_one_thread", "depot"]

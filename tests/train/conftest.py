@@ -1,27 +1,22 @@
-"""Training tests run tiny networks: one torch thread each (xdist already runs two workers on two cores)."""
+"""Training tests run tiny networks: one torch thread each, a depot per test module, and the tiny SD-1
+pipeline installed in it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from tests._torch_fixtures import _one_thread, depot
 
-
-@pytest.fixture(autouse=True, scope="package")
-def _one_thread() -> Iterator[None]:
-    torch = pytest.importorskip("torch")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+__all__ = ["_one_thread", "base", "depot"]
 
 
 @pytest.fixture(scope="module")
-def depot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A depot in a fresh home, shared by one test module's tests."""
-    from modeldepot import ModelManager
+def base(depot: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The key of the factories' tiny SD-1 pipeline, installed as an sd-1 main model."""
+    pytest.importorskip("diffusers")
+    from modeldepot.testing.factories import torch_models as F
 
-    mm = ModelManager.open(home=tmp_path_factory.mktemp("train") / "home")
-    yield mm
-    mm.close()
+    folder = F.tiny_sd_pipeline(tmp_path_factory.mktemp("base") / "tiny-sd")
+    key: str = depot.install.install_path(folder, {"name": "tiny-sd", "base": "sd-1"})
+    return key

@@ -19,19 +19,12 @@ from safetensors.torch import load_file  # noqa: E402
 
 from modeldepot import ModelManager  # noqa: E402
 from modeldepot.errors import TrainingError  # noqa: E402
-from modeldepot.testing.factories import torch_models as F  # noqa: E402
 from modeldepot.testing.factories import write_captioned_images  # noqa: E402
 from modeldepot.train import train_dreambooth_lora  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
 FAST: dict[str, Any] = {"resolution": 32, "rank": 2, "alpha": 2.0, "lr": 1e-3, "seed": 0, "class_steps": 2}
-
-
-@pytest.fixture(scope="module")
-def base(depot: ModelManager, tmp_path_factory: pytest.TempPathFactory) -> str:
-    folder = F.tiny_sd_pipeline(tmp_path_factory.mktemp("base") / "tiny-sd")
-    return depot.install.install_path(folder, {"name": "tiny-sd", "base": "sd-1"})
 
 
 @pytest.fixture(scope="module")

@@ -31,12 +31,6 @@ FAST: dict[str, Any] = {"resolution": 32, "rank": 4, "alpha": 4.0, "lr": 1e-3, "
 
 
 @pytest.fixture(scope="module")
-def base(depot: ModelManager, tmp_path_factory: pytest.TempPathFactory) -> str:
-    folder = F.tiny_sd_pipeline(tmp_path_factory.mktemp("base") / "tiny-sd")
-    return depot.install.install_path(folder, {"name": "tiny-sd", "base": "sd-1"})
-
-
-@pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_captioned_images(tmp_path_factory.mktemp("data") / "photos", 4, size=32)
 

@@ -12,9 +12,9 @@ on first use of its name, so ``import modeldepot.services`` (and the CLI's optio
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from modeldepot._lazy import lazy_attributes
 from modeldepot.services._schedulers import SCHEDULER_NAMES
 
 if TYPE_CHECKING:
@@ -46,13 +46,7 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
+__getattr__ = lazy_attributes(__name__, _WHERE, globals())
 
 
 __all__ = [
