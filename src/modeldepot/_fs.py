@@ -33,6 +33,18 @@ def free_bytes(folder: Path) -> int | None:
         return None
 
 
+def human_size(n: int | None) -> str:
+    """Bytes as people read them, in binary units (``1.5 GiB``); ``-`` when unknown."""
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
 def no_space_text(where: Path, need: int | None) -> str:
     """The one wording of "disk full": where, how much was needed, how much is free."""
     free = free_bytes(where)

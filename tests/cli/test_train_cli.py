@@ -64,7 +64,7 @@ def test_dry_run_prints_the_plan_and_trains_nothing(cli: Run, data: Path, home: 
     assert "train lora 'planned' on tiny-sd (sd-1" in r.out
     assert "steps 10, batch 1, 4 samples per epoch -> 3 epoch(s); resolution 32; buckets 32x32 x4" in r.out
     assert re.search(r"LoRA rank 8, alpha 4: [\d,]+ trainable parameters \(unet only\)", r.out)
-    assert re.search(r"memory \(estimate, float32\): [\d.]+ \wB = weights", r.out)
+    assert re.search(r"memory \(estimate, float32\): [\d.]+ [KMG]iB = weights", r.out)
     assert str(home / "train" / "planned") in r.out.replace("\n", "")
     assert not (home / "train" / "planned").exists()
     r = cli("lora", "-b", "tiny-sd", "-d", data, "--steps", "10", "--dry-run", "--json", *TINY)
@@ -164,7 +164,7 @@ def test_predictor_plan_train_and_predict(cli: Run, run: Run, home: Path, tmp_pa
     assert r.code == 0, r.err
     assert "train predictor 'tiny-clip-predictor' on CLIP tiny-clip" in r.out
     assert "8 scored images: 7 to train on, 1 held out; 5 epochs of 1 step(s)" in r.out
-    assert re.search(r"memory \(estimate\): [\d.]+ \wB = CLIP weights [\d.]+ \wB \+ 16-wide embeddings", r.out)
+    assert re.search(r"memory \(estimate\): [\d.]+ [KMG]iB = CLIP weights [\d.]+ [KMG]iB \+ 16-wide embeddings", r.out)
     r = cli(*args, "-o", "taste", "--quiet")
     assert r.code == 0, r.err
     assert re.fullmatch(r"installed clip_predictor 'taste' \(any, key [0-9a-f]{32}\) at \S+\n", r.out)

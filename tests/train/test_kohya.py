@@ -19,7 +19,8 @@ from safetensors import safe_open  # noqa: E402
 from modeldepot.hashing import autov3  # noqa: E402
 from modeldepot.services._lora import patched_loras  # noqa: E402
 from modeldepot.testing.factories import torch_models as F  # noqa: E402
-from modeldepot.train._kohya import kohya_state_dict, tensor_sha256, write_lora  # noqa: E402
+from modeldepot.train._files import save_tensors  # noqa: E402
+from modeldepot.train._kohya import kohya_state_dict, tensor_sha256  # noqa: E402
 from modeldepot.train._loop import TEXT_ENCODER_TARGETS, UNET_TARGETS  # noqa: E402
 
 pytestmark = pytest.mark.torch
@@ -79,7 +80,7 @@ def test_unexpected_peft_keys_are_refused() -> None:
 def test_header_hash_is_autov3_of_the_written_file(tmp_path: Path) -> None:
     tensors = {"b.lora_up.weight": torch.randn(3, 2), "a.lora_down.weight": torch.randn(2, 5)}
     digest = tensor_sha256(tensors)
-    path = write_lora(tmp_path / "x.safetensors", tensors, {"sshs_model_hash": digest, "long": "m" * 999})
+    path = save_tensors(tmp_path / "x.safetensors", tensors, {"sshs_model_hash": digest, "long": "m" * 999})
     assert (autov3(path) or "").lower() == digest
     with safe_open(str(path), "pt") as f:
         assert f.metadata()["sshs_model_hash"] == digest

@@ -14,21 +14,11 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
+from modeldepot._fs import human_size
 from modeldepot.cli._app import HomeOption, JsonOption, app, console, open_manager, parse_enum
 
 tag_app = typer.Typer(help="Add or remove tags on a model.", no_args_is_help=True)
 app.add_typer(tag_app, name="tag")
-
-
-def _human_size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
 
 
 def _resolve(mm: Any, key_or_name: str) -> Any:
@@ -161,7 +151,7 @@ def _list_table(models: list[Any], *, wide: bool, width: int | None = None) -> T
             m.base.value,
             m.type.value,
             m.format.value,
-            _human_size(m.file_size),
+            human_size(m.file_size),
             ",".join(m.tags),
             *((m.hash or "-", m.path) if wide else ()),
         )

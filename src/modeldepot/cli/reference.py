@@ -19,8 +19,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from modeldepot._fs import human_size
 from modeldepot.cli._app import HomeOption, JsonOption, app, console, err_console, fail, open_manager
-from modeldepot.cli.models import _human_size
 
 if TYPE_CHECKING:
     from modeldepot.managers import BaseModelManager
@@ -117,7 +117,7 @@ def list_reference(
         named = row["name"] if row["name"] != row["key"] else None
         text = ": ".join(t for t in (named, row["description"]) if t)
         # Text cells: names and descriptions come from a reference file, never markup.
-        cells = (row["service"], row["key"], row["type"], _human_size(row["size_on_disk_bytes"]))
+        cells = (row["service"], row["key"], row["type"], human_size(row["size_on_disk_bytes"]))
         table.add_row(
             *(Text(c) for c in (*cells, "yes" if row["available"] else "no", text)),
             style=None if row["available"] else "dim",

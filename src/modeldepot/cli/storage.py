@@ -9,9 +9,9 @@ from typing import Annotated, Literal
 import typer
 from rich.table import Table
 
+from modeldepot._fs import human_size
 from modeldepot._jsonable import plain
 from modeldepot.cli._app import HomeOption, JsonOption, app, console, open_manager
-from modeldepot.cli.models import _human_size
 
 view_app = typer.Typer(help="Build folder trees for other programs (A1111, ComfyUI) from links.", no_args_is_help=True)
 app.add_typer(view_app, name="view")
@@ -28,14 +28,14 @@ def du(home: HomeOption = None, as_json: JsonOption = False) -> None:
         console.print_json(json.dumps(plain(report)))
         return
     console.print(
-        f"logical {_human_size(report.logical_bytes)} · physical {_human_size(report.physical_bytes)} · "
-        f"saved by dedup {_human_size(report.saved_bytes)}",
+        f"logical {human_size(report.logical_bytes)} · physical {human_size(report.physical_bytes)} · "
+        f"saved by dedup {human_size(report.saved_bytes)}",
         highlight=False,
     )
     if report.split_savings_bytes:
         what = "splitting the rest would save" if split_on else "split_single_files would save"
         console.print(
-            f"{what} {_human_size(report.split_savings_bytes)}: {report.split_shared_parts} part(s) "
+            f"{what} {human_size(report.split_savings_bytes)}: {report.split_shared_parts} part(s) "
             "stored whole in several single-file checkpoints",
             highlight=False,
         )
@@ -43,7 +43,7 @@ def du(home: HomeOption = None, as_json: JsonOption = False) -> None:
     for col in ("model", "key", "logical", "only here"):
         table.add_column(col, overflow="fold")
     for key, usage in sorted(report.per_model.items(), key=lambda kv: -kv[1].logical):
-        table.add_row(names.get(key, "?"), key, _human_size(usage.logical), _human_size(usage.unique_bytes))
+        table.add_row(names.get(key, "?"), key, human_size(usage.logical), human_size(usage.unique_bytes))
     console.print(table)
 
 
@@ -126,7 +126,7 @@ def gc(
         console.print_json(json.dumps(plain(report)))
         return
     verb = "would remove" if dry_run else "removed"
-    console.print(f"{verb} {len(report.removed)} blob(s), {_human_size(report.bytes_freed)}")
+    console.print(f"{verb} {len(report.removed)} blob(s), {human_size(report.bytes_freed)}")
     for path in report.unexpected_files:
         console.print(f"  unexpected file left alone: {path}", highlight=False)
 

@@ -351,7 +351,7 @@ def _predictor_plan(
     as_json: bool,
 ) -> None:
     """Rows, split and outputs of a predictor run, from the score file and the CLIP's record only."""
-    from modeldepot.train._plan import human
+    from modeldepot._fs import human_size
     from modeldepot.train.predictor.prepare import default_output, read_scores
     from modeldepot.train.predictor.train import validation_size
 
@@ -382,7 +382,7 @@ def _predictor_plan(
         f"train predictor {plan['output_name']!r} on CLIP {config.name} (key {config.key[:8]})",
         f"  {len(rows)} scored images: {plan['train_rows']} to train on, {held} held out; {epochs} epochs of"
         f" {plan['steps_per_epoch']} step(s)",
-        f"  memory (estimate): {human(plan['memory_estimate'])} = CLIP weights {human(config.file_size or 0)}"
+        f"  memory (estimate): {human_size(plan['memory_estimate'])} = CLIP weights {human_size(config.file_size)}"
         f" + {dim or '?'}-wide embeddings and the MLP",
         f"  embeddings written to {plan['embeddings_file']}",
     ]

@@ -13,14 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import save as safetensors_bytes
 
-from modeldepot._fs import atomic_write_bytes
+from modeldepot.train._parts import FAMILIES
 
 #: part name -> kohya key prefix; SDXL's encoders are te1 / te2
 _PREFIXES = {"unet": "lora_unet_", "text_encoder": "lora_te_"}
@@ -64,7 +62,6 @@ def training_metadata(
     *,
     title: str,
     family_key: str,
-    families: Mapping[str, tuple[str, str, str]],
     base: Any,
     run: Mapping[str, Any],
     dataset: Any,
@@ -76,7 +73,7 @@ def training_metadata(
     session_id, started_at, finished_at, mixed_precision, gradient_checkpointing, text_encoder, epochs,
     targets, source, plus an optional ``dreambooth`` dict. ``dataset`` is the ``CaptionedImageDataset``.
     """
-    _, kohya_base, architecture = families[family_key]
+    _, kohya_base, architecture = FAMILIES[family_key]
     res = int(run["resolution"])
     now = run["finished_at"]
     meta: dict[str, Any] = {
@@ -149,13 +146,3 @@ def training_metadata(
         if trigger:
             meta["modelspec.trigger_phrase"] = trigger
     return {k: str(v) for k, v in meta.items()}
-
-
-def write_lora(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> Path:
-    """Write the LoRA file atomically (temp name in the same folder, fsync, rename)."""
-    atomic_write_bytes(path, safetensors_bytes(dict(tensors), metadata=dict(metadata)))
-    return path
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modeldepot._fs import human_size
 from modeldepot.identify.safetensors import read_safetensors_header
 from modeldepot.train._loop import TEXT_ENCODER_TARGETS, UNET_TARGETS
 
@@ -86,8 +87,9 @@ def _weight_files(path: Path) -> dict[str, list[Path]]:
     return {part: sorted((path / part).glob("*.safetensors")) for part in _PARTS if (path / part).is_dir()}
 
 
-def _shapes(path: Path) -> dict[str, dict[str, tuple[int, ...]]]:
-    """Part -> tensor name -> shape, from headers only."""
+def part_shapes(path: Path) -> dict[str, dict[str, tuple[int, ...]]]:
+    """Part -> tensor name -> shape of a base model's files (a diffusers folder or a single file), from
+    headers only."""
     out: dict[str, dict[str, tuple[int, ...]]] = {}
     for part, files in _weight_files(path).items():
         for file in files:
@@ -96,6 +98,14 @@ def _shapes(path: Path) -> dict[str, dict[str, tuple[int, ...]]]:
                 if owner:
                     out.setdefault(owner, {})[name] = shape
     return out
+
+
+def text_width(shapes: dict[str, dict[str, tuple[int, ...]]]) -> int | None:
+    """The first text encoder's width, from its token embedding's shape, if found."""
+    for name, shape in shapes.get("text_encoder", {}).items():
+        if name.endswith("token_embedding.weight") and len(shape) == 2:
+            return shape[1]
+    return None
 
 
 def adapter_parameters(shapes: dict[str, tuple[int, ...]], targets: tuple[str, ...], rank: int) -> int:
@@ -109,14 +119,20 @@ def adapter_parameters(shapes: dict[str, tuple[int, ...]], targets: tuple[str, .
 
 
 def estimate(
-    base_path: Path, *, rank: int, text_encoder: bool, batch_size: int, resolution: int, precision: str, gc: bool
+    shapes: dict[str, dict[str, tuple[int, ...]]],
+    *,
+    rank: int,
+    text_encoder: bool,
+    batch_size: int,
+    resolution: int,
+    precision: str,
+    gc: bool,
 ) -> tuple[dict[str, int], int, MemoryEstimate, list[str]]:
-    """(parameters per part, trainable parameters, memory estimate, notes) for a base model's files."""
-    shapes = _shapes(base_path)
+    """(parameters per part, trainable parameters, memory estimate, notes) from :func:`part_shapes`."""
     notes: list[str] = []
     params = {part: sum(math.prod(s) for s in tensors.values()) for part, tensors in shapes.items()}
     if not shapes:
-        notes.append(f"no safetensors weights under {base_path}: sizes unknown")
+        notes.append("no safetensors weights found: sizes unknown")
     trained = ["unet"] + ([p for p in ("text_encoder", "text_encoder_2") if p in shapes] if text_encoder else [])
     trainable = sum(
         adapter_parameters(shapes.get(p, {}), UNET_TARGETS if p == "unet" else TEXT_ENCODER_TARGETS, rank)
@@ -136,15 +152,6 @@ def estimate(
     return params, trainable, memory, notes
 
 
-def human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{n} B"
-
-
 def plan_lines(plan: TrainingPlan) -> list[str]:
     """The plan as the CLI prints it."""
     m = plan.memory
@@ -155,9 +162,9 @@ def plan_lines(plan: TrainingPlan) -> list[str]:
         f" -> {plan.epochs} epoch(s); resolution {plan.resolution}; buckets {buckets}",
         f"  LoRA rank {plan.rank}, alpha {plan.alpha:g}: {plan.trainable_parameters:,} trainable parameters"
         f" ({'unet + text encoder' if plan.text_encoder else 'unet only'})",
-        f"  memory (estimate, {plan.precision}): {human(m.total)} = weights {human(m.weights)}"
-        f" + trained copies {human(m.trained_copies)} + adapters and optimizer {human(m.adapters)}"
-        f" + activations {human(m.activations)} (rough)",
+        f"  memory (estimate, {plan.precision}): {human_size(m.total)} = weights {human_size(m.weights)}"
+        f" + trained copies {human_size(m.trained_copies)} + adapters and optimizer {human_size(m.adapters)}"
+        f" + activations {human_size(m.activations)} (rough)",
         f"  checkpoints and output in {plan.run_dir}",
     ]
     if plan.class_images_to_generate:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modeldepot.errors import TrainingError
-from modeldepot.train.lora import RunFolder, _train, bucket_step, check_settings
+from modeldepot.train.lora import _train, check_settings, open_dataset, run_folder
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -23,13 +23,14 @@ if TYPE_CHECKING:
     from modeldepot.train._plan import TrainingPlan
     from modeldepot.train.dataset import CaptionedImageDataset
 
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-
 
 def existing_class_images(folder: Path) -> list[Path]:
+    """The images the class dataset will read from ``folder`` (the dataset's suffixes, no hidden files)."""
+    from modeldepot.train.dataset import IMAGE_SUFFIXES
+
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES and not p.name.startswith("."))
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
 
 
 def generate_class_images(
@@ -133,7 +134,7 @@ def train_dreambooth_lora(
     if prior_loss_weight < 0:
         raise TrainingError(f"prior_loss_weight cannot be negative (got {prior_loss_weight})")
     name = output_name or f"{depot.store.resolve(base).name}-dreambooth"
-    class_dir = Path(class_data) if class_data is not None else RunFolder.for_output(depot, name).path / "class_images"
+    class_dir = Path(class_data) if class_data is not None else run_folder(depot, name) / "class_images"
     facts: dict[str, Any] = {
         "instance_prompt": instance_prompt,
         "class_prompt": class_prompt if prior_preservation else None,
@@ -142,16 +143,7 @@ def train_dreambooth_lora(
     }
 
     def datasets(res: int) -> tuple[CaptionedImageDataset, CaptionedImageDataset | None]:
-        from modeldepot.train.dataset import CaptionedImageDataset
-
-        instance = CaptionedImageDataset(
-            Path(instance_data),
-            resolution=res,
-            bucket_step=bucket_step(res),
-            caption_ext=None,
-            default_caption=instance_prompt,
-            seed=seed,
-        )
+        instance = open_dataset(instance_data, res, caption_ext=None, default_caption=instance_prompt, seed=seed)
         if not prior_preservation:
             return instance, None
         assert class_prompt is not None
@@ -166,14 +158,8 @@ def train_dreambooth_lora(
             guidance=class_guidance,
             seed=seed,
         )
-        prior = CaptionedImageDataset(
-            class_dir,
-            resolution=res,
-            bucket_step=bucket_step(res),
-            caption_ext=None,
-            default_caption=class_prompt,
-            seed=(seed + 1) % 2**64,  # another order than the instance images'
-        )
+        # seed + 1: another order than the instance images'
+        prior = open_dataset(class_dir, res, caption_ext=None, default_caption=class_prompt, seed=(seed + 1) % 2**64)
         facts["class_data"] = str(class_dir)
         return instance, prior
 
@@ -230,7 +216,7 @@ def plan_dreambooth_lora(
     if prior_preservation and not (class_prompt or "").strip():
         raise TrainingError("prior preservation needs class_prompt (e.g. 'a photo of a dog'), or turn it off")
     name = output_name or f"{depot.store.resolve(base).name}-dreambooth"
-    class_dir = Path(class_data) if class_data is not None else RunFolder.for_output(depot, name).path / "class_images"
+    class_dir = Path(class_data) if class_data is not None else run_folder(depot, name) / "class_images"
     missing = max(num_class_images - len(existing_class_images(class_dir)), 0) if prior_preservation else 0
     return plan_lora(
         depot,

@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modeldepot._fs import safe_dir_name
 from modeldepot.errors import TrainingError
 from modeldepot.taxonomy import ModelSourceType, ModelType
+from modeldepot.train._files import now_iso, save_tensors
 from modeldepot.train._progress import StepCallback, step_bar
 
 if TYPE_CHECKING:
@@ -33,15 +33,9 @@ NATIVE_RESOLUTION = {"sd-1": 512, "sd-2": 512, "sd-2-v": 768, "sdxl": 1024}
 ProgressArg = bool | StepCallback
 
 
-@dataclass(frozen=True)
-class RunFolder:
+def run_folder(depot: ModelManager, output_name: str) -> Path:
     """Where a run keeps its checkpoints and writes its output before the install."""
-
-    path: Path
-
-    @classmethod
-    def for_output(cls, depot: ModelManager, output_name: str) -> RunFolder:
-        return cls(Path(depot.config.home) / "train" / safe_dir_name(output_name))
+    return Path(depot.config.home) / "train" / safe_dir_name(output_name)
 
 
 def check_settings(rank: int, alpha: float, steps: int, lr: float, batch_size: int) -> None:
@@ -175,7 +169,7 @@ def _train(
     from modeldepot.train import _kohya
     from modeldepot.train._checkpoint import check_compatible, latest_checkpoint, load_checkpoint
     from modeldepot.train._loop import RunSettings, Trainer
-    from modeldepot.train._parts import FAMILIES, open_base
+    from modeldepot.train._parts import open_base
 
     check_settings(o["rank"], o["alpha"], o["steps"], o["lr"], o["batch_size"])
     parts = open_base(depot, o["base"])
@@ -188,7 +182,7 @@ def _train(
             dataset, prior = open_dataset(o["data"], resolution, **(o.get("dataset_options") or {})), None
         else:
             dataset, prior = datasets(resolution)
-        run_dir = RunFolder.for_output(depot, name).path
+        run_dir = run_folder(depot, name)
         settings = RunSettings(
             rank=o["rank"],
             alpha=float(o["alpha"]),
@@ -207,7 +201,7 @@ def _train(
         options |= {"kind": kind, "resolution": resolution, "dataset": dict(o.get("dataset_options") or {})}
         trainer = Trainer(parts, settings, run_dir, options)
         start, session = 0, uuid.uuid4().hex
-        started_at = _kohya.now_iso()
+        started_at = now_iso()
         checkpoint_path = _resume_path(o["resume"], run_dir, latest_checkpoint)
         if checkpoint_path is not None:
             checkpoint = load_checkpoint(checkpoint_path)
@@ -234,7 +228,7 @@ def _train(
             "targets": sorted({t for ts in trainer.targets.values() for t in ts}),
             "session_id": session,
             "started_at": started_at,
-            "finished_at": _kohya.now_iso(),
+            "finished_at": now_iso(),
             "source": source,
             "description": o.get("description"),
             "num_reg_images": len(prior) if prior is not None else 0,
@@ -244,14 +238,13 @@ def _train(
         metadata = _kohya.training_metadata(
             title=name,
             family_key=parts.family_key,
-            families=FAMILIES,
             base=config,
             run=run,
             dataset=dataset,
             tensors_hash=_kohya.tensor_sha256(tensors),
         )
         losses = {str(outcome.first_step + i + 1): round(v, 6) for i, v in enumerate(outcome.losses)}
-        out = _kohya.write_lora(run_dir / f"{safe_dir_name(name)}.safetensors", tensors, metadata)
+        out = save_tensors(run_dir / f"{safe_dir_name(name)}.safetensors", tensors, metadata)
     finally:
         parts.close()
     description = o.get("description") or (
@@ -307,19 +300,19 @@ def plan_lora(
     Raises what ``train_lora`` raises before training: a base it cannot train, a taken output name, bad
     data or settings."""
     from modeldepot.train._parts import base_key
-    from modeldepot.train._plan import TrainingPlan, estimate
+    from modeldepot.train._plan import TrainingPlan, estimate, part_shapes, text_width
 
     check_settings(rank, alpha, steps, 1e-4, batch_size)
     config = depot.store.resolve(base)
-    shapes_width = _text_width(Path(config.path))
-    family_key = base_key(config, shapes_width, _has_second_encoder(Path(config.path)))
+    shapes = part_shapes(Path(config.path))  # headers only, read once
+    family_key = base_key(config, text_width(shapes), "text_encoder_2" in shapes)
     name = output_name or f"{config.name}-{kind}"
     check_free_name(depot, name, FAMILIES_BASE[family_key])
     res = resolution or NATIVE_RESOLUTION[family_key]
     dataset = open_dataset(data, res, **(dataset_options or {}))
     precision = depot.load.precision
     params, trainable, memory, notes = estimate(
-        Path(config.path),
+        shapes,
         rank=rank,
         text_encoder=text_encoder,
         batch_size=batch_size,
@@ -334,7 +327,7 @@ def plan_lora(
         base_name=config.name,
         base=FAMILIES_BASE[family_key] + (" 768-v" if family_key == "sd-2-v" else ""),
         output_name=name,
-        run_dir=RunFolder.for_output(depot, name).path,
+        run_dir=run_folder(depot, name),
         steps=steps,
         batch_size=batch_size,
         resolution=res,
@@ -351,17 +344,3 @@ def plan_lora(
         class_images_to_generate=class_images_to_generate,
         notes=[*dataset.notes, *notes],
     )
-
-
-def _text_width(path: Path) -> int | None:
-    """The first text encoder's width from its token embedding's shape (headers only), if found."""
-    from modeldepot.train._plan import _shapes
-
-    for name, shape in _shapes(path).get("text_encoder", {}).items():
-        if name.endswith("token_embedding.weight") and len(shape) == 2:
-            return shape[1]
-    return None
-
-
-def _has_second_encoder(path: Path) -> bool:
-    return (path / "text_encoder_2").is_dir() if path.is_dir() else False

@@ -1,4 +1,5 @@
-"""The files of the predictor workflow: metadata keys, and writing / reading safetensors with metadata.
+"""The files of the predictor workflow: metadata keys, and reading safetensors metadata (written with
+``modeldepot.train._files.save_tensors``).
 
 A prepared-scores file and a trained predictor both name the CLIP model their embeddings came
 from, under the same keys, so a predictor can find its CLIP again when it is used.
@@ -10,11 +11,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modeldepot._fs import atomic_write_bytes
-
 if TYPE_CHECKING:
-    import torch
-
     from modeldepot.configs import ModelConfigBase
 
 CLIP_KEY = "predictor.clip_key"
@@ -28,14 +25,6 @@ IMAGES = "predictor.images"
 def clip_metadata(config: ModelConfigBase) -> dict[str, str]:
     """The metadata naming the CLIP record ``config`` (its hash empty when the record has none)."""
     return {CLIP_KEY: config.key, CLIP_NAME: config.name, CLIP_HASH: config.hash or ""}
-
-
-def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """Write ``tensors`` as safetensors with ``metadata``; readers never see a half-written file
-    (temp file in the same folder, fsync, rename)."""
-    from safetensors.torch import save
-
-    atomic_write_bytes(path, save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata))
 
 
 def read_metadata(path: Path) -> dict[str, str]:

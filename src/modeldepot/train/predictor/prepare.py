@@ -29,6 +29,7 @@ import torch
 from modeldepot._fs import safe_dir_name, safe_relpath
 from modeldepot.errors import IdentificationError, TrainingDataError, TrainingError, UnsafePathError
 from modeldepot.services.clip import ClipEmbedder
+from modeldepot.train._files import save_tensors
 from modeldepot.train.predictor import _files
 
 if TYPE_CHECKING:
@@ -278,7 +279,7 @@ def prepare(
         _files.EMBEDDING_DIM: str(embedder.dim),
         _files.IMAGES: _files.dumps([r.name for r in rows]),
     }
-    _files.save_tensors(path, {"embeddings": embeddings, "scores": targets}, metadata)
+    save_tensors(path, {"embeddings": embeddings, "scores": targets}, metadata)
     return PreparedScores(path, len(rows), int(embeddings.shape[1]), config.key, config.name, config.hash or "")
 
 

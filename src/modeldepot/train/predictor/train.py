@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import tempfile
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +19,7 @@ import torch
 from modeldepot._fs import safe_dir_name
 from modeldepot.errors import TrainingDataError, TrainingError
 from modeldepot.taxonomy import ModelSourceType
+from modeldepot.train._files import now_iso, save_tensors
 from modeldepot.train._progress import step_bar
 from modeldepot.train.predictor import _files
 from modeldepot.train.predictor.mlp import PredictorMLP
@@ -175,7 +175,7 @@ def train_predictor(
     metadata = {
         "modelspec.sai_model_spec": "1.0.0",
         "modelspec.title": name,
-        "modelspec.date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "modelspec.date": now_iso(),
         "modelspec.description": f"CLIP+MLP score predictor on {clip_name} image embeddings",
         _files.CLIP_KEY: prepared.clip_key,
         _files.CLIP_NAME: prepared.clip_name,
@@ -201,7 +201,7 @@ def train_predictor(
     tmp_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=tmp_root, prefix="train-predictor-") as tmp:
         file = Path(tmp) / f"{safe_dir_name(name)}.safetensors"
-        _files.save_tensors(file, dict(model.state_dict()), metadata)
+        save_tensors(file, dict(model.state_dict()), metadata)
         key = depot.install.install_path(
             file,
             {"name": name, "description": description},
