@@ -4,14 +4,14 @@ upright, LoRA arguments, quiet libraries, the depot, a step bar, PNGs with their
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 
-from modeldepot.cli._app import console, err_console, fail, open_manager
+from modeldepot.cli._app import console, fail, open_manager
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -117,42 +117,6 @@ def depot(home: Path | None, libraries: tuple[str, ...] = ()) -> Iterator[Any]:
             ) from exc
 
 
-@contextmanager
-def step_bar(name: str) -> Iterator[Callable[[int, int], None]]:
-    """A ``progress(step, total)`` callback drawing a rich bar on stderr; the bar appears at the first step,
-    so an error raised before any step prints nothing but its one line."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    progress = Progress(
-        TextColumn(name, markup=False),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-    )
-    tasks: list[Any] = []
-
-    def update(step: int, total: int) -> None:
-        if not tasks:
-            progress.start()
-            tasks.append(progress.add_task(name, total=total or None))
-        progress.update(tasks[0], completed=step, total=total or None)
-
-    try:
-        yield update
-    finally:
-        if tasks:
-            progress.stop()
-
-
 def save(image: Image.Image, path: Path, parameters: str | None = None, note: str = "") -> None:
     from modeldepot.services._parameters import save_png
 
@@ -169,5 +133,4 @@ __all__ = [
     "read_depth",
     "read_image",
     "save",
-    "step_bar",
 ]

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from modeldepot.cli._app import HomeOption, JsonOption, app, console, fail
-from modeldepot.cli._run_files import depot, outputs, parse_lora, read_depth, read_image, save, step_bar
+from modeldepot._stepbar import step_bar
+from modeldepot.cli._app import HomeOption, JsonOption, app, console, err_console, fail
+from modeldepot.cli._run_files import depot, outputs, parse_lora, read_depth, read_image, save
 from modeldepot.services import SCHEDULER_NAMES  # torch-free: the services load on first use
 
 if TYPE_CHECKING:
@@ -128,7 +129,7 @@ def _generate(
         "inpaint": diffusion.Inpaint,
         "depth2img": diffusion.Depth2Img,
     }[task]
-    with depot(home, ("transformers", "diffusers")) as mm, step_bar(task) as progress:
+    with depot(home, ("transformers", "diffusers")) as mm, step_bar(task, err_console) as progress:
         service = service_class.from_key(mm, model, compile=gen.compile)
         images = service.generate(
             gen.prompt,

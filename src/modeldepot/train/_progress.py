@@ -1,4 +1,4 @@
-"""The training progress bar: steps done, the last loss, time left (rich, on stderr)."""
+"""The training progress: the caller's callback, or the step bar with the last loss (rich, on stderr)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from modeldepot._stepbar import step_bar as _bar
 
 #: ``callback(step, steps, loss)``: what the loop reports after each step
 StepCallback = Callable[[int, int, float], None]
@@ -21,19 +22,5 @@ def step_bar(description: str, progress: bool | StepCallback) -> Iterator[StepCa
     if not progress:
         yield None
         return
-    bar = Progress(
-        TextColumn("{task.description}", markup=False),  # a user's output name is not markup
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}"),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        refresh_per_second=4,
-    )
-    with bar:
-        task = bar.add_task(description, total=None, loss="-")
-
-        def update(step: int, steps: int, loss: float) -> None:
-            bar.update(task, completed=step, total=steps, loss=f"{loss:.4f}")
-
+    with _bar(description, Console(stderr=True), loss=True) as update:
         yield update
