@@ -89,6 +89,7 @@ def test_unparsable_env_json_is_one_line_naming_the_setting_not_the_value(
         message = str(info.value)
         assert "remote_api_tokens" in message and "MODELDEPOT_REMOTE_API_TOKENS" in message
         assert "not valid JSON" in message and "\n" not in message
+        assert '[{"host": "civitai.com", "token": "..."}]' in message
         assert "sekrit" not in message and info.value.__cause__ is None
 
 

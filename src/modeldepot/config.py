@@ -165,7 +165,8 @@ def _where(field: str, values: Mapping[str, Any]) -> str:
     return f" (in {path})" if in_file else ""
 
 
-_JSON_HINTS = {"remote_api_tokens": 'expected a JSON list like [{"url_regex": "civitai", "token": "..."}]'}
+# The example must be one that works: a url_regex has to match the whole host since issue 11.
+_JSON_HINTS = {"remote_api_tokens": 'expected a JSON list like [{"host": "civitai.com", "token": "..."}]'}
 
 
 def settings_error(exc: ValidationError | SettingsError, values: Mapping[str, Any]) -> ConfigurationError:
