@@ -18,6 +18,14 @@ from modeldepot.errors import UnsafePathError
 NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
+def remove_any(path: Path) -> None:
+    """Remove a file, a symlink (not its target) or a whole folder; nothing there is fine."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def tree_size(path: Path) -> int:
     """Bytes in a file, or in every file under a folder (following links, as a reader would)."""
     if path.is_file():

@@ -421,11 +421,3 @@ class LocalInstaller:
         else:
             storage.delete_model(key, delete_files=delete_files)
             self.services.store.del_model(key)
-
-
-def remove_path(path: Path) -> None:
-    """Delete a user's file or folder (``unconditionally_delete`` of an in-place model)."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()

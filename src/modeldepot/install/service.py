@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modeldepot._compose import DepotServices, open_services
+from modeldepot._fs import remove_any
 from modeldepot.config import DepotConfig
 from modeldepot.errors import ModelDepotError
 from modeldepot.events import EventBus
 from modeldepot.install import _maintenance as maintenance
 from modeldepot.install._jobs import ModelInstallJob
 from modeldepot.install._jobtable import JobRow, JobTable
-from modeldepot.install._local import LocalInstaller, remove_path
+from modeldepot.install._local import LocalInstaller
 from modeldepot.install._result import PathResult
 from modeldepot.install._runner import JobRunner, staging_folders
 from modeldepot.remote.sources import AnyModelSource, parse_source
@@ -264,7 +265,7 @@ class ModelInstallService:
         config = self.record_store.get_model(key)
         self.installer.remove(key, delete_files=True)
         if config.inplace:
-            remove_path(Path(config.path))
+            remove_any(Path(config.path))  # the user asked: their own files too
 
     # Maintenance --------------------------------------------------------------------------
 

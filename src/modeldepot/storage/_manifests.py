@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection
 
 from modeldepot._fs import safe_relpath
 from modeldepot.errors import ModelNotFoundException, StorageError, UnknownModelException, UnsafePathError
+from modeldepot.records._paths import ModelPaths
 from modeldepot.storage._blobs import Tap, hash_path
 from modeldepot.storage._schema import q
 from modeldepot.storage.base import ManifestEntry, ModelManifest
@@ -97,9 +98,10 @@ def insert_model(
     entries: Iterable[ManifestEntry],
     *,
     inplace: bool,
-    dest: Path | None,
+    dest: str | None,
     now: float,
 ) -> None:
+    """``dest``: as stored (``ModelPaths.stored``: relative to the models folder when inside it)."""
     exists = conn.execute(q("SELECT 1 FROM storage_models WHERE model_key = :k"), {"k": key}).first()
     if exists:
         from modeldepot.errors import DuplicateModelException
@@ -110,7 +112,7 @@ def insert_model(
             "INSERT INTO storage_models (model_key, kind, inplace, dest, link_mode, created_at)"
             " VALUES (:k, :kind, :inplace, :dest, NULL, :now)"
         ),
-        {"k": key, "kind": kind, "inplace": int(inplace), "dest": str(dest) if dest else None, "now": now},
+        {"k": key, "kind": kind, "inplace": int(inplace), "dest": dest, "now": now},
     )
     rows = []
     for e in entries:
@@ -123,7 +125,7 @@ def insert_model(
         )
 
 
-def load_manifest(conn: Connection, key: str) -> ModelManifest:
+def load_manifest(conn: Connection, key: str, paths: ModelPaths) -> ModelManifest:
     row = conn.execute(
         q("SELECT kind, inplace, dest, link_mode FROM storage_models WHERE model_key = :k"), {"k": key}
     ).first()
@@ -141,7 +143,7 @@ def load_manifest(conn: Connection, key: str) -> ModelManifest:
         key=key,
         kind="file" if row[0] == "file" else "folder",
         inplace=bool(row[1]),
-        dest=Path(row[2]) if row[2] else None,
+        dest=Path(paths.readable(str(row[2]))) if row[2] else None,
         link_mode=row[3],
         entries=tuple(entries),
     )
@@ -151,8 +153,8 @@ def all_keys(conn: Connection) -> list[str]:
     return [str(r[0]) for r in conn.execute(q("SELECT model_key FROM storage_models ORDER BY model_key"))]
 
 
-def set_materialised(conn: Connection, key: str, dest: Path, mode: str) -> None:
+def set_materialised(conn: Connection, key: str, dest: str, mode: str) -> None:
     conn.execute(
         sa.text("UPDATE storage_models SET dest = :d, link_mode = :m WHERE model_key = :k"),
-        {"d": str(dest), "m": mode, "k": key},
+        {"d": dest, "m": mode, "k": key},
     )

@@ -18,10 +18,10 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from modeldepot._fs import join_inside
+from modeldepot._fs import join_inside, remove_any
 from modeldepot.errors import ModelDepotError
 from modeldepot.storage._schema import q
-from modeldepot.storage._store import ContentStore, _remove_any
+from modeldepot.storage._store import ContentStore
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def adopt_v1(store: ContentStore, importer: Callable[..., str]) -> list[str]:
             with store.db.begin() as conn:
                 gone = _drop(conn, store, model)
             for path in gone:
-                _remove_any(path)
+                remove_any(path)
             log.info("moved normalized model %s (%s) into the record store", model["config"]["name"], model["key"])
         except ModelDepotError as exc:
             log.warning("could not move normalized model %s into the record store: %s", model["config"]["name"], exc)

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import blake3
 
 from modeldepot._db import Database
-from modeldepot._fs import fsync_dir, join_inside, safe_dir_name
+from modeldepot._fs import fsync_dir, join_inside, remove_any, safe_dir_name
 from modeldepot.errors import AmbiguousModelException, DuplicateModelException, StorageError, UnknownModelException
 from modeldepot.storage import _partdb
 from modeldepot.storage._blobs import hash_path
@@ -44,7 +44,7 @@ from modeldepot.storage._nm_v1 import adopt_v1
 from modeldepot.storage._parts import parts_of, taps_for
 from modeldepot.storage._schema import q
 from modeldepot.storage._split import is_split_dir, join_checkpoint
-from modeldepot.storage._store import ContentStore, _remove_any
+from modeldepot.storage._store import ContentStore
 from modeldepot.storage.base import ManifestEntry
 
 if TYPE_CHECKING:
@@ -368,7 +368,7 @@ class NormalizedStore:
                     self._write(e, out, man.inplace, join_inside(Path(record.path), e.relpath))
             os.rename(build, dest)
         except BaseException:
-            _remove_any(build)
+            remove_any(build)
             raise
         fsync_dir(folder)
         return dest

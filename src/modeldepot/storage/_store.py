@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -16,10 +15,11 @@ from pathlib import Path
 from sqlalchemy.engine import Connection
 
 from modeldepot._db import Database
-from modeldepot._fs import fsync_dir, join_inside, safe_relpath
+from modeldepot._fs import fsync_dir, join_inside, remove_any, safe_relpath
 from modeldepot.config import DepotConfig
 from modeldepot.errors import ModelDepotError, NotAllowedError, StorageError, UnknownModelException
 from modeldepot.events import EventBus
+from modeldepot.records._paths import ModelPaths
 from modeldepot.storage import _gc, _manifests, _nm_schema, _partdb, _verify
 from modeldepot.storage._blobs import BlobStore, KnownDigest, Tap
 from modeldepot.storage._links import place
@@ -27,6 +27,7 @@ from modeldepot.storage._parts import Part
 from modeldepot.storage._schema import migrate, q
 from modeldepot.storage.base import (
     BlobInfo,
+    BlobMirror,
     DuReport,
     GcReport,
     ManifestEntry,
@@ -66,6 +67,11 @@ class ContentStore:
         migrate(db)
         _nm_schema.migrate(db)  # part rows live and die with manifests
         self.blobs = BlobStore(config.blobs_dir)
+        # Destinations under the models folder are stored relative to it: in a fleet every worker
+        # reads the same manifest and materialises it under its own home.
+        self.paths = ModelPaths.of(config.models_path)
+        #: The fleet's bucket (``modeldepot.fleet``), set by the composition root when configured.
+        self.mirror: BlobMirror | None = None
         self._modes_logged: set[str] = set()
 
     def __repr__(self) -> str:
@@ -147,6 +153,13 @@ class ContentStore:
         crashpoint("staged")
         if healed:
             self._after_heal(healed)
+        if self.mirror is not None:
+            # Before any record exists: a fleet's record always names blobs the bucket holds.
+            try:
+                self.mirror.push(tuple(entries))
+            except BaseException:
+                self._abort_stage(stage_id)
+                raise
         return StagedModel(
             stage_id=stage_id,
             kind="file" if kind == "file" else "folder",
@@ -253,7 +266,8 @@ class ContentStore:
             if not self.blobs.has(e.digest):
                 raise StorageError(f"blob {e.digest} of {e.relpath} vanished before commit", path=e.relpath)
         target = self._check_dest(Path(dest)) if dest is not None else None
-        _manifests.insert_model(conn, key, staged.kind, staged.entries, inplace=False, dest=target, now=time.time())
+        stored = self.paths.stored(str(target)) if target is not None else None
+        _manifests.insert_model(conn, key, staged.kind, staged.entries, inplace=False, dest=stored, now=time.time())
         conn.execute(q("DELETE FROM storage_pending WHERE stage_id = :s"), {"s": staged.stage_id})
 
     def release_sources(self, staged: StagedModel) -> None:
@@ -292,7 +306,7 @@ class ContentStore:
             kind, entries = _manifests.hash_tree(p)
         else:
             kind = "file" if p.is_file() else "folder"
-        _manifests.insert_model(conn, key, kind, entries, inplace=True, dest=p, now=time.time())
+        _manifests.insert_model(conn, key, kind, entries, inplace=True, dest=str(p), now=time.time())
 
     def import_files(
         self,
@@ -321,9 +335,9 @@ class ContentStore:
 
     def manifest(self, key: str, conn: Connection | None = None) -> ModelManifest:
         if conn is not None:
-            return _manifests.load_manifest(conn, key)
+            return _manifests.load_manifest(conn, key, self.paths)
         with self.db.connect() as c:
-            return _manifests.load_manifest(c, key)
+            return _manifests.load_manifest(c, key, self.paths)
 
     def has_model(self, key: str) -> bool:
         with self.db.connect() as c:
@@ -366,6 +380,9 @@ class ContentStore:
         target = self._check_dest(Path(dest) if dest is not None else man.dest)  # type: ignore[arg-type]
         if (target.exists() or target.is_symlink()) and (man.dest is None or target != man.dest):
             raise StorageError(f"{target} already exists and is not model {key}'s folder", path=target)
+        missing = tuple(e for e in man.entries if not self.blobs.has(e.digest))
+        if missing and self.mirror is not None:
+            self.mirror.fetch(missing)  # a fleet model this worker has not held yet: from the bucket
         target.parent.mkdir(parents=True, exist_ok=True)
         build = target.parent / f"{BUILD_MARK}{target.name}.{uuid.uuid4().hex[:8]}"
         modes = list(self.config.link_modes)
@@ -384,18 +401,20 @@ class ContentStore:
             crashpoint("materialise-built")
             _swap_into_place(build, target)
         except BaseException:
-            _remove_any(build)
+            remove_any(build)
             raise
         fsync_dir(target.parent)
         if man.dest is not None and man.dest != target and (man.dest.exists() or man.dest.is_symlink()):
-            _remove_any(man.dest)  # moved: the old materialisation must not linger unowned
+            remove_any(man.dest)  # moved: the old materialisation must not linger unowned
         mode_used = "+".join(m for m in modes if m in used) or modes[0]
         with self.db.begin() as conn:
-            _manifests.set_materialised(conn, key, target, mode_used)
+            _manifests.set_materialised(conn, key, self.paths.stored(str(target)), mode_used)
         if mode_used not in self._modes_logged:
             self._modes_logged.add(mode_used)
             log.info("materialising models with %s (configured order: %s)", mode_used, ",".join(modes))
         self._emit("storage_materialised", key=key, path=str(target), mode=mode_used)
+        if self.mirror is not None:
+            self.mirror.materialised(key)
         return MaterialiseResult(target, mode_used)
 
     def rematerialise(self, key: str) -> MaterialiseResult:
@@ -420,7 +439,7 @@ class ContentStore:
             with self.db.begin() as c:
                 return self.delete_model(key, c, delete_files=delete_files, unconditionally=unconditionally)
         try:
-            man = _manifests.load_manifest(conn, key)
+            man = _manifests.load_manifest(conn, key, self.paths)
         except UnknownModelException:
             return False
         conn.execute(q("DELETE FROM storage_manifest WHERE model_key = :k"), {"k": key})
@@ -429,7 +448,7 @@ class ContentStore:
             self.delete_model(part_key, conn)
         remove = unconditionally if man.inplace else delete_files
         if remove and man.dest is not None:
-            _remove_any(man.dest)
+            remove_any(man.dest)
         return True
 
     # Maintenance ----------------------------------------------------------------------------
@@ -439,18 +458,21 @@ class ContentStore:
         done: dict[str, list[str]] = {"tmp_removed": [], "materialised": [], "pending_dropped": []}
         done["tmp_removed"] = [str(p) for p in self.blobs.clean_tmp(tmp_age_seconds)]
         with self.db.connect() as c:
-            rows = c.execute(q("SELECT model_key, dest FROM storage_models WHERE inplace = 0")).all()
+            found = c.execute(q("SELECT model_key, dest FROM storage_models WHERE inplace = 0")).all()
+        rows = [(str(k), self.paths.readable(str(d)) if d else None) for k, d in found]
         parents = {Path(r[1]).parent for r in rows if r[1]}
         for parent in parents:
             if parent.is_dir():
                 for p in parent.iterdir():
                     # Only old leftovers: another process sharing the home may be building one now.
                     if p.name.startswith((BUILD_MARK, TRASH_MARK)) and _older_than(p, tmp_age_seconds):
-                        _remove_any(p)
+                        remove_any(p)
                         done["tmp_removed"].append(str(p))
         for key, dest in rows:
             if dest and not (Path(dest).exists() or Path(dest).is_symlink()):
-                self.materialise(str(key))
+                if self.mirror is not None and not all(self.blobs.has(e.digest) for e in self.manifest(key).entries):
+                    continue  # a fleet model this worker does not hold: `pull` brings it
+                self.materialise(key)
                 done["materialised"].append(str(key))
         cutoff = time.time() - pending_grace_seconds
         with self.db.begin() as conn:
@@ -476,7 +498,7 @@ def _swap_into_place(build: Path, target: Path) -> None:
         trash = target.parent / f"{TRASH_MARK}{target.name}.{uuid.uuid4().hex[:8]}"
         os.rename(target, trash)
         os.rename(build, target)
-        _remove_any(trash)
+        remove_any(trash)
     else:
         os.rename(build, target)
 
@@ -486,13 +508,6 @@ def _older_than(p: Path, seconds: float) -> bool:
         return time.time() - p.lstat().st_mtime > seconds
     except OSError:
         return False
-
-
-def _remove_any(p: Path) -> None:
-    if p.is_dir() and not p.is_symlink():
-        shutil.rmtree(p)
-    else:
-        p.unlink(missing_ok=True)
 
 
 def _remove_tree(src: Path) -> None:

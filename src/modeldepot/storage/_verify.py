@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from modeldepot._fs import join_inside
-from modeldepot.errors import ModelDepotError
+from modeldepot.errors import ModelDepotError, StorageError
 from modeldepot.storage._blobs import hash_path
 from modeldepot.storage.base import ModelManifest, VerifyReport
 
@@ -38,6 +38,12 @@ def verify(store: ContentStore, *, key: str | None = None, repair: bool = False)
     report = VerifyReport()
     keys = [key] if key is not None else store.keys()
     manifests = [store.manifest(k) for k in keys]
+    if store.mirror is not None:
+        # A fleet's manifests are every worker's: check the models this worker holds.
+        held = [m for m in manifests if m.dest is not None and (m.dest.exists() or m.dest.is_symlink())]
+        if key is not None and not held:
+            raise StorageError(f"model {key} is not local on this worker; `modeldepot pull` it first")
+        manifests = held
     bad_blobs: dict[str, str] = {}  # digest -> "corrupt" | "missing"
     checked: set[str] = set()
     for man in manifests:

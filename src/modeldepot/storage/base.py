@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 LinkModeName = Literal["reflink", "hardlink", "symlink", "copy"]
 #: Environment variable naming a crash point; read at call time only (tests kill -9 an import there).
@@ -16,6 +16,17 @@ def crashpoint(name: str) -> None:
     """Die like ``kill -9`` when ``MODELDEPOT_STORAGE_CRASH_AT`` names this point (tests only)."""
     if os.environ.get(CRASH_ENV) == name:
         os.kill(os.getpid(), 9)
+
+
+class BlobMirror(Protocol):
+    """A second home of the blobs (a fleet's bucket): the store pushes what it stages and fetches a
+    blob it lacks before materialising. ``fetch`` puts the verified blob into the local store."""
+
+    def push(self, entries: tuple[ManifestEntry, ...]) -> None: ...
+
+    def fetch(self, entries: tuple[ManifestEntry, ...]) -> None: ...
+
+    def materialised(self, key: str) -> None: ...
 
 
 @dataclass(frozen=True)
