@@ -19,6 +19,7 @@ from modeldepot.events import EventBus
 
 if TYPE_CHECKING:
     from modeldepot.download import DownloadQueueService
+    from modeldepot.fleet import Fleet
     from modeldepot.hashing import HashCache
     from modeldepot.load import ModelLoadService
     from modeldepot.records import ModelRecordServiceBase, ModelRecordServiceSQL
@@ -68,9 +69,27 @@ class DepotServices:
 
     @property
     def storage(self) -> ContentStore:
-        from modeldepot.storage import ContentStore
+        def build() -> ContentStore:
+            from modeldepot.storage import ContentStore
 
-        return self._get("storage", lambda: ContentStore(self.config, self.db, events=self.events))
+            store = ContentStore(self.config, self.db, events=self.events)
+            if self.config.blob_remote is not None:
+                # Built with the store, so no blob is stored or materialised past the bucket.
+                from modeldepot.fleet import open_fleet
+
+                self._built["fleet"] = open_fleet(self.config, self.db, store)
+            return store
+
+        return self._get("storage", build)
+
+    @property
+    def fleet(self) -> Fleet | None:
+        """The fleet (``blob_remote`` is set), else None."""
+        if self.config.blob_remote is None:
+            return None
+        self.storage  # noqa: B018 - builds the fleet with the store
+        found: Fleet = self._built["fleet"]
+        return found
 
     @property
     def normalized(self) -> NormalizedStore:
@@ -115,11 +134,13 @@ class DepotServices:
         def build() -> ModelLoadService:
             from modeldepot.load import ModelLoadService
 
+            fleet = self.fleet
             return ModelLoadService(
                 self.config,
                 events=self.events,
                 record_store=self.store,
                 part_of=lambda record, submodel: self.normalized.part_identity(record, submodel),
+                before_load=None if fleet is None else lambda record: fleet.ensure_local(record.key, record.path),
             )
 
         return self._get("load", build)

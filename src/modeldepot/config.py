@@ -27,6 +27,7 @@ ENV_PREFIX = "MODELDEPOT_"
 LinkMode = Literal["reflink", "hardlink", "symlink", "copy"]
 DEFAULT_LINK_MODES: tuple[LinkMode, ...] = ("reflink", "hardlink", "symlink", "copy")
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 #: Fields never written back to the settings file.
 SECRET_FIELDS = frozenset({"remote_api_tokens", "api_key"})
 
@@ -244,6 +245,23 @@ class DepotConfig(BaseSettings):
         default="return", description="Installing content already present returns the record, or raises"
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    blob_remote: str | None = Field(
+        default=None,
+        description=(
+            "Fleet mode: an s3://bucket/prefix the workers share (with db a postgresql:// URL); credentials"
+            " come from the AWS environment or profile, never from here"
+        ),
+    )
+    blob_remote_endpoint: str | None = Field(
+        default=None, description="S3-compatible endpoint URL (MinIO, R2, Ceph); default AWS_ENDPOINT_URL or AWS"
+    )
+    local_cache_gb: float | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Fleet mode: local blob budget; the least recently used models beyond it are evicted (kept in the bucket)"
+        ),
+    )
 
     def __init__(self, **values: Any) -> None:
         """Build the settings; any bad value, variable or settings file is one ``ConfigurationError``."""
@@ -295,6 +313,30 @@ class DepotConfig(BaseSettings):
             except ValueError as exc:
                 raise ValueError(f"trusted_hosts entry: {exc}") from None
         return v
+
+    @field_validator("blob_remote")
+    @classmethod
+    def _bucket_url(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        v = v.strip()
+        bucket, _, _prefix = v.removeprefix("s3://").partition("/")
+        if not v.startswith("s3://") or "@" in bucket or "?" in v or "#" in v:
+            # Never echo the value: a pasted URL may carry a key.
+            raise ValueError("blob_remote must look like s3://bucket/prefix (no credentials, query or fragment)")
+        if not _BUCKET_RE.match(bucket):
+            raise ValueError(f"blob_remote: {bucket!r} is not a valid S3 bucket name")
+        return v.rstrip("/")
+
+    @field_validator("blob_remote_endpoint")
+    @classmethod
+    def _endpoint_url(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        parts = urlsplit(v.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+            raise ValueError("blob_remote_endpoint must be an http(s)://host[:port] URL without credentials")
+        return v.strip().rstrip("/")
 
     @field_validator("link_modes")
     @classmethod

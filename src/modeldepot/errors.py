@@ -42,6 +42,7 @@ Exception tree::
     ├── TrainingError                              a training run that cannot start or go on
     │   └── TrainingDataError (ValueError)         a dataset folder, image, caption or score file at fault
     ├── DeviceOutOfMemoryError (MemoryError)       the device cannot hold the model
+    ├── FleetError                                 the fleet's bucket cannot be reached or used
     ├── TorchNotInstalledError (ImportError)       loading needs the torch extra
     └── NotAllowedError (PermissionError)          refused by policy (private URL, path outside roots)
 """
@@ -273,6 +274,15 @@ class WrongModelTypeError(ModelDepotError, TypeError):
         self.expected = expected
 
 
+class FleetError(ModelDepotError):
+    """The fleet's S3-compatible bucket cannot be reached or used (no credentials, no such bucket,
+    access denied, an endpoint that does not answer); ``url`` names the bucket, never a secret."""
+
+    def __init__(self, message: str, url: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+
+
 class TrainingError(ModelDepotError):
     """A training run that cannot start or go on: an unsupported base, a checkpoint of another run."""
 
@@ -307,6 +317,7 @@ __all__ = [
     "DeviceOutOfMemoryError",
     "DownloadError",
     "DuplicateModelException",
+    "FleetError",
     "HashingError",
     "HashingPathNotFoundError",
     "HashingPermissionError",

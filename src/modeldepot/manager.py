@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from modeldepot._compose import open_services
 from modeldepot._db import Database
 from modeldepot.config import DepotConfig
-from modeldepot.errors import AmbiguousModelException, DuplicateModelException
+from modeldepot.errors import AmbiguousModelException, ConfigurationError, DuplicateModelException
 from modeldepot.events import EventBus
 from modeldepot.taxonomy import BaseModelType, ModelType, SubModelType
 
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from modeldepot.configs import ModelConfigBase
     from modeldepot.download import DownloadQueueService
+    from modeldepot.fleet import Fleet
     from modeldepot.hashing import HashCache
     from modeldepot.install import ModelInstallService
     from modeldepot.load import LoadedModel, ModelLoadService
@@ -76,6 +77,21 @@ class ModelManager:
     def normalized(self) -> NormalizedStore:
         """The seed's normalized view: pipelines made of shared parts (``import_model``, ``export``...)."""
         return self.services.normalized
+
+    @property
+    def fleet(self) -> Fleet:
+        """Fleet mode (``blob_remote`` set): pull, push, evict, status, bucket gc.
+
+        Raises:
+            ConfigurationError: ``blob_remote`` is not set.
+        """
+        fleet = self.services.fleet
+        if fleet is None:
+            raise ConfigurationError(
+                "fleet mode is off: set blob_remote (MODELDEPOT_BLOB_REMOTE=s3://bucket/prefix) and db"
+                " (MODELDEPOT_DB=postgresql://...) on every worker; see the README's Fleet section"
+            )
+        return fleet
 
     @property
     def downloads(self) -> DownloadQueueService:

@@ -1,5 +1,5 @@
 """`modeldepot list` and `modeldepot reference list` must stay light: no torch, diffusers,
-transformers or fastapi."""
+transformers or fastapi, and no boto3 even on a fleet worker."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-HEAVY = ("torch", "diffusers", "transformers", "fastapi", "uvicorn", "safetensors.torch")
+HEAVY = ("torch", "diffusers", "transformers", "fastapi", "uvicorn", "safetensors.torch", "boto3", "botocore")
 
 PROBE = """
 import sys, runpy
@@ -29,10 +29,20 @@ print("HEAVY=" + json.dumps(heavy))
 """
 
 
-@pytest.mark.parametrize("argv", [["list", "--json"], ["reference", "list", "--json"]], ids=" ".join)
-def test_list_does_not_import_heavy_modules(tmp_path: Path, argv: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("argv", "settings"),
+    [
+        (["list", "--json"], {}),
+        (["reference", "list", "--json"], {}),
+        (["list", "--json"], {"MODELDEPOT_BLOB_REMOTE": "s3://fleet-bucket/team"}),
+        (["list"], {"MODELDEPOT_BLOB_REMOTE": "s3://fleet-bucket/team"}),
+    ],
+    ids=["list", "reference list", "list on a fleet worker", "list table on a fleet worker"],
+)
+def test_list_does_not_import_heavy_modules(tmp_path: Path, argv: list[str], settings: dict[str, str]) -> None:
     env = {
         **os.environ,
+        **settings,
         "MODELDEPOT_HOME": str(tmp_path / "home"),
         "XDG_CACHE_HOME": str(tmp_path / "xdg"),
         "NATAILI_CACHE_HOME": str(tmp_path / "nataili"),

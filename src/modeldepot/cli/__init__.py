@@ -14,5 +14,6 @@ from modeldepot.cli import server as _server  # noqa: F401  isort: skip
 from modeldepot.cli import reference as _reference  # noqa: F401  isort: skip
 from modeldepot.cli import run as _run  # noqa: F401  isort: skip
 from modeldepot.cli import train as _train  # noqa: F401  isort: skip
+from modeldepot.cli import fleet as _fleet  # noqa: F401  isort: skip
 
 __all__ = ["app", "main"]

@@ -117,7 +117,7 @@ def install(
                     word = "registered" if job.outcome == "already_registered" else "installed"
                     console.print(f"already {word} as [bold]{c.name}[/bold] ({c.base}/{c.type}/{c.format}) key {c.key}")
                 else:
-                    verb = "registered" if job.outcome == "registered" else "installed"
+                    verb = {"registered": "registered", "pulled": "pulled"}.get(job.outcome or "", "installed")
                     console.print(f"{verb} [bold]{c.name}[/bold] ({c.base}/{c.type}/{c.format}) key {c.key}")
                 for note in job.notes:
                     console.print(f"  note: {note}", highlight=False, markup=False)

@@ -108,11 +108,15 @@ def list_models(
     f = parse_enum(ModelFormat, format, "--format")
     with open_manager(home) as mm:
         models = mm.store.search_models(name=name, base=b, type=t, format=f, tag=tag or None)
+        # A fleet's records are every worker's: say which ones have their files on this one.
+        fleet = mm.config.blob_remote is not None
     if as_json:
-        console.print_json(json.dumps([_dump(m) for m in models]))
+        console.print_json(
+            json.dumps([{**_dump(m), **({"local": Path(m.path).exists()} if fleet else {})} for m in models])
+        )
         return
     if wide:
-        table = _list_table(models, wide=True)
+        table = _list_table(models, wide=True, local=fleet)
         natural = Measurement.get(console, console.options.update_width(1_000_000), table).maximum
         # console.print never goes beyond the terminal's width: print on a console as wide as the table.
         Console(
@@ -123,8 +127,9 @@ def list_models(
             no_color=console.no_color,
         ).print(table, crop=False)
     else:
-        console.print(_list_table(models, wide=False, width=console.width))
-    console.print(f"{len(models)} model(s)", style="dim")
+        console.print(_list_table(models, wide=False, width=console.width, local=fleet))
+    here = f", {sum(Path(m.path).exists() for m in models)} local to this worker" if fleet else ""
+    console.print(f"{len(models)} model(s){here}", style="dim")
 
 
 #: ``list`` shows this many characters of a key; any 6 or more work wherever a key does.
@@ -139,11 +144,14 @@ _NAME_MIN = 24
 _OPTIONAL = ("format", "tags")
 
 
-def _list_table(models: list[Any], *, wide: bool, width: int | None = None) -> Table:
+def _list_table(models: list[Any], *, wide: bool, width: int | None = None, local: bool = False) -> Table:
     """One line per model. Narrow: short keys; the name and tags columns share the width left by
     the others, cut with an ellipsis, and the format (then tags) column is left out when names
-    would otherwise be cut short; wide: everything, in full."""
-    head = ("key", "name", "base", "type", "format", "size", "tags") + (("hash", "path") if wide else ())
+    would otherwise be cut short; wide: everything, in full. ``local`` (a fleet worker): a column
+    saying whether the model's files are on this worker."""
+    head = ("key", "name", "base", "type", "format", "size", *(("local",) if local else ()), "tags") + (
+        ("hash", "path") if wide else ()
+    )
     rows = [
         (
             m.key if wide else m.key[:SHORT_KEY],
@@ -152,6 +160,7 @@ def _list_table(models: list[Any], *, wide: bool, width: int | None = None) -> T
             m.type.value,
             m.format.value,
             human_size(m.file_size),
+            *(("yes" if Path(m.path).exists() else "no",) if local else ()),
             ",".join(m.tags),
             *((m.hash or "-", m.path) if wide else ()),
         )

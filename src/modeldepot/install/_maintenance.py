@@ -231,7 +231,14 @@ def civitai_lookup(services: DepotServices, key: str, apply: bool = True) -> dic
 
 
 def missing_models(services: DepotServices) -> list[dict[str, Any]]:
-    """Records whose files vanished."""
+    """Records whose files vanished.
+
+    On a fleet worker the records are every worker's: a model whose files are not here is not
+    lost (the bucket has a stored model's blobs; a model registered in place lives on the machine
+    that registered it), so nothing is reported for it and ``doctor --fix`` never forgets it.
+    """
+    if services.config.blob_remote is not None:
+        return []
     return [
         {"key": r.key, "name": r.name, "path": r.path} for r in services.store.all_models() if not Path(r.path).exists()
     ]

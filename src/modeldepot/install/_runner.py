@@ -259,10 +259,13 @@ class JobRunner:
             self._queue.put(job)
             return job
         existing = self._installed_from(job.source)
+        shared = self._in_fleet_from(job.source) if existing is None else None
         if existing is not None:
             # Installing the same remote source again: nothing to download, unless the stored
             # copy fails verification (checked off the caller's thread: it reads every byte).
             self._spawn(lambda j: self._reinstall_if_damaged(j, existing), job)
+        elif shared is not None:
+            self._spawn(lambda j: self._pull_from_fleet(j, shared, persist=True), job)
         else:
             self._spawn(self._fetch, job)
         return job
@@ -290,6 +293,36 @@ class JobRunner:
             if record.source == source and Path(record.path).exists():
                 return record
         return None
+
+    def _in_fleet_from(self, source: str) -> ModelConfigBase | None:
+        """A record of ``source`` another worker of the fleet stored (its blobs are in the bucket)."""
+        if self.config.blob_remote is None:
+            return None
+        storage = self.services.storage
+        for record in self.services.store.search_models(q=source):
+            if record.source == source and storage.has_model(record.key) and not storage.manifest(record.key).inplace:
+                return record
+        return None
+
+    def _pull_from_fleet(self, job: ModelInstallJob, record: ModelConfigBase, *, persist: bool) -> None:
+        """Finish ``job`` with the fleet's copy of ``record``: blobs from the bucket, no download.
+        ``persist``: the job's row is ours to end (not one another worker already ended)."""
+        fleet = self.services.fleet
+        assert fleet is not None
+        job.status = InstallStatus.RUNNING
+        if persist:
+            self._set_status(job)
+        self._emit(job, "model_install_running")
+        try:
+            result = fleet.pull(record.key)
+        except Exception as exc:
+            self._fail(job, exc, persist=persist)
+            return
+        job.config_out = record
+        job.outcome = "pulled"
+        job.bytes = job.total_bytes = result.bytes
+        job.notes.append(f"{result.message} ({fleet.tier.url}); nothing downloaded from the source")
+        self._finish(job, InstallStatus.COMPLETED, "model_install_completed", persist=persist)
 
     def _reinstall_if_damaged(self, job: ModelInstallJob, existing: ModelConfigBase) -> None:
         try:
@@ -344,6 +377,10 @@ class JobRunner:
                 job.config_out = self.services.store.get_model(row.model_key)
             except ModelDepotError as exc:
                 self._fail(job, exc, persist=False)
+                return
+            if self._in_fleet_from(row.source) is not None and not Path(job.config_out.path).exists():
+                # Another worker downloaded it: this one takes the blobs from the bucket.
+                self._pull_from_fleet(job, job.config_out, persist=False)
                 return
             job.outcome = "installed"
             job.notes.append(f"installed by another process as {job.config_out.name!r} (key {row.model_key})")
@@ -497,6 +534,9 @@ class JobRunner:
         if self._watching:
             self.table.watch(self.owner, self.lease)
             self._adopt_orphans()
+        fleet = self.services.fleet if self.services.built("storage") else None
+        if fleet is not None:
+            fleet.heartbeat()
 
     def _lost(self, job: ModelInstallJob) -> None:
         """Another process cancelled this job, or took it over after this one stalled."""

@@ -215,6 +215,7 @@ class ModelLoadService:
         ram_cache: ModelCache | None = None,
         record_store: ModelRecordServiceBase | None = None,
         part_of: PartOf | None = None,
+        before_load: Callable[[ModelConfigBase], None] | None = None,
         device: ExecutionDevice | None = None,
         convert_cache: ConvertCache | None = None,
         convert_cache_max_bytes: int = DEFAULT_MAX_BYTES,
@@ -240,6 +241,8 @@ class ModelLoadService:
         #: Which shared part a submodel is (``NormalizedStore.part_identity``): models whose
         #: submodel is the same part, loaded the same way, share one cache entry (one copy in RAM).
         self.part_of = part_of
+        #: Called with the record before each load (a fleet worker pulls a model it lacks).
+        self.before_load = before_load
         self._part_memo: dict[tuple[str, str | None, str], tuple[str, str] | None] = {}
         self._registry = registry if isinstance(registry, ModelLoaderRegistry) else None
         self.convert_cache = convert_cache or ConvertCache(config.home / "convert_cache", convert_cache_max_bytes)
@@ -293,6 +296,8 @@ class ModelLoadService:
             LoaderNotFoundError: no loader for its (base, type, format).
             ModelLoadError: the files exist but the model could not be built exactly from them.
         """
+        if self.before_load is not None:
+            self.before_load(config)
         return self._load(config, submodel_type, context, (config.path, config.hash), partial=partial)
 
     def submodels(self, config: ModelConfigBase) -> list[str] | None:
