@@ -82,3 +82,12 @@ def test_body_parse_errors_say_what_is_wrong(strict: TestClient, key: str) -> No
 )
 def test_bad_urls_get_a_4xx_json_answer(strict: TestClient, method: str, path: str) -> None:
     _assert_client_error(strict.request(method, path), f"{method} {path}")
+
+
+def test_a_bucket_that_fails_is_a_bad_gateway_not_the_clients_fault() -> None:
+    from modeldepot.api.errors import error_body, status_for
+    from modeldepot.errors import FleetError
+
+    exc = FleetError("cannot reach the S3 endpoint http://minio.lan:9000", url="s3://models/fleet")
+    assert status_for(exc) == 502
+    assert error_body(exc) == {"error": "FleetError", "detail": str(exc)}

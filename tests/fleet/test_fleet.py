@@ -39,14 +39,16 @@ def worker(tmp_path: Path, pg_url: str, bucket_url: str, hub: FakeHub) -> Iterat
 
     def open_worker(n: int, **settings: Any) -> ModelManager:
         mm = ModelManager.open(
-            home=tmp_path / f"worker{n}",
-            db=pg_url,
-            blob_remote=bucket_url,
-            hf_endpoint=hub.url,
-            civitai_endpoint=hub.url,
-            allow_private_urls=True,
-            link_modes=["hardlink", "copy"],
-            **settings,
+            **{
+                "home": tmp_path / f"worker{n}",
+                "db": pg_url,
+                "blob_remote": bucket_url,
+                "hf_endpoint": hub.url,
+                "civitai_endpoint": hub.url,
+                "allow_private_urls": True,
+                "link_modes": ["hardlink", "copy"],
+                **settings,
+            }
         )
         opened.append(mm)
         return mm
@@ -168,7 +170,7 @@ def test_status_counts_workers_models_and_bytes(worker: Callable[..., ModelManag
     size = a.storage.manifest(key).size
     assert report.bucket_bytes == report.unique_bytes == size
     assert report.logical_bytes == size
-    assert report.missing == 0 and report.in_flight == []
+    assert report.missing == 0 and report.in_flight == [] and report.shared_db
 
 
 def test_tampered_bucket_object_is_refused(worker: Callable[..., ModelManager], hub: FakeHub, tmp_path: Path) -> None:
@@ -225,3 +227,25 @@ def test_budget_drops_stray_blobs_of_a_pull_that_died(worker: Callable[..., Mode
     assert b.fleet._drop_strays(min_age=0) == entry.size
     assert not b.storage.blobs.has(entry.digest)
     assert entry.digest in {blob.digest for blob in b.fleet.tier.list()}
+
+
+def test_a_bucket_that_is_not_there_fails_the_install_before_downloading(
+    worker: Callable[..., ModelManager], hub: FakeHub
+) -> None:
+    a = worker(1, blob_remote="s3://no-such-bucket-here/x")
+    job = a.install.wait_for_job(a.install.heuristic_import(hub.url_for("/files/vae.safetensors")), timeout=120)
+    assert not job.complete
+    assert "no-such-bucket-here does not exist" in (job.error or "")
+    assert not [r for r in hub.stats.requests if r.path == "/files/vae.safetensors" and r.method == "GET"]
+
+
+def test_one_machine_with_sqlite_and_a_bucket_works_and_says_the_records_are_not_shared(
+    worker: Callable[..., ModelManager], hub: FakeHub, tmp_path: Path
+) -> None:
+    solo = worker(1, db=str(tmp_path / "solo.db"))
+    key = _install(solo, hub.url_for("/files/lora.safetensors")).config_out.key
+    report = status(solo.fleet)
+    assert not report.shared_db
+    assert report.bucket_objects == 1 and report.missing == 0
+    assert solo.fleet.evict(key).blobs == 1
+    assert solo.fleet.pull(key).blobs == 1

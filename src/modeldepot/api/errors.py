@@ -40,6 +40,7 @@ STATUS_FOR: tuple[tuple[type[e.ModelDepotError], int], ...] = (
     (e.RemoteAccessError, 400),
     (e.InvalidSourceError, 400),
     (e.InsufficientSpaceError, 507),
+    (e.FleetError, 502),  # the fleet's bucket failed us, not the client
     (e.ModelDepotError, 400),
 )
 

@@ -94,6 +94,11 @@ def status(home: HomeOption = None, as_json: JsonOption = False) -> None:
         + (f" · [red]{report.missing} referenced blob(s) missing[/red]" if report.missing else ""),
         highlight=False,
     )
+    if not report.shared_db:
+        console.print(
+            "[yellow]note:[/yellow] the records are in this machine's SQLite file: other workers share the"
+            " bucket but not these records; set db to a postgresql:// URL on every worker"
+        )
     table = Table(header_style="bold")
     for col in ("worker", "host", "last seen", "models", "local logical"):
         table.add_column(col, overflow="fold")

@@ -94,12 +94,19 @@ class Fleet:
         migrate(db)
         self.worker = worker_id(config.home)
         self._touched: dict[str, float] = {}
+        self._checked = False
         storage.mirror = self
         self.heartbeat()
         self.prune_deleted()
 
     def __repr__(self) -> str:
         return f"Fleet(worker={self.worker}, bucket={self.tier.url})"
+
+    def check(self) -> None:
+        """The bucket exists and our credentials may use it (asked once per process)."""
+        if not self._checked:
+            self.tier.check()
+            self._checked = True
 
     # Locks: one per digest across the fleet on PostgreSQL; SQLite (one machine) needs just one.
 

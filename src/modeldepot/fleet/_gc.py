@@ -119,6 +119,7 @@ class FleetStatus:
     unique_bytes: int  # the distinct blobs the records reference
     missing: int  # referenced blobs the bucket lacks (a worker that has not pushed)
     in_flight: list[dict[str, Any]]
+    shared_db: bool  # PostgreSQL; a SQLite file is this machine's alone
 
     def public(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -188,4 +189,5 @@ def status(fleet: Fleet, *, stale_after: float = 120.0) -> FleetStatus:
             }
             for j in jobs
         ],
+        shared_db=not fleet.db.is_sqlite,
     )

@@ -396,6 +396,9 @@ class JobRunner:
 
     def _fetch(self, job: ModelInstallJob) -> None:
         try:
+            fleet = self.services.fleet
+            if fleet is not None:
+                fleet.check()  # a bucket we cannot use fails the job before the download, not after
             plan = plan_download(self.config, job._source_obj, self.staging(job.id))
         except Exception as exc:
             self._fail(job, exc)
