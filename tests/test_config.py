@@ -122,3 +122,31 @@ def test_broken_settings_file_is_one_line_without_its_content(home: Path) -> Non
     message = str(info.value)
     assert str(home / "modeldepot.yaml") in message and "YAML" in message and "line 3" in message
     assert "\n" not in message and "sekrit" not in message
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("s3://AKIAEXAMPLE:wJalrXUtnFEMI@models", "credentials do not belong"),
+        ("https://models.s3.amazonaws.com/x", "does not start with s3://"),
+        ("s3://Models_Bucket/x", "not a valid S3 bucket name"),
+        ("s3://models/x?X-Amz-Signature=deadbeef", "no ?query"),
+    ],
+)
+def test_blob_remote_refusals_name_the_setting_and_never_echo_secrets(tmp_path: Path, value: str, says: str) -> None:
+    with pytest.raises(ConfigurationError, match="blob_remote") as caught:
+        DepotConfig(home=tmp_path, blob_remote=value)
+    assert says in str(caught.value)
+    for secret in ("wJalrXUtnFEMI", "deadbeef", "AKIAEXAMPLE"):
+        assert secret not in str(caught.value)
+
+
+def test_blob_remote_is_normalised_and_the_endpoint_checked(tmp_path: Path) -> None:
+    config = DepotConfig(home=tmp_path, blob_remote=" s3://models//fleet/a/ ", local_cache_gb=50)
+    assert config.blob_remote == "s3://models/fleet/a"
+    assert DepotConfig(home=tmp_path, blob_remote="s3://models").blob_remote == "s3://models"
+    assert DepotConfig(home=tmp_path).blob_remote is None
+    with pytest.raises(ConfigurationError, match="blob_remote_endpoint"):
+        DepotConfig(home=tmp_path, blob_remote_endpoint="http://user:pw@minio.lan:9000")
+    with pytest.raises(ConfigurationError, match="local_cache_gb"):
+        DepotConfig(home=tmp_path, local_cache_gb=-1)

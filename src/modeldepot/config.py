@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
+from modeldepot._bucket import parse_bucket_url
 from modeldepot._urls import default_port, parse_host
 from modeldepot.errors import ConfigurationError
 
@@ -27,7 +28,6 @@ ENV_PREFIX = "MODELDEPOT_"
 LinkMode = Literal["reflink", "hardlink", "symlink", "copy"]
 DEFAULT_LINK_MODES: tuple[LinkMode, ...] = ("reflink", "hardlink", "symlink", "copy")
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 #: Fields never written back to the settings file.
 SECRET_FIELDS = frozenset({"remote_api_tokens", "api_key"})
 
@@ -319,14 +319,8 @@ class DepotConfig(BaseSettings):
     def _bucket_url(cls, v: str | None) -> str | None:
         if v is None or not v.strip():
             return None
-        v = v.strip()
-        bucket, _, _prefix = v.removeprefix("s3://").partition("/")
-        if not v.startswith("s3://") or "@" in bucket or "?" in v or "#" in v:
-            # Never echo the value: a pasted URL may carry a key.
-            raise ValueError("blob_remote must look like s3://bucket/prefix (no credentials, query or fragment)")
-        if not _BUCKET_RE.match(bucket):
-            raise ValueError(f"blob_remote: {bucket!r} is not a valid S3 bucket name")
-        return v.rstrip("/")
+        bucket, prefix = parse_bucket_url(v)
+        return f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
 
     @field_validator("blob_remote_endpoint")
     @classmethod

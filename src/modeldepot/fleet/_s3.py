@@ -23,12 +23,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from modeldepot._bucket import parse_bucket_url
 from modeldepot._fs import NO_SPACE_ERRNOS, no_space_text
-from modeldepot.errors import BlobCorruptError, ConfigurationError, FleetError, InsufficientSpaceError
+from modeldepot.errors import BlobCorruptError, FleetError, InsufficientSpaceError
 from modeldepot.storage._blobs import KnownDigest, hash_path, is_digest
 
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_IP_RE = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
 _HEX2 = re.compile(r"^[0-9a-f]{2}$")
 _QUERY_RE = re.compile(r"\?[^\s\"'>]*")  # a query string in an error text may be a signature
 _READ = 1 << 20
@@ -43,27 +42,7 @@ class BucketURL:
 
     @classmethod
     def parse(cls, url: str) -> BucketURL:
-        bad = "blob_remote must look like s3://bucket/prefix"
-        text = url.strip()
-        if not text.lower().startswith("s3://"):
-            raise ConfigurationError(f"{bad}: it does not start with s3://")
-        netloc, _, rest = text[5:].partition("/")
-        if "@" in netloc:
-            # Never echo it: the part before "@" is a key (and maybe a secret).
-            raise ConfigurationError(
-                f"{bad}: credentials do not belong in the URL (use the AWS environment or profile)"
-            )
-        if "?" in text or "#" in text:
-            # Not echoed either: a pasted presigned URL carries its signature in the query.
-            raise ConfigurationError(f"{bad}: no ?query or #fragment")
-        if not netloc:
-            raise ConfigurationError(f"{bad}: no bucket name")
-        if not _BUCKET_RE.match(netloc) or ".." in netloc or _IP_RE.match(netloc):
-            raise ConfigurationError(f"blob_remote: {netloc!r} is not a valid S3 bucket name")
-        parts = [p for p in rest.split("/") if p]
-        if any(p in (".", "..") for p in parts) or any(ord(c) < 32 or c == "\\" for c in rest):
-            raise ConfigurationError(f"blob_remote: the prefix {rest!r} is not a plain folder path")
-        return cls(netloc, "/".join(parts))
+        return cls(*parse_bucket_url(url))
 
     def key_for(self, digest: str) -> str:
         if not is_digest(digest):
