@@ -4,6 +4,7 @@ download is verified, and every failure is a FleetError that names the fault wit
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import signal
@@ -199,13 +200,63 @@ def test_big_blob_goes_up_multipart_and_comes_down_in_parallel_ranges(tier: S3Bl
     known = tier.download(digest, dest, size=12 * MiB, progress=progress)
     gets = [c for c in calls if c[0] == "GetObject"]
     ranges = sorted(str(c[1].get("Range")) for c in gets)
-    assert ranges == ["bytes=0-5242879", "bytes=10485760-12582911", "bytes=5242880-10485759"]
+    # No more ranges than streams (concurrency 4 here), none under part_size, on MiB boundaries.
+    assert ranges == ["bytes=0-4194303", "bytes=4194304-8388607", "bytes=8388608-12582911"]
     assert len({c[2] for c in gets}) >= 2, "the ranged GETs ran in one thread"
     assert threading.get_ident() not in {c[2] for c in gets}
     assert sum(seen) == 12 * MiB
     assert dest.read_bytes() == path.read_bytes()
     st = dest.stat()
     assert known.digest == digest and known.holds_for(st)
+
+
+def test_ranges_are_no_more_than_the_streams(tier: S3BlobTier) -> None:
+    tier.concurrency, tier.part_size = 5, 64 * MiB
+    ranges = tier._ranges(1024 * MiB)
+    assert len(ranges) == 5 and ranges[0] == (0, 205 * MiB) and ranges[-1][1] == 1024 * MiB
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
+    assert tier._ranges(100 * MiB) == [(0, 50 * MiB), (50 * MiB, 100 * MiB)]
+    assert tier._ranges(10 * MiB) == [(0, 10 * MiB)]
+
+
+def test_a_connection_broken_mid_body_is_resumed_from_the_byte_reached(tier: S3BlobTier, tmp_path: Path) -> None:
+    from urllib3.exceptions import ProtocolError
+
+    digest, path = _blob(tmp_path, 12 * MiB)
+    assert tier.upload(digest, path)
+    real_get = tier.client.get_object
+    asked: list[str] = []
+
+    class Breaks:
+        """The first answer's body breaks off after 1 MiB, as a dropped connection does."""
+
+        def __init__(self, body: Any) -> None:
+            self.body, self.sent = body, 0
+
+        def read(self, n: int) -> bytes:
+            if self.sent >= MiB:
+                raise ProtocolError("Connection broken: IncompleteRead")
+            chunk: bytes = self.body.read(min(n, MiB - self.sent))
+            self.sent += len(chunk)
+            return chunk
+
+        def close(self) -> None:
+            self.body.close()
+
+    def get_object(**kwargs: Any) -> Any:
+        answer = real_get(**kwargs)
+        asked.append(str(kwargs.get("Range")))
+        if len(asked) == 1:
+            answer["Body"] = Breaks(answer["Body"])
+        return answer
+
+    tier.client.get_object = get_object
+    tier.concurrency = 1  # one stream: the order of the GETs is known
+    dest = tmp_path / "incoming-resumed"
+    tier.download(digest, dest, size=12 * MiB)
+    assert dest.read_bytes() == path.read_bytes()
+    # One stream: the whole object in one GET, then the rest from the byte the first one reached.
+    assert asked == ["None", f"bytes={MiB}-{12 * MiB - 1}"]
 
 
 def test_small_blob_comes_down_in_one_get_and_size_is_looked_up(tier: S3BlobTier, tmp_path: Path) -> None:

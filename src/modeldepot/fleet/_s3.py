@@ -31,6 +31,9 @@ from modeldepot.storage._blobs import KnownDigest, hash_path, is_digest
 _HEX2 = re.compile(r"^[0-9a-f]{2}$")
 _QUERY_RE = re.compile(r"\?[^\s\"'>]*")  # a query string in an error text may be a signature
 _READ = 1 << 20
+_ALIGN = 1 << 20  # ranges start on MiB boundaries
+_ATTEMPTS = 3  # GETs of one range before a download gives up
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -247,7 +250,7 @@ class S3BlobTier:
                 _preallocate(fd, size)
                 with self._mapped(f"downloading {key}"):
                     if size <= self.part_size:
-                        self._get(fd, key, 0, size, size, progress=progress)
+                        self._fetch_range(fd, key, 0, size, size, progress=progress)
                     else:
                         self._get_parallel(fd, key, size, progress)
                 os.fsync(fd)
@@ -268,19 +271,28 @@ class S3BlobTier:
             raise
         return KnownDigest(digest, (st.st_ino, st.st_size, st.st_mtime_ns))
 
+    def _ranges(self, size: int) -> list[tuple[int, int]]:
+        """At most ``concurrency`` ranges of at least ``part_size`` (1 MiB aligned): each GET is
+        one stream of its own, and no more requests than streams (servers that read the whole
+        object for every range, like moto, pay per request)."""
+        count = max(1, min(self.concurrency, -(-size // self.part_size)))
+        step = -(-size // count)
+        step = -(-step // _ALIGN) * _ALIGN
+        return [(start, min(start + step, size)) for start in range(0, size, step)]
+
     def _get_parallel(self, fd: int, key: str, size: int, progress: Callable[[int], None] | None) -> None:
         stop = threading.Event()
 
-        def piece(start: int) -> None:
+        def piece(start: int, end: int) -> None:
             try:
-                self._get(fd, key, start, min(start + self.part_size, size), size, progress=progress, stop=stop)
+                self._fetch_range(fd, key, start, end, size, progress=progress, stop=stop)
             except BaseException:
                 stop.set()  # the other pieces give up at their next read
                 raise
 
         pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="s3-get")
         try:
-            futures = [pool.submit(piece, start) for start in range(0, size, self.part_size)]
+            futures = [pool.submit(piece, start, end) for start, end in self._ranges(size)]
             for future in futures:
                 future.result()
         except BaseException:
@@ -288,6 +300,31 @@ class S3BlobTier:
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+    def _fetch_range(
+        self,
+        fd: int,
+        key: str,
+        start: int,
+        end: int,
+        total: int,
+        *,
+        progress: Callable[[int], None] | None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        """Bytes ``[start, end)`` into ``fd``; a connection that breaks mid-body is asked again
+        from the byte it reached (a few times), not from the start."""
+        offset = start
+        for _attempt in range(_ATTEMPTS):
+            offset = self._get(fd, key, offset, end, total, progress=progress, stop=stop)
+            if offset >= end or (stop is not None and stop.is_set()):
+                return
+            log.info("s3: %s broke off at byte %d of %d; asking again from there", key, offset, total)
+        raise FleetError(
+            f"the connection to {self.endpoint} broke {_ATTEMPTS} times while fetching"
+            f" s3://{self.bucket.bucket}/{key} (at byte {offset} of {total})",
+            url=self.url,
+        )
 
     def _get(
         self,
@@ -299,10 +336,12 @@ class S3BlobTier:
         *,
         progress: Callable[[int], None] | None,
         stop: threading.Event | None = None,
-    ) -> None:
+    ) -> int:
         """Bytes ``[start, end)`` of the object (one GET when that is all of it, else a ranged
-        one) written at the same offsets of ``fd``."""
-        from botocore.exceptions import ClientError
+        one) written at the same offsets of ``fd``; returns the offset reached (``end``, or less
+        when the connection broke off mid-body)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+        from urllib3.exceptions import HTTPError
 
         ranged = end - start < total
         kwargs: dict[str, Any] = {"Bucket": self.bucket.bucket, "Key": key}
@@ -327,10 +366,13 @@ class S3BlobTier:
         try:
             while offset < end:
                 if stop is not None and stop.is_set():
-                    return
-                chunk = body.read(min(_READ, end - offset))
+                    return offset
+                try:
+                    chunk = body.read(min(_READ, end - offset))
+                except (BotoCoreError, HTTPError, ConnectionError, TimeoutError):
+                    return offset  # broke off: the caller asks again from here
                 if not chunk:
-                    break
+                    return offset
                 view = memoryview(chunk)
                 while view:
                     n = os.pwrite(fd, view, offset)
@@ -339,8 +381,7 @@ class S3BlobTier:
                         progress(n)
         finally:
             body.close()
-        if offset != end:
-            raise BlobCorruptError(f"s3://{self.bucket.bucket}/{key} ended at byte {offset} of {total}")
+        return offset
 
     def abort_stale_uploads(self, older_than: float) -> int:
         """Abort multipart uploads under the blobs prefix begun more than ``older_than`` seconds
