@@ -125,8 +125,13 @@ def test_evict_keeps_record_and_bucket_and_load_pulls_back(worker: Callable[...,
     assert {blob.digest for blob in b.fleet.tier.list()} == before
     assert a.fleet.is_local(key), "evicting on one worker touched another"
     # A load of a model this worker does not hold pulls it first.
-    b.fleet.ensure_local(key, b.store.get_model(key).path)
+    with b.load.load_model(b.store.get_model(key), "vae") as vae:
+        assert type(vae).__name__ == "AutoencoderKL"
     assert b.fleet.is_local(key)
+    b.storage.gc(grace_seconds=0)  # the local gc never reaches the bucket
+    a.install.delete(key)
+    a.storage.gc(grace_seconds=0)
+    assert {blob.digest for blob in a.fleet.tier.list()} == before
 
 
 def test_local_budget_evicts_the_least_recently_used(worker: Callable[..., ModelManager], hub: FakeHub) -> None:
