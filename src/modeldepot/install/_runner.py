@@ -295,7 +295,8 @@ class JobRunner:
         return None
 
     def _in_fleet_from(self, source: str) -> ModelConfigBase | None:
-        """A record of ``source`` another worker of the fleet stored (its blobs are in the bucket)."""
+        """A stored record of ``source`` in the fleet whose files are not here (another worker
+        installed it, or this one evicted it): its blobs are in the bucket."""
         if self.config.blob_remote is None:
             return None
         storage = self.services.storage
