@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from modeldepot.config import DepotConfig
     from modeldepot.fleet._s3 import S3BlobTier
     from modeldepot.storage import ContentStore
-    from modeldepot.storage.base import ManifestEntry
+    from modeldepot.storage.base import ManifestEntry, ModelManifest
 
 log = logging.getLogger(__name__)
 WORKER_FILE = "fleet-worker"
@@ -164,14 +164,10 @@ class Fleet:
                 raise BlobCorruptError(f"bucket object for {digest} holds {info.digest}", path=tmp)
         return size
 
-    def materialised(self, key: str) -> None:
+    def materialised(self, key: str, dest: Path) -> None:
         now = time.time()
-        dest = self.storage.manifest(key).dest
         with self.db.begin() as conn:
-            conn.execute(
-                sa.text("DELETE FROM fleet_local WHERE worker_id = :w AND model_key = :k"),
-                {"w": self.worker, "k": key},
-            )
+            self._forget_local(conn, key)
             conn.execute(
                 sa.text(
                     "INSERT INTO fleet_local (worker_id, model_key, path, pulled_at, last_used)"
@@ -219,19 +215,23 @@ class Fleet:
                 remove_any(p)
                 removed.append(str(key))
             with self.db.begin() as conn:
-                conn.execute(
-                    sa.text("DELETE FROM fleet_local WHERE worker_id = :w AND model_key = :k"),
-                    {"w": self.worker, "k": str(key)},
-                )
+                self._forget_local(conn, str(key))
         if removed:
             log.info("removed %d local model folder(s) deleted from the fleet elsewhere", len(removed))
         return removed
+
+    def _forget_local(self, conn: sa.Connection, key: str) -> None:
+        conn.execute(
+            sa.text("DELETE FROM fleet_local WHERE worker_id = :w AND model_key = :k"), {"w": self.worker, "k": key}
+        )
 
     # Local copies ------------------------------------------------------------------------
 
     def is_local(self, key: str) -> bool:
         """The model's files are materialised here and its blobs are in the local store."""
-        man = self.storage.manifest(key)
+        return self._holds(self.storage.manifest(key))
+
+    def _holds(self, man: ModelManifest) -> bool:
         if man.inplace:
             return man.dest is not None and man.dest.exists()
         return (
@@ -240,13 +240,19 @@ class Fleet:
             and all(self.storage.blobs.has(e.digest) for e in man.entries)
         )
 
+    def _stored(self) -> list[ModelManifest]:
+        """The manifest of every model of the fleet that lives in the store (not in place)."""
+        keys = self.storage.keys()  # a list of model keys (not a dict: ruff's SIM118 misreads it)
+        return [m for m in map(self.storage.manifest, keys) if not m.inplace]
+
     def stored_keys(self) -> list[str]:
-        """Every model of the fleet that lives in the store (not registered in place)."""
-        stored = self.storage.keys()
-        return [k for k in stored if not self.storage.manifest(k).inplace]
+        return [m.key for m in self._stored()]
+
+    def _local(self) -> list[ModelManifest]:
+        return [m for m in self._stored() if self._holds(m)]
 
     def local_keys(self) -> list[str]:
-        return [k for k in self.stored_keys() if self.is_local(k)]
+        return [m.key for m in self._local()]
 
     def pull(self, key: str) -> PullResult:
         """Make model ``key`` local: its missing blobs from the bucket, then its folder."""
@@ -258,7 +264,7 @@ class Fleet:
                 url=self.tier.url,
             )
         self.heartbeat()
-        if self.is_local(key):
+        if self._holds(man):
             self.touch(key, force=True)
             return PullResult(key, 0, 0, already_local=True)
         missing = [e for e in man.entries if not self.storage.blobs.has(e.digest)]
@@ -271,8 +277,8 @@ class Fleet:
         models before it joined the fleet. Returns (blobs sent, bytes sent)."""
         self.heartbeat()
         sent = sent_bytes = 0
-        for key in keys if keys is not None else self.stored_keys():
-            man = self.storage.manifest(key)
+        manifests = self._stored() if keys is None else [self.storage.manifest(k) for k in keys]
+        for man in manifests:
             if man.inplace:
                 continue
             for digest, size in _distinct(man.entries).items():
@@ -288,9 +294,9 @@ class Fleet:
             raise FleetError(f"model {key} is registered in place at {man.dest}; evict only drops stored models")
         self.heartbeat()
         others: set[str] = set()
-        for other in self.local_keys():
-            if other != key:
-                others.update(e.digest for e in self.storage.manifest(other).entries)
+        for other in self._local():
+            if other.key != key:
+                others.update(e.digest for e in other.entries)
         removed = freed = 0
         blobs = self.storage.blobs
         with blobs.locked():
@@ -304,10 +310,7 @@ class Fleet:
             if man.dest is not None:
                 remove_any(man.dest)
         with self.db.begin() as conn:
-            conn.execute(
-                sa.text("DELETE FROM fleet_local WHERE worker_id = :w AND model_key = :k"),
-                {"w": self.worker, "k": key},
-            )
+            self._forget_local(conn, key)
         self._touched.pop(key, None)
         log.info("evicted %s: %d blob(s), %s freed locally", key, removed, human_size(freed))
         return EvictResult(key, removed, freed)
@@ -378,8 +381,8 @@ class Fleet:
         """Remove local blobs no local model uses that the bucket holds (a pull that died before
         its model was built); young ones may belong to a pull in progress and stay."""
         used: set[str] = set()
-        for key in self.local_keys():
-            used.update(e.digest for e in self.storage.manifest(key).entries)
+        for man in self._local():
+            used.update(e.digest for e in man.entries)
         with self.db.connect() as conn:  # an ingest in progress holds its blobs
             used.update(str(r[0]) for r in conn.execute(sa.text("SELECT digest FROM storage_pending")))
         in_bucket = {b.digest: b.size for b in self.tier.list()}

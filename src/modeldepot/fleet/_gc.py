@@ -33,27 +33,26 @@ class BucketGcReport:
     aborted_uploads: int = 0  # multipart uploads a killed worker left unfinished
 
 
-def _held(conn: sa.Connection, digest: str | None = None) -> set[str]:
-    """Digests a record references or an in-flight ingest holds (one digest, or all)."""
-    only = " AND m.digest = :d" if digest else ""
+def _referenced(conn: sa.Connection, digest: str | None = None) -> set[str]:
+    """Digests a stored model's manifest names (all of them, or just ``digest`` if it is one)."""
     rows = conn.execute(
         sa.text(
-            "SELECT m.digest FROM storage_manifest m JOIN storage_models s ON s.model_key = m.model_key"
-            f" WHERE s.inplace = 0{only}"
-            " UNION SELECT p.digest FROM storage_pending p WHERE p.created_at >= :c"
-            + (" AND p.digest = :d" if digest else "")
+            "SELECT DISTINCT m.digest FROM storage_manifest m JOIN storage_models s ON s.model_key = m.model_key"
+            " WHERE s.inplace = 0" + (" AND m.digest = :d" if digest else "")
         ),
-        {"c": time.time() - PENDING_LIFETIME, "d": digest},
+        {"d": digest},
     )
     return {str(r[0]) for r in rows}
 
 
-def _referenced(conn: sa.Connection) -> set[str]:
+def _pending(conn: sa.Connection, digest: str | None = None) -> set[str]:
+    """Digests an ingest in progress holds (its pending rows are younger than PENDING_LIFETIME)."""
     rows = conn.execute(
         sa.text(
-            "SELECT DISTINCT m.digest FROM storage_manifest m JOIN storage_models s ON s.model_key = m.model_key"
-            " WHERE s.inplace = 0"
-        )
+            "SELECT DISTINCT digest FROM storage_pending WHERE created_at >= :c"
+            + (" AND digest = :d" if digest else "")
+        ),
+        {"c": time.time() - PENDING_LIFETIME, "d": digest},
     )
     return {str(r[0]) for r in rows}
 
@@ -63,7 +62,7 @@ def collect(fleet: Fleet, *, dry_run: bool = False, grace_seconds: float = 3600.
     now = time.time()
     with fleet.db.connect() as conn:
         referenced = _referenced(conn)
-        held = _held(conn)
+        held = referenced | _pending(conn)
         marks = {str(r[0]): float(r[1]) for r in conn.execute(sa.text("SELECT digest, marked_at FROM fleet_gc_marks"))}
     new_marks: list[str] = []
     unmark = [d for d in marks if d in held]
@@ -84,7 +83,7 @@ def collect(fleet: Fleet, *, dry_run: bool = False, grace_seconds: float = 3600.
             continue
         with fleet.db.exclusive(fleet._lock("fleet-blob", blob.digest)):
             with fleet.db.connect() as conn:
-                if _held(conn, blob.digest):
+                if _referenced(conn, blob.digest) or _pending(conn, blob.digest):
                     unmark.append(blob.digest)
                     continue
             fleet.tier.delete(blob.digest)

@@ -414,7 +414,7 @@ class ContentStore:
             log.info("materialising models with %s (configured order: %s)", mode_used, ",".join(modes))
         self._emit("storage_materialised", key=key, path=str(target), mode=mode_used)
         if self.mirror is not None:
-            self.mirror.materialised(key)
+            self.mirror.materialised(key, target)
         return MaterialiseResult(target, mode_used)
 
     def rematerialise(self, key: str) -> MaterialiseResult:
